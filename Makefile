@@ -1,0 +1,52 @@
+# deepwide: all set-up on a fresh machine lives here.
+#   make run    create .venv, install what is missing, run the pipeline on config.yaml
+#   make test   same set-up, then the test suite
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.deepwide-installed
+APT_PACKAGES := espeak-ng flite sox libsox-fmt-all wamerican
+APT_PROGRAMS := espeak-ng flite sox
+CORES ?= all
+CONFIG ?= config.yaml
+# librosa's numba JIT cache: keep it on a persistent path so only the first run compiles
+export NUMBA_CACHE_DIR ?= $(CURDIR)/.cache/numba
+export MPLBACKEND ?= Agg
+
+.PHONY: setup sysdeps run test clean-results
+
+setup: sysdeps $(STAMP)
+
+# Debian packages: installed when root, otherwise one message naming the missing ones.
+sysdeps:
+	@missing=""; \
+	for p in $(APT_PROGRAMS); do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	[ -f /usr/share/dict/words ] || missing="$$missing wamerican"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian packages:$$missing"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get update -qq && apt-get install -y -qq --no-install-recommends $(APT_PACKAGES) >/dev/null || exit 1; \
+	  else \
+	    echo "error: missing system programs:$$missing. Install the Debian packages: $(APT_PACKAGES) (for example: sudo apt-get install $(APT_PACKAGES))" >&2; \
+	    exit 1; \
+	  fi; \
+	fi
+
+# The venv is rebuilt only when the pinned requirements or the package metadata change.
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade "pip>=24" 
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	@touch $@
+
+run: setup
+	$(VENV)/bin/snakemake --cores $(CORES) --configfile $(CONFIG)
+
+test: setup
+	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+
+clean-results:
+	rm -rf results .snakemake

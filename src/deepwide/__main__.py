@@ -1,0 +1,3 @@
+from deepwide.cli import main
+
+raise SystemExit(main())

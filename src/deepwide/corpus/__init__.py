@@ -1,0 +1,1 @@
+"""Speech corpora: synthesis in the real datasets' layouts and Parquet manifests."""

@@ -1,0 +1,1 @@
+# corpus stage: synthesize embedded corpora or read real roots; write Parquet manifests.

@@ -1,0 +1,3 @@
+"""HuBERT-style encoders (teacher and students) on torchaudio's wav2vec2 components."""
+
+from deepwide.models.arch import ArchConfig, build_model, hidden_states  # noqa: F401

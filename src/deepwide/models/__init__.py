@@ -1,3 +1,4 @@
 """HuBERT-style encoders (teacher and students) on torchaudio's wav2vec2 components."""
 
 from deepwide.models.arch import ArchConfig, build_model, hidden_states  # noqa: F401
+from deepwide.models.checkpoint import load_checkpoint, save_checkpoint  # noqa: F401,E402

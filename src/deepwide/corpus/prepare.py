@@ -52,6 +52,8 @@ def check_audio(path: str | Path) -> tuple[dict | None, str | None]:
     path = Path(path)
     if not path.is_file():
         return None, "missing: file not found"
+    if path.stat().st_size == 0:
+        return None, "empty: 0 bytes"
     try:
         info = sf.info(str(path))
     except Exception as err:  # libsndfile raises RuntimeError/LibsndfileError

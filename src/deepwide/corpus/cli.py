@@ -1,6 +1,93 @@
-"""``python -m deepwide corpus ...``"""
+"""``python -m deepwide corpus ...``: synthesize a corpus, or prepare its manifests.
+
+    deepwide corpus synth --corpus NAME --config-json JSON --tts-json JSON --seed N --out DIR [--jobs N]
+    deepwide corpus prepare --corpus NAME --config-json JSON --root DIR [--test-root DIR] --out-dir DIR [--jobs N]
+    deepwide corpus check --config-json JSON   (the whole corpus section: roots and programs)
+
+``--config-json`` is the corpus's config section (``corpus.NAME``) as the Snakefile passes
+it; it is validated against the schema with defaults filled, so a hand-written call gets
+the same checks as the pipeline.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+from deepwide.errors import DeepwideError
+
+log = logging.getLogger(__name__)
+
+
+def _section(corpus: str | None, text: str) -> dict:
+    from deepwide.config import validate_config
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DeepwideError(f"--config-json is not valid JSON: {err}") from None
+    cfg = validate_config({"corpus": {corpus: value} if corpus else value})["corpus"]
+    return cfg[corpus] if corpus else cfg
+
+
+def _jobs(n: int | None) -> int:
+    return n if n and n > 0 else (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+def cmd_synth(args) -> int:
+    from deepwide.corpus.synth import synthesize
+
+    cfg = _section(args.corpus, args.config_json)
+    tts = _section(None, json.dumps({"tts": json.loads(args.tts_json)}))["tts"]
+    summary = synthesize(args.corpus, cfg, tts, args.seed, args.out, _jobs(args.jobs), progress=not args.no_progress)
+    print(json.dumps(summary, sort_keys=True))
+    return 0
+
+
+def cmd_prepare(args) -> int:
+    from deepwide.corpus.prepare import manifest_splits, prepare, write_manifests
+
+    cfg = _section(args.corpus, args.config_json)
+    prepared = prepare(args.corpus, args.root, cfg, args.test_root, _jobs(args.jobs))
+    counts = write_manifests(args.corpus, prepared, args.out_dir, manifest_splits(args.corpus, cfg), cfg["max_reject_share"])
+    print(json.dumps(counts, sort_keys=True))
+    return 0
+
+
+def cmd_check(args) -> int:
+    from deepwide.corpus.sources import check_sources
+
+    check_sources(_section(None, args.config_json))
+    print("corpus sources ok")
+    return 0
 
 
 def register(sub):
+    from deepwide.corpus.sources import CORPORA
+
     p = sub.add_parser("corpus", help="synthesize corpora and write manifests")
-    p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    cmds = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = cmds.add_parser("synth", help="synthesize one corpus in its real dataset's layout")
+    s.add_argument("--corpus", required=True, choices=CORPORA)
+    s.add_argument("--config-json", required=True, help="the corpus.NAME config section as JSON")
+    s.add_argument("--tts-json", default="{}", help="the corpus.tts config section as JSON")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", required=True, help="corpus root to create (replaced atomically)")
+    s.add_argument("--jobs", type=int, default=0, help="parallel TTS jobs (0: all cores)")
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(func=cmd_synth)
+
+    q = cmds.add_parser("prepare", help="read a corpus root (real or synthesized) and write Parquet manifests")
+    q.add_argument("--corpus", required=True, choices=CORPORA)
+    q.add_argument("--config-json", default="{}", help="the corpus.NAME config section as JSON")
+    q.add_argument("--root", required=True)
+    q.add_argument("--test-root", default=None, help="Speech Commands: the separate test-set folder")
+    q.add_argument("--out-dir", required=True, help="folder for {split}.parquet and rejects.tsv")
+    q.add_argument("--jobs", type=int, default=0)
+    q.set_defaults(func=cmd_prepare)
+
+    c = cmds.add_parser("check", help="check real roots and TTS programs of a corpus config section")
+    c.add_argument("--config-json", required=True, help="the whole corpus config section as JSON")
+    c.set_defaults(func=cmd_check)

@@ -18,6 +18,7 @@ from deepwide.errors import DeepwideError
 # module path of every stage's CLI, in pipeline order
 STAGES = [
     "deepwide.corpus.cli",
+    "deepwide.models.cli",
 ]
 
 

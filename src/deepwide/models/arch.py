@@ -134,7 +134,9 @@ def hidden_states(
     Pass ``features`` (with ``lengths`` already in frames) to skip the conv front end,
     e.g. when the front end is frozen and its output was cached.
     State 0 is the first transformer layer's input (projection + positional conv
-    [+ layer norm]); state k is layer k's output.
+    [+ layer norm]); state k is layer k's output. For pre-LN encoders
+    (``layer_norm_first``, HuBERT Large) the last state includes the encoder's final
+    layer norm, as in transformers' ``hidden_states`` and s3prl's hubert upstream.
     """
     if features is None:
         features, lengths = model.feature_extractor(wavs, lengths)
@@ -146,4 +148,8 @@ def hidden_states(
     for layer in transformer.layers:
         x, _ = layer(x, mask)
         states.append(x)
+    # torchaudio's Transformer.layer_norm_first is the negation of the arch's flag: when it
+    # is False (pre-LN layers) the encoder layer norm comes after the last layer
+    if not transformer.layer_norm_first:
+        states[-1] = transformer.layer_norm(states[-1])
     return states, lengths

@@ -122,8 +122,12 @@ def test_solve_grid_and_fixed_heads():
     for arch in shapes:
         assert arch.heads == 12 and arch.width % 12 == 0 and arch.width % 32 == 0
         assert arch.conv == conv_layers(128)
-    shapes = solve("5M", [4], width_step=32, conv=conv_layers(128))
+    shapes = solve("5M", [4], width_step=32, conv_channels=128)
     assert shapes[0].width % 32 == 0 and shapes[0].width % shapes[0].heads == 0
+    assert shapes[0].conv == conv_layers(128)
+    template = ArchConfig(1, 64, 256, 4, conv=conv_layers(64), pos_conv_kernel=32, pos_conv_groups=8)
+    (arch,) = solve("1M", [4], template=template)
+    assert (arch.conv, arch.pos_conv_kernel, arch.pos_conv_groups) == (conv_layers(64), 32, 8)
 
 
 def test_solve_errors(repo_root):

@@ -122,6 +122,21 @@ def frontend_features(model: torch.nn.Module, wavs: Tensor, lengths: Tensor | No
     return model.feature_extractor(wavs, lengths)
 
 
+def normalize_waveforms(wavs: Tensor, lengths: Tensor | None = None, eps: float = 1e-5) -> Tensor:
+    """Zero-mean unit-variance per waveform over its valid samples; padding stays 0.
+
+    For teachers whose checkpoint meta has ``normalize: true`` (e.g. HuBERT Large): the
+    same as s3prl's hubert upstream (``layer_norm`` of each unpadded waveform).
+    """
+    if lengths is None:
+        return torch.nn.functional.layer_norm(wavs, wavs.shape[-1:], eps=eps)
+    valid = (torch.arange(wavs.shape[-1], device=wavs.device)[None] < lengths[:, None]).to(wavs.dtype)
+    n = lengths.to(wavs.dtype).clamp(min=1)[:, None]
+    mean = (wavs * valid).sum(-1, keepdim=True) / n
+    var = (((wavs - mean) * valid) ** 2).sum(-1, keepdim=True) / n
+    return (wavs - mean) / torch.sqrt(var + eps) * valid
+
+
 def hidden_states(
     model: torch.nn.Module,
     wavs: Tensor,

@@ -21,7 +21,7 @@ import re
 from typing import Any, Iterable
 
 from deepwide.errors import DeepwideError
-from deepwide.models.arch import ArchConfig
+from deepwide.models.arch import ArchConfig, conv_layers
 
 
 def count_breakdown(arch: ArchConfig) -> dict[str, int]:
@@ -118,10 +118,11 @@ def solve(
     A depth whose best shape misses the budget by more than ``max_rel_error`` (relative;
     None: never) raises DeepwideError: the budget is out of the grid's reach.
     Front end, positional conv and the other fixed fields come from ``template`` (an
-    ArchConfig) and/or keyword arguments (``conv``, ``pos_conv_kernel``, ...).
+    ArchConfig) and/or keyword arguments (``conv`` or ``conv_channels`` (HuBERT kernels and
+    strides), ``pos_conv_kernel``, ...).
     """
     target = parse_budget(budget)
-    unknown = sorted(set(arch_fields) - _TEMPLATE_FIELDS)
+    unknown = sorted(set(arch_fields) - _TEMPLATE_FIELDS - {"conv_channels"})
     if unknown:
         raise DeepwideError(f"solver: unknown constraint(s) {', '.join(unknown)}")
     depths = [int(d) for d in depths]
@@ -136,6 +137,9 @@ def solve(
         raise DeepwideError(f"solver: heads must be >= 1, got {heads}")
     base = template or ArchConfig(depth=1, width=768, ffn=3072, heads=12)
     fixed = {k: getattr(base, k) for k in _TEMPLATE_FIELDS}
+    channels = arch_fields.pop("conv_channels", None)
+    if channels is not None:
+        fixed["conv"] = conv_layers(int(channels))
     fixed.update(arch_fields)
     groups = int(fixed["pos_conv_groups"])
     lo = max(width_step, min_width or width_step)

@@ -277,3 +277,14 @@ def test_config_typo_names_key_path():
         validate_config({"corpus": {"librispeech": {"synth": {"speakerz": 3}}}})
     with pytest.raises(DeepwideError, match=r"corpus\.iemocap\.max_reject_share"):
         validate_config({"corpus": {"iemocap": {"max_reject_share": 2}}})
+
+
+def test_check_cli_names_missing_programs(tmp_path):
+    env = {"PATH": str(tmp_path), "PYTHONPATH": str(REPO / "src")}
+    res = subprocess.run([sys.executable, "-m", "deepwide", "corpus", "check", "--config-json", "{}"],
+                         capture_output=True, text=True, env=env, cwd=REPO)
+    assert res.returncode == 2
+    assert "missing programs needed to synthesize the embedded corpora: espeak-ng, flite, sox" in res.stderr
+    ok = subprocess.run([sys.executable, "-m", "deepwide", "corpus", "check", "--config-json", "{}"],
+                        capture_output=True, text=True, cwd=REPO)
+    assert ok.returncode == 0, ok.stderr

@@ -29,7 +29,7 @@ for _name in synthesized(config["corpus"]):
             tts=config_slice("corpus", "tts"),
             seed=config["seed"],
             code=code_hash("corpus"),
-        threads: workflow.cores
+        threads: min(max(1, int(workflow.cores or 1)), 32)
         log:
             LOGS / "corpus" / f"synth_{_name}.log",
         shell:
@@ -55,7 +55,7 @@ for _name in enabled(config["corpus"]):
             test_root=f"--test-root {_test_root}" if _test_root else "",
             out_dir=str(MANIFESTS / _name),
             code=code_hash("corpus"),
-        threads: workflow.cores
+        threads: min(max(1, int(workflow.cores or 1)), 32)
         log:
             LOGS / "corpus" / f"prepare_{_name}.log",
         shell:

@@ -96,6 +96,8 @@ def test_librispeech_real_layout_with_rejects(libri_root, tmp_path):
     assert df.loc[0, "phones"].startswith("n") and "d oU n t" in df.loc[0, "phones"]
     assert set(df["gender"]) == {"F"} and set(df["speaker"]) == {"19"}
     assert (df["num_samples"] == 8000).all()
+    lexicon = dict(line.split(" ", 1) for line in (out / "lexicon.txt").read_text().splitlines())
+    assert lexicon["DON'T"] == "d oU n t" and set(lexicon) >= {"NORTHANGER", "HELLO", "WORLD", "9"}
     rej = pd.read_csv(out / "rejects.tsv", sep="\t")
     assert len(rej) == 6 and set(rej["split"]) == {"train-clean-100"}
 

@@ -194,6 +194,14 @@ def test_s3prl_reads_synthesized_layouts(synth_results, smoke_cfg, tmp_path, mon
     results, m = synth_results
     corpora = results / "corpora"
 
+    # PR: s3prl's G2P with our lexicon (instead of the downloaded one) covers every transcript
+    from s3prl.dataio.encoder.g2p import G2P
+
+    g2p = G2P(file_list=[str(results / "manifests" / "librispeech" / "lexicon.txt")])
+    for split in m["librispeech"].values():
+        for text, phones in zip(split["text"], split["phones"]):
+            assert g2p.encode(text).split() == phones.split()
+
     ls = LibriSpeech(str(corpora / "librispeech"), n_jobs=1)
     train, valid, test = ls.data_split_ids
     assert sorted(train) == sorted(m["librispeech"]["train-clean-100"]["id"])

@@ -96,6 +96,8 @@ def test_librispeech_real_layout_with_rejects(libri_root, tmp_path):
     assert df.loc[0, "phones"].startswith("n") and "d oU n t" in df.loc[0, "phones"]
     assert set(df["gender"]) == {"F"} and set(df["speaker"]) == {"19"}
     assert (df["num_samples"] == 8000).all()
+    lexicon = dict(line.split(" ", 1) for line in (out / "lexicon.txt").read_text().splitlines())
+    assert lexicon["DON'T"] == "d oU n t" and set(lexicon) >= {"NORTHANGER", "HELLO", "WORLD", "9"}
     rej = pd.read_csv(out / "rejects.tsv", sep="\t")
     assert len(rej) == 6 and set(rej["split"]) == {"train-clean-100"}
 
@@ -277,3 +279,14 @@ def test_config_typo_names_key_path():
         validate_config({"corpus": {"librispeech": {"synth": {"speakerz": 3}}}})
     with pytest.raises(DeepwideError, match=r"corpus\.iemocap\.max_reject_share"):
         validate_config({"corpus": {"iemocap": {"max_reject_share": 2}}})
+
+
+def test_check_cli_names_missing_programs(tmp_path):
+    env = {"PATH": str(tmp_path), "PYTHONPATH": str(REPO / "src")}
+    res = subprocess.run([sys.executable, "-m", "deepwide", "corpus", "check", "--config-json", "{}"],
+                         capture_output=True, text=True, env=env, cwd=REPO)
+    assert res.returncode == 2
+    assert "missing programs needed to synthesize the embedded corpora: espeak-ng, flite, sox" in res.stderr
+    ok = subprocess.run([sys.executable, "-m", "deepwide", "corpus", "check", "--config-json", "{}"],
+                        capture_output=True, text=True, cwd=REPO)
+    assert ok.returncode == 0, ok.stderr

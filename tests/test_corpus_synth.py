@@ -194,6 +194,14 @@ def test_s3prl_reads_synthesized_layouts(synth_results, smoke_cfg, tmp_path, mon
     results, m = synth_results
     corpora = results / "corpora"
 
+    # PR: s3prl's G2P with our lexicon (instead of the downloaded one) covers every transcript
+    from s3prl.dataio.encoder.g2p import G2P
+
+    g2p = G2P(file_list=[str(results / "manifests" / "librispeech" / "lexicon.txt")])
+    for split in m["librispeech"].values():
+        for text, phones in zip(split["text"], split["phones"]):
+            assert g2p.encode(text).split() == phones.split()
+
     ls = LibriSpeech(str(corpora / "librispeech"), n_jobs=1)
     train, valid, test = ls.data_split_ids
     assert sorted(train) == sorted(m["librispeech"]["train-clean-100"]["id"])
@@ -247,3 +255,33 @@ def test_same_seed_same_audio_other_seed_differs(tmp_path, smoke_cfg):
         audio = [{k: v for k, v in t.items() if k.endswith((".flac", ".wav"))} for t in trees]
         assert audio[0] and audio[0] != audio[2]
         assert not set(audio[0].values()) & set(audio[2].values())
+
+
+def test_every_voice_renders(tmp_path, smoke_cfg, monkeypatch):
+    """Each espeak-ng language+variant and flite voice the speaker sampler can draw is
+    installed here and gives 16 kHz mono audio; a TTS failure is a DeepwideError naming it."""
+    import subprocess
+
+    from deepwide.corpus import tts
+    from deepwide.errors import DeepwideError
+
+    flite = subprocess.run(["flite", "-lv"], capture_output=True, text=True).stdout.split(":", 1)[1].split()
+    assert {v for vs in tts.FLITE_VOICES.values() for v in vs} <= set(flite)  # flite falls back silently
+    variants = subprocess.run(["espeak-ng", "--voices=variant"], capture_output=True, text=True).stdout
+    variant_files = {line.split()[-1].split("/")[-1] for line in variants.splitlines()[1:] if line.strip()}
+    assert {v for vs in tts.ESPEAK_VARIANTS.values() for v in vs} <= variant_files  # so does espeak-ng
+
+    timbre = dict(shift_cents=0, eq_hz=1000, eq_db=0.0, treble_db=0.0)
+    voices = [("espeak", f"{lang}+m1", 50, 0, 170) for lang in tts.ESPEAK_LANGS]
+    voices += [("espeak", f"en-us+{v}", 50, 0, 170) for vs in tts.ESPEAK_VARIANTS.values() for v in vs]
+    voices += [("flite", v, 120, 20, 1.0) for vs in tts.FLITE_VOICES.values() for v in vs]
+    for i, (engine, voice, pitch, rng, rate) in enumerate(voices):
+        spk = dict(engine=engine, voice=voice, gender="M", pitch=pitch, range=rng, rate=rate, timbre=timbre)
+        info = sf.info(tts.render(tts.Utterance(str(tmp_path / f"{i}.wav"), "seven", spk)))
+        assert (info.samplerate, info.channels) == (16000, 1) and info.frames > 1600, voice
+
+    monkeypatch.setattr(tts, "ESPEAK_LANGS", ("xx-nosuch",))
+    cc = smoke_cfg["corpus"]
+    with pytest.raises(DeepwideError, match="synthesizing librispeech failed: espeak-ng failed"):
+        synthesize("librispeech", cc["librispeech"], dict(cc["tts"], flite_share=0.0), 0, tmp_path / "ls", jobs=2, progress=False)
+    assert not (tmp_path / "ls").exists() and not list(tmp_path.glob(".ls.*"))  # nothing half-written

@@ -1,7 +1,7 @@
 # corpus stage: synthesize embedded corpora or read real roots; write Parquet manifests.
 # One synth rule per synthesized corpus (atomic directory output), one prepare rule per
 # enabled corpus. A real root (corpus.NAME.root) replaces synthesis: no synth rule then.
-from deepwide.corpus.prepare import manifest_splits
+from deepwide.corpus.prepare import manifest_outputs
 from deepwide.corpus.sources import check_sources, enabled, roots, synthesized
 
 # missing real roots / TTS programs: one clear error at parse time, before any job
@@ -12,8 +12,9 @@ MANIFESTS = RESULTS / "manifests"
 
 
 def corpus_manifests(name):
-    """The manifest files of one corpus (what later stages take as input)."""
-    return [MANIFESTS / name / f"{split}.parquet" for split in manifest_splits(name, config["corpus"][name])]
+    """The manifest files of one corpus (what later stages take as input): one Parquet
+    per split, plus lexicon.txt (word -> espeak-ng phonemes) for LibriSpeech."""
+    return [MANIFESTS / name / f for f in manifest_outputs(name, config["corpus"][name])]
 
 
 for _name in synthesized(config["corpus"]):
@@ -29,7 +30,7 @@ for _name in synthesized(config["corpus"]):
             tts=config_slice("corpus", "tts"),
             seed=config["seed"],
             code=code_hash("corpus"),
-        threads: workflow.cores
+        threads: min(max(1, int(workflow.cores or 1)), 32)
         log:
             LOGS / "corpus" / f"synth_{_name}.log",
         shell:
@@ -55,7 +56,7 @@ for _name in enabled(config["corpus"]):
             test_root=f"--test-root {_test_root}" if _test_root else "",
             out_dir=str(MANIFESTS / _name),
             code=code_hash("corpus"),
-        threads: workflow.cores
+        threads: min(max(1, int(workflow.cores or 1)), 32)
         log:
             LOGS / "corpus" / f"prepare_{_name}.log",
         shell:

@@ -313,6 +313,29 @@ def manifest_splits(corpus: str, cfg: dict) -> list[str]:
     }[corpus]()
 
 
+def manifest_outputs(corpus: str, cfg: dict) -> list[str]:
+    """Every file name ``write_manifests`` declares for a corpus (rejects.tsv is extra)."""
+    names = [f"{s}.parquet" for s in manifest_splits(corpus, cfg)]
+    return names + (["lexicon.txt"] if corpus == "librispeech" else [])
+
+
+def lexicon_lines(texts, lexicon: dict[str, str]) -> list[str]:
+    """``WORD ph ph ...`` lines (s3prl's G2P lexicon format) for every transcript token.
+
+    s3prl's phoneme recognition maps ``text.upper().split(" ")`` through such a lexicon
+    and needs every token covered; the pipeline writes it from espeak-ng instead of
+    downloading LibriSpeech's g2p lexicon.
+    """
+    out = {}
+    for text in texts:
+        for token in text.strip().upper().split(" "):
+            if token and token not in out:
+                phones = phones_for(token, lexicon)
+                if phones:
+                    out[token] = phones
+    return [f"{w} {p}" for w, p in sorted(out.items())]
+
+
 def prepare(corpus: str, root: str | Path, cfg: dict, test_root: str | Path | None = None, jobs: int = 1) -> Prepared:
     """Dispatch to ``prepare_<corpus>`` with the options from its config section."""
     if corpus == "librispeech":
@@ -375,5 +398,8 @@ def write_manifests(corpus: str, prepared: Prepared, out_dir: str | Path, splits
             part = df[df["split"] == split].reset_index(drop=True)
         write_parquet(part, out_dir / f"{split}.parquet")
         counts[split] = len(part)
+    if corpus == "librispeech":
+        with atomic_path(out_dir / "lexicon.txt") as tmp:
+            tmp.write_text("".join(f"{line}\n" for line in lexicon_lines(df["text"].unique(), lexicon)))
     log.info("%s manifests in %s: %s", corpus, out_dir, counts)
     return counts

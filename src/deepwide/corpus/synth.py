@@ -381,8 +381,11 @@ def synthesize(corpus: str, cfg: dict, tts: dict, seed: int, out: str | Path, jo
         for u in utts:
             u.path = str(tmp / u.path)
         with ThreadPoolExecutor(max_workers=jobs) as pool:
-            for _ in tqdm(pool.map(render, utts), total=len(utts), desc=f"synth {corpus}", disable=not progress, mininterval=2):
-                pass
+            try:
+                for _ in tqdm(pool.map(render, utts), total=len(utts), desc=f"synth {corpus}", disable=not progress, mininterval=2):
+                    pass
+            except RuntimeError as err:  # a TTS or sox call failed: name the program and file
+                raise DeepwideError(f"synthesizing {corpus} failed: {err}") from None
         for rel, text in files.items():
             p = tmp / rel
             p.parent.mkdir(parents=True, exist_ok=True)

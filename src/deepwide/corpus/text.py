@@ -57,8 +57,8 @@ def sentence(rng: random.Random, vocab: list[str], min_words: int, max_words: in
 
 
 def words_of(text: str) -> list[str]:
-    """Normalized words of a transcript: lower case, letters and apostrophes only."""
-    return [w for w in re.sub(r"[^a-z' ]", " ", text.lower()).split() if w.strip("'")]
+    """Normalized words of a transcript: lower case, letters, digits and apostrophes."""
+    return [w for w in re.sub(r"[^a-z0-9' ]", " ", text.lower()).split() if w.strip("'")]
 
 
 def _espeak_words(words: list[str], voice: str) -> list[str]:

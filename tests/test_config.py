@@ -31,3 +31,22 @@ def test_shipped_configs_validate(repo_root, name):
 def test_missing_config_file(tmp_path):
     with pytest.raises(DeepwideError, match="config file not found"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_defaults_filled_inside_ref_schema_with_own_dollar_schema(tmp_path):
+    """A stage schema that declares $schema must still get its defaults filled."""
+    (tmp_path / "config.schema.yaml").write_text(
+        yaml.safe_dump(
+            {"type": "object", "additionalProperties": False,
+             "properties": {"stage": {"$ref": "stage.schema.yaml", "default": {}}}}
+        )
+    )
+    (tmp_path / "stage.schema.yaml").write_text(
+        yaml.safe_dump(
+            {"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
+             "additionalProperties": False, "properties": {"x": {"type": "integer", "default": 3}}}
+        )
+    )
+    assert validate_config({}, tmp_path) == {"stage": {"x": 3}}
+    with pytest.raises(DeepwideError, match=r"config key stage.y: unknown key"):
+        validate_config({"stage": {"y": 1}}, tmp_path)

@@ -34,7 +34,12 @@ def _registry(schema_dir: Path):
         path = schema_dir / uri.split("#", 1)[0]
         if not path.is_file():
             raise DeepwideError(f"schema {uri!r} not found in {schema_dir}")
-        return Resource.from_contents(_load_yaml(path), default_specification=DRAFT202012)
+        contents = _load_yaml(path)
+        # a stage schema's own "$schema" would switch jsonschema to the plain validator class
+        # for that file, which fills no defaults: every file is validated as the top one is
+        if isinstance(contents, dict):
+            contents.pop("$schema", None)
+        return Resource.from_contents(contents, default_specification=DRAFT202012)
 
     return Registry(retrieve=retrieve)
 

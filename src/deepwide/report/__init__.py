@@ -1,0 +1,1 @@
+"""Report stage: SUPERB score, tidy results table, tables, figures, CKA and cost analyses."""

@@ -1,0 +1,166 @@
+"""``python -m deepwide score ...`` and ``python -m deepwide report ...``.
+
+score superb FILE.json     print the SUPERB score of a JSON object of per-task metrics
+report collect ...         result.json + info.json + cost JSON files -> tidy results.parquet
+report tables ...          results.parquet -> Markdown, CSV and LaTeX tables
+report figures ...         results.parquet (+ layer weights, CKA) -> PNG and PDF figures
+report cka ...             linear CKA of every student layer vs every teacher layer
+report cost ...            params, MACs per second of audio, real-time factor of a checkpoint
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from deepwide.errors import DeepwideError
+
+log = logging.getLogger(__name__)
+
+
+def _options(text: str | None) -> dict:
+    if not text:
+        return {}
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DeepwideError(f"--options is not valid JSON: {err}") from None
+    if not isinstance(obj, dict):
+        raise DeepwideError("--options must be a JSON object")
+    return obj
+
+
+def cmd_score_superb(args):
+    from deepwide.report.score import FBANK, SOTA, load_metrics_json, superb_score, task_terms
+
+    metrics = load_metrics_json(args.file)
+    score = superb_score(metrics)
+    if args.verbose_terms:
+        for task, t in task_terms(metrics, FBANK, SOTA).items():
+            print(f"{task}\t{t:.2f}")
+    print(f"{score:.2f}")
+
+
+def cmd_collect(args):
+    from deepwide.report.collect import collect
+    from deepwide.utils.io import write_parquet
+
+    df, lw, _ = collect(args.results, args.infos or [], args.costs or [], include_published=not args.no_published)
+    write_parquet(lw, args.layer_weights)
+    write_parquet(df, args.out)
+    log.info("%d result rows (%d published), %d layer-weight rows -> %s", len(df), int(df["published"].sum()), len(lw), args.out)
+
+
+def _read_parquet(path, what):
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise DeepwideError(f"{what} not found: {path}")
+    return pd.read_parquet(path)
+
+
+def cmd_tables(args):
+    from deepwide.report.tables import write_tables
+
+    opts = _options(args.options)
+    df = _read_parquet(args.results, "results table")
+    written = write_tables(df, args.out_dir, include_published=opts.get("include_published", True))
+    log.info("wrote %d table files to %s", len(written), args.out_dir)
+
+
+def cmd_figures(args):
+    import pandas as pd
+
+    from deepwide.report.figures import write_figures
+
+    df = _read_parquet(args.results, "results table")
+    lw = _read_parquet(args.layer_weights, "layer-weight table") if args.layer_weights else pd.DataFrame(
+        columns=["model", "task", "lr", "seed", "layer", "weight"])
+    cka = pd.concat([_read_parquet(p, "CKA table") for p in args.cka], ignore_index=True) if args.cka else pd.DataFrame(
+        columns=["model", "student_layer", "teacher_layer", "cka"])
+    written = write_figures(df, lw, cka, args.out_dir, _options(args.options))
+    log.info("wrote %d figure files to %s", len(written), args.out_dir)
+
+
+def cmd_cka(args):
+    from deepwide.report.cka import compute_cka
+    from deepwide.report.collect import parse_upstream
+    from deepwide.utils.io import write_parquet
+
+    opts = _options(args.options)
+    df = compute_cka(args.teacher, args.student, args.manifest,
+                     max_utterances=int(opts.get("utterances", 16)), max_seconds=float(opts.get("max_seconds", 10.0)),
+                     max_frames=int(opts.get("max_frames", 8000)), seed=int(opts.get("seed", 0)),
+                     device=args.device)
+    df.insert(0, "model", parse_upstream(args.upstream)["model"])
+    df.insert(0, "upstream", args.upstream)
+    write_parquet(df, args.out)
+
+
+def cmd_cost(args):
+    from deepwide.report.cost import measure_cost
+    from deepwide.utils.io import atomic_write_text
+
+    opts = _options(args.options)
+    out = measure_cost(args.upstream, args.checkpoint, args.manifest,
+                       max_utterances=int(opts.get("utterances", 8)), max_seconds=float(opts.get("max_seconds", 10.0)),
+                       repeats=int(opts.get("repeats", 1)), device=args.device)
+    atomic_write_text(args.out, json.dumps(out, indent=2) + "\n")
+
+
+def register(sub):
+    p = sub.add_parser("score", help="SUPERB score of per-task metrics")
+    ssub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    s = ssub.add_parser("superb", help="print the SUPERB score (leaderboard FBANK/SOTA constants) of FILE.json",
+                        description="FILE.json: an object with the keys PR, ASR, KS, QbE, SID, ASV, SD, IC, SF_F1, "
+                                    "SF_CER, ER (PER, WER, EER, DER, CER, accuracies and F1 in percent; QbE as MTWV).")
+    s.add_argument("file", type=Path)
+    s.add_argument("--terms", dest="verbose_terms", action="store_true", help="also print each task's term")
+    s.set_defaults(func=cmd_score_superb)
+
+    p = sub.add_parser("report", help="tables, figures and analyses of the study")
+    rsub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    c = rsub.add_parser("collect", help="result.json/info.json/cost files -> tidy results.parquet")
+    c.add_argument("--results", nargs="+", required=True, type=Path, help="SUPERB result.json files")
+    c.add_argument("--infos", nargs="*", type=Path, help="student info.json files")
+    c.add_argument("--costs", nargs="*", type=Path, help="cost JSON files of `report cost`")
+    c.add_argument("--no-published", action="store_true", help="leave out the published rows")
+    c.add_argument("--out", required=True, type=Path)
+    c.add_argument("--layer-weights", required=True, type=Path, help="output: long table of layer weights")
+    c.set_defaults(func=cmd_collect)
+
+    t = rsub.add_parser("tables", help="results.parquet -> tables (md, csv, tex)")
+    t.add_argument("--results", required=True, type=Path)
+    t.add_argument("--options", help="JSON object: include_published")
+    t.add_argument("--out-dir", required=True, type=Path)
+    t.set_defaults(func=cmd_tables)
+
+    f = rsub.add_parser("figures", help="results.parquet -> figures (png, pdf)")
+    f.add_argument("--results", required=True, type=Path)
+    f.add_argument("--layer-weights", type=Path)
+    f.add_argument("--cka", nargs="*", type=Path, help="CKA tables of `report cka`")
+    f.add_argument("--options", help="JSON object: dpi, panel_width, panel_height, font_size, cmap, reference, show_published")
+    f.add_argument("--out-dir", required=True, type=Path)
+    f.set_defaults(func=cmd_figures)
+
+    k = rsub.add_parser("cka", help="linear CKA of student vs teacher layers on held-out audio")
+    k.add_argument("--teacher", required=True, type=Path)
+    k.add_argument("--student", required=True, type=Path)
+    k.add_argument("--upstream", required=True, help="the student's upstream name (METHOD-SHAPE)")
+    k.add_argument("--manifest", required=True, type=Path, help="held-out manifest (parquet with id, path)")
+    k.add_argument("--options", help="JSON object: utterances, max_seconds, max_frames, seed")
+    k.add_argument("--device", default="auto")
+    k.add_argument("--out", required=True, type=Path)
+    k.set_defaults(func=cmd_cka)
+
+    m = rsub.add_parser("cost", help="params, MACs per second of audio and real-time factor of a checkpoint")
+    m.add_argument("--checkpoint", required=True, type=Path)
+    m.add_argument("--upstream", required=True)
+    m.add_argument("--manifest", required=True, type=Path)
+    m.add_argument("--options", help="JSON object: utterances, max_seconds, repeats")
+    m.add_argument("--device", default="auto")
+    m.add_argument("--out", required=True, type=Path)
+    m.set_defaults(func=cmd_cost)

@@ -1,0 +1,257 @@
+"""Collect SUPERB ``result.json``, student ``info.json`` and cost JSON files into one tidy table.
+
+One row per (upstream, score key, lr, seed): method, shape (depth, width, ffn, heads),
+params, task, metric, dev and test value in DESIGN.md units, upstream, published flag.
+Published rows (DESIGN.md) carry only test values and ``published=True``.
+
+Units: s3prl reports accuracy, WER, PER, CER, EER, DER and slot F1/CER as fractions; the
+report shows percent. A result.json may say ``"unit": "percent"`` (or ``"fraction"``) to
+override; without it, these metrics are taken as fractions. An accuracy or F1 above 1
+without a unit is refused (it is percent mislabelled as a fraction).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+
+from deepwide.errors import DeepwideError
+from deepwide.report.score import HIGHER_IS_BETTER, METRIC, PUBLISHED, canonical_task
+
+RESULT_KEYS = ["upstream", "task", "lr", "metric", "dev_score", "test_score", "layer_weights"]
+# s3prl metric names reported as fractions
+FRACTION_METRICS = {"accuracy", "acc", "wer", "per", "cer", "eer", "der", "f1", "slot_type_f1", "slot_value_cer"}
+BOUNDED_METRICS = {"accuracy", "acc", "f1", "slot_type_f1"}
+# SF's two score keys by s3prl metric name
+SF_KEYS = {"slot_type_f1": "SF_F1", "f1": "SF_F1", "slot_value_cer": "SF_CER", "cer": "SF_CER"}
+
+SHAPE_RE = re.compile(r"^(?P<depth>\d+)x(?P<width>\d+)f(?P<ffn>\d+)h(?P<heads>\d+)$")
+UPSTREAM_RE = re.compile(r"^(?P<method>[A-Za-z0-9_]+)-(?P<shape>\d+x\d+f\d+h\d+)(?:-seed(?P<seed>\d+))?$")
+REFERENCE_UPSTREAMS = ("teacher", "fbank")
+
+COLUMNS = [
+    "upstream", "model", "method", "shape", "depth", "width", "ffn", "heads", "params",
+    "task", "key", "metric", "higher_is_better", "lr", "seed", "dev", "test", "best_step",
+    "published", "runtime_s", "device", "source",
+]
+
+
+def read_json(path: str | Path, what: str) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        obj = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DeepwideError(f"{what} not found: {path}") from None
+    except json.JSONDecodeError as err:
+        raise DeepwideError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(obj, dict):
+        raise DeepwideError(f"{path}: expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def parse_upstream(name: str) -> dict[str, Any]:
+    """``pred-4x192f768h4[-seed1]`` -> method, shape, depth, width, ffn, heads, seed."""
+    if name in REFERENCE_UPSTREAMS:
+        return {"method": name, "shape": None, "seed": None, "model": name}
+    m = UPSTREAM_RE.match(name)
+    if not m:
+        raise DeepwideError(
+            f"upstream name {name!r} is neither teacher, fbank nor METHOD-SHAPE (e.g. pred-4x192f768h4)"
+        )
+    out = {"method": m["method"], "shape": m["shape"], "model": f"{m['method']}-{m['shape']}",
+           "seed": int(m["seed"]) if m["seed"] is not None else None}
+    out.update(shape_fields(m["shape"]))
+    return out
+
+
+def shape_fields(shape: str) -> dict[str, int]:
+    m = SHAPE_RE.match(shape or "")
+    return {k: int(v) for k, v in m.groupdict().items()} if m else {}
+
+
+def _number(path, obj, key, allow_none=False):
+    value = obj.get(key)
+    if value is None and allow_none:
+        return math.nan
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise DeepwideError(f"{path}: key {key!r} must be a number, got {value!r}")
+    return float(value)
+
+
+def _scale(path, metric: str, value: float, unit: str | None) -> float:
+    name = metric.lower()
+    if unit not in (None, "percent", "fraction"):
+        raise DeepwideError(f"{path}: key 'unit' must be 'percent' or 'fraction', got {unit!r}")
+    if unit == "percent" or math.isnan(value):
+        return value
+    if unit == "fraction" or name in FRACTION_METRICS:
+        if unit is None and name in BOUNDED_METRICS and value > 1.0:
+            raise DeepwideError(
+                f"{path}: metric {metric!r} = {value} is above 1 but taken as a fraction; "
+                "add \"unit\": \"percent\" if it is in percent"
+            )
+        return 100.0 * value
+    return value
+
+
+def read_result(path: str | Path) -> tuple[list[dict[str, Any]], list[float]]:
+    """Rows of one SUPERB result.json (two for SF when it also carries the CER)."""
+    path = Path(path)
+    obj = read_json(path, "SUPERB result")
+    for key in RESULT_KEYS:
+        if key not in obj:
+            raise DeepwideError(f"{path}: missing key {key!r} (a SUPERB result.json needs {', '.join(RESULT_KEYS)})")
+    upstream = str(obj["upstream"])
+    info = parse_upstream(upstream)
+    task = canonical_task(obj["task"])
+    metric = str(obj["metric"])
+    lr = _number(path, obj, "lr")
+    seed = obj.get("seed", info["seed"])
+    seed = int(seed) if seed is not None else 0
+    unit = obj.get("unit")
+    weights = obj["layer_weights"]
+    if weights is not None and (not isinstance(weights, list) or not all(isinstance(w, (int, float)) for w in weights)):
+        raise DeepwideError(f"{path}: key 'layer_weights' must be a list of numbers")
+    base = {
+        "upstream": upstream, "model": info["model"], "method": info["method"], "shape": info["shape"],
+        "depth": info.get("depth"), "width": info.get("width"), "ffn": info.get("ffn"), "heads": info.get("heads"),
+        "params": math.nan, "task": task, "lr": lr, "seed": seed,
+        "best_step": obj.get("best_step"), "published": False,
+        "runtime_s": obj.get("runtime_s"), "device": obj.get("device"), "source": str(path),
+    }
+    pairs = [(metric, _number(path, obj, "dev_score", allow_none=True), _number(path, obj, "test_score"))]
+    if task == "SF":
+        # the CER term of SF, when the result carries it beside the F1
+        dev_m, test_m = obj.get("dev_metrics") or {}, obj.get("test_metrics") or {}
+        for name in ("slot_value_cer",):
+            if name in test_m and name.lower() != metric.lower():
+                pairs.append((name, _number(path, dev_m, name, allow_none=True), _number(path, test_m, name)))
+    rows = []
+    for name, dev, test in pairs:
+        if task == "SF":
+            key = SF_KEYS.get(name.lower())
+            if key is None:
+                raise DeepwideError(f"{path}: SF metric {name!r} is neither slot_type_f1 nor slot_value_cer")
+        else:
+            key = task
+        rows.append({
+            **base, "key": key, "metric": METRIC[key], "higher_is_better": HIGHER_IS_BETTER[key],
+            "dev": _scale(path, name, dev, unit), "test": _scale(path, name, test, unit),
+        })
+    return rows, (weights or [])
+
+
+def read_info(path: str | Path) -> dict[str, Any]:
+    """Params and shape of a student from its ``info.json`` (students/{method}/{shape}/)."""
+    path = Path(path)
+    obj = read_json(path, "student info")
+    if "params" not in obj:
+        raise DeepwideError(f"{path}: missing key 'params'")
+    method, shape = path.parent.parent.name, path.parent.name
+    out = {"model": f"{obj.get('method', method)}-{obj.get('shape', shape)}", "params": _number(path, obj, "params")}
+    arch = obj.get("arch")
+    if isinstance(arch, dict):
+        for k in ("depth", "width", "ffn", "heads"):
+            if k in arch:
+                out[k] = int(arch[k])
+    for k in ("wall_time_s", "wall_s", "train_wall_s"):
+        if k in obj:
+            out["train_wall_s"] = _number(path, obj, k)
+            break
+    return out
+
+
+def read_cost(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    obj = read_json(path, "cost file")
+    for key in ("upstream", "params", "macs_per_second", "rtf", "machine"):
+        if key not in obj:
+            raise DeepwideError(f"{path}: missing key {key!r}")
+    return obj
+
+
+def published_rows() -> list[dict[str, Any]]:
+    rows = []
+    for name, pub in PUBLISHED.items():
+        shape = f"{pub['depth']}x{pub['width']}f{pub['ffn']}" + (f"h{pub['heads']}" if pub["heads"] else "")
+        for key, value in pub["metrics"].items():
+            rows.append({
+                "upstream": f"published:{name}", "model": f"published:{name}", "method": pub["method"],
+                "shape": shape, "depth": pub["depth"], "width": pub["width"], "ffn": pub["ffn"],
+                "heads": pub["heads"], "params": pub["params"], "task": "SF" if key.startswith("SF") else key,
+                "key": key, "metric": METRIC[key], "higher_is_better": HIGHER_IS_BETTER[key],
+                "lr": math.nan, "seed": 0, "dev": math.nan, "test": value, "best_step": None,
+                "published": True, "runtime_s": None, "device": None, "source": "DESIGN.md",
+            })
+    return rows
+
+
+def collect(results: Iterable[str | Path], infos: Iterable[str | Path] = (), costs: Iterable[str | Path] = (),
+            include_published: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Return (results table, layer-weight table, cost table)."""
+    rows, weight_rows = [], []
+    seen = {}
+    for path in results:
+        new, weights = read_result(path)
+        for r in new:
+            ident = (r["upstream"], r["key"], r["lr"], r["seed"])
+            if ident in seen:
+                raise DeepwideError(f"{path}: duplicate result for upstream {ident[0]}, task {ident[1]}, lr {ident[2]}, seed {ident[3]} (also in {seen[ident]})")
+            seen[ident] = path
+        rows.extend(new)
+        r = new[0]
+        weight_rows.extend(
+            {"upstream": r["upstream"], "model": r["model"], "method": r["method"], "shape": r["shape"],
+             "task": r["task"], "lr": r["lr"], "seed": r["seed"], "layer": i, "weight": float(w)}
+            for i, w in enumerate(weights)
+        )
+    if not rows:
+        raise DeepwideError("report: no SUPERB result.json given")
+    df = pd.DataFrame(rows)
+    info = {}
+    for path in infos:
+        i = read_info(path)
+        info[i["model"]] = i
+    cost_rows = [read_cost(p) for p in costs]
+    cost = pd.DataFrame(cost_rows, columns=["upstream", "params", "macs_per_second", "rtf", "machine", "device", "audio_seconds", "utterances"])
+    cost_by_model = {parse_upstream(c["upstream"])["model"]: c for c in cost_rows}
+    # params and shape: info.json first (students), then cost files (teacher too)
+    for model, idx in df.groupby("model").groups.items():
+        src = info.get(model) or {}
+        c = cost_by_model.get(model) or {}
+        params = src.get("params", c.get("params", math.nan))
+        df.loc[idx, "params"] = float(params) if params is not None else math.nan
+        arch = c.get("arch") or {}
+        for k in ("depth", "width", "ffn", "heads"):
+            v = src.get(k, arch.get(k))
+            if v is not None:
+                df.loc[idx, k] = v
+        if all(k in arch for k in ("depth", "width", "ffn", "heads")) and df.loc[idx, "shape"].isna().all():
+            df.loc[idx, "shape"] = f"{arch['depth']}x{arch['width']}f{arch['ffn']}h{arch['heads']}"
+        if model == "fbank":
+            df.loc[idx, "params"] = 0.0
+    for model, c in cost_by_model.items():
+        df.loc[df["model"] == model, "macs_per_second"] = float(c["macs_per_second"])
+        df.loc[df["model"] == model, "rtf"] = float(c["rtf"])
+        df.loc[df["model"] == model, "machine"] = str(c["machine"])
+    if include_published:
+        df = pd.concat([df, pd.DataFrame(published_rows())], ignore_index=True)
+    for col in ("macs_per_second", "rtf"):
+        if col not in df:
+            df[col] = math.nan
+    if "machine" not in df:
+        df["machine"] = None
+    df = df[COLUMNS + ["macs_per_second", "rtf", "machine"]]
+    for col in ("depth", "width", "ffn", "heads", "seed"):
+        df[col] = df[col].astype("Int64")
+    for col in ("params", "lr", "dev", "test", "macs_per_second", "rtf"):
+        df[col] = df[col].astype(float)
+    df["published"] = df["published"].astype(bool)
+    df["higher_is_better"] = df["higher_is_better"].astype(bool)
+    lw = pd.DataFrame(weight_rows, columns=["upstream", "model", "method", "shape", "task", "lr", "seed", "layer", "weight"])
+    return df.sort_values(["published", "method", "depth", "model", "key", "lr", "seed"], na_position="first").reset_index(drop=True), lw, cost

@@ -1,0 +1,281 @@
+"""Figures of the report (matplotlib, Agg backend), each saved as PNG and PDF.
+
+- ``depth``: family score vs student depth at (roughly) constant parameters, one panel per
+  task family (content, speaker, all tasks), one line per KD method, error bars over seeds;
+- ``heatmap``: per task and KD method, depth x width coloured by the per-task score
+  (0 = FBANK, 100 = upper anchor) and annotated with the raw metric;
+- ``layer_weights``: learned SUPERB layer-weight profiles, one panel per task, one line per
+  upstream;
+- ``cka``: linear CKA between every student layer and every teacher layer, one panel per
+  student;
+- ``pareto``: SUPERB score vs parameters and vs MACs per second of audio, with the Pareto
+  front (best score for at most that cost).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from deepwide.report import analysis  # noqa: E402
+from deepwide.report.score import FAMILIES, METRIC, SCORE_KEYS, TASKS  # noqa: E402
+from deepwide.utils.io import atomic_path  # noqa: E402
+
+FIGURES = ("depth", "heatmap", "layer_weights", "cka", "pareto")
+DEFAULTS = {"dpi": 150, "panel_width": 4.0, "panel_height": 3.2, "font_size": 9, "cmap": "viridis",
+            "reference": "normalised", "show_published": False}
+
+
+def short(model: str) -> str:
+    if model.startswith("published:"):
+        return model.split(":", 1)[1]
+    method, _, shape = model.partition("-")
+    if not shape:
+        return model
+    d, _, rest = shape.partition("x")
+    return f"{method} {d}x{rest.split('f')[0]}"
+
+
+def save(fig, out: Path, dpi: int) -> list[Path]:
+    paths = []
+    for ext in ("png", "pdf"):
+        path = out.with_suffix(f".{ext}")
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=ext, dpi=dpi, bbox_inches="tight")
+        paths.append(path)
+    plt.close(fig)
+    return paths
+
+
+def _grid(n, opts, ncols=None):
+    ncols = ncols or min(n, 3)
+    nrows = max(1, math.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(opts["panel_width"] * ncols, opts["panel_height"] * nrows),
+                             squeeze=False, layout="constrained")
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat)
+
+
+def _empty(ax, text):
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, fontsize="small", wrap=True)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _ref_label(opts):
+    return ("study-normalised: FBANK = 0, teacher = 100" if opts["reference"] == "normalised"
+            else "leaderboard constants: FBANK = 0, SOTA = 100")
+
+
+def depth_figure(sc, opts, out):
+    ref = opts["reference"]
+    students = sc[~sc["published"] & ~sc["method"].isin(["teacher", "fbank"])]
+    panels = [("content", f"{ref}_content", "content tasks (PR, ASR, QbE, IC, SF)"),
+              ("speaker", f"{ref}_speaker", "speaker tasks (SID, ASV, SD, ER)")]
+    fig, axes = _grid(len(panels), opts)
+    params = students["params"].dropna()
+    budget = (f"students at {params.min() / 1e6:.2f}-{params.max() / 1e6:.2f} M params" if len(params)
+              else "students")
+    for ax, (_, col, title) in zip(axes, panels):
+        ax.set_title(title)
+        data = students.dropna(subset=[col])
+        if data.empty:
+            _empty(ax, "no task of this family evaluated")
+            continue
+        for method, g in data.groupby("method"):
+            g = g.sort_values("depth")
+            ax.errorbar(g["depth"].astype(float), g[col], yerr=g[f"{col}_std"].fillna(0), marker="o", capsize=3,
+                        label=method)
+        teacher = sc[(sc["model"] == "teacher")]
+        if len(teacher) and pd.notna(teacher.iloc[0][col]):
+            ax.axhline(teacher.iloc[0][col], color="grey", ls="--", lw=1, label="teacher")
+        ax.set_xscale("log", base=2)
+        depths = sorted(data["depth"].dropna().astype(int).unique())
+        ax.set_xticks(depths, [str(d) for d in depths])
+        ax.set_xlabel("student depth (layers)")
+        ax.set_ylabel("mean per-task score")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    fig.suptitle(f"Score vs depth, {budget} ({_ref_label(opts)})")
+    return save(fig, out, opts["dpi"])
+
+
+def heatmap_figure(best, summary, opts, out):
+    terms = analysis.task_terms_table(best, summary, opts["reference"])
+    students = summary[~summary["published"] & ~summary["method"].isin(["teacher", "fbank"])]
+    keys = [k for k in SCORE_KEYS if k in students and students[k].notna().any()]
+    methods = sorted(students["method"].unique())
+    if not keys or not methods:
+        fig, axes = _grid(1, opts)
+        _empty(axes[0], "no student results")
+        return save(fig, out, opts["dpi"])
+    fig, axes = plt.subplots(len(methods), len(keys), squeeze=False, layout="constrained",
+                             figsize=(opts["panel_width"] * 0.8 * len(keys), opts["panel_height"] * len(methods)))
+    mean_terms = terms.groupby(["model", "task"])["term"].mean() if len(terms) else pd.Series(dtype=float)
+    depths = sorted(students["depth"].dropna().astype(int).unique())
+    widths = sorted(students["width"].dropna().astype(int).unique())
+    image = None
+    for i, method in enumerate(methods):
+        s = students[students["method"] == method]
+        for j, key in enumerate(keys):
+            ax = axes[i][j]
+            grid = np.full((len(depths), len(widths)), np.nan)
+            task = "SF" if key.startswith("SF") else key
+            for _, r in s.iterrows():
+                if pd.isna(r["depth"]) or pd.isna(r["width"]):
+                    continue
+                di, wi = depths.index(int(r["depth"])), widths.index(int(r["width"]))
+                grid[di, wi] = mean_terms.get((r["model"], task), np.nan)
+                if pd.notna(r[key]):
+                    ax.text(wi, di, f"{r[key]:.{4 if key == 'QbE' else 1}f}", ha="center", va="center",
+                            fontsize="small", color="white" if np.isnan(grid[di, wi]) or grid[di, wi] < 50 else "black")
+            image = ax.imshow(grid, cmap=opts["cmap"], vmin=0, vmax=100, origin="lower", aspect="auto")
+            ax.set_xticks(range(len(widths)), [str(w) for w in widths], rotation=45)
+            ax.set_yticks(range(len(depths)), [str(d) for d in depths])
+            ax.set_title(f"{key} {METRIC[key]} ({method})", fontsize="medium")
+            if j == 0:
+                ax.set_ylabel("depth")
+            if i == len(methods) - 1:
+                ax.set_xlabel("width")
+    fig.suptitle(f"Depth x width per task: colour = per-task score ({_ref_label(opts)}), text = metric")
+    if image is not None:
+        fig.colorbar(image, ax=list(np.ravel(axes)), shrink=0.8, label="per-task score")
+    return save(fig, out, opts["dpi"])
+
+
+def layer_weight_figure(lw, best, opts, out):
+    chosen = best[~best["published"]][["model", "task", "lr"]].drop_duplicates()
+    lw = lw.merge(chosen, on=["model", "task", "lr"]) if len(lw) else lw
+    lw = lw[lw["model"] != "fbank"]  # one input feature: its single weight says nothing
+    tasks = [t for t in TASKS if len(lw) and t in set(lw["task"])]
+    fig, axes = _grid(max(1, len(tasks)), opts)
+    if not tasks:
+        _empty(axes[0], "no layer weights in the results")
+        return save(fig, out, opts["dpi"])
+    # colour = student shape, line style = KD method, the teacher thick and black
+    shapes = sorted({m.partition("-")[2] for m in lw["model"].unique() if "-" in m},
+                    key=lambda sh: tuple(int(v) for v in re.findall(r"\d+", sh)))
+    colors = {sh: plt.cm.tab10(i % 10) for i, sh in enumerate(shapes)}
+    methods = sorted({m.partition("-")[0] for m in lw["model"].unique() if "-" in m})
+    styles = dict(zip(methods, ["-", "--", ":", "-."] * 3))
+    for ax, task in zip(axes, tasks):
+        g = lw[lw["task"] == task]
+        for model, gm in g.groupby("model"):
+            prof = gm.groupby("layer")["weight"].agg(["mean", "std"]).reset_index()
+            method, _, shape = model.partition("-")
+            style = (dict(color="black", lw=2.5, ls="-") if model == "teacher"
+                     else dict(color=colors.get(shape, "grey"), lw=1.3, ls=styles.get(method, "-")))
+            ax.errorbar(prof["layer"], prof["mean"], yerr=prof["std"].fillna(0), marker=".", capsize=2,
+                        label=short(model), **style)
+        ax.set_title(task)
+        ax.set_xlabel("layer (0 = transformer input)")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        ax.set_ylabel("softmax layer weight")
+        ax.grid(alpha=0.3)
+    seen = {}
+    for ax in axes[: len(tasks)]:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            seen.setdefault(lab, h)
+    fig.legend(list(seen.values()), list(seen.keys()), loc="outside right upper", fontsize="small")
+    fig.suptitle("Learned SUPERB layer weights per task (best lr)")
+    return save(fig, out, opts["dpi"])
+
+
+def cka_figure(cka, opts, out):
+    models = sorted(cka["model"].unique()) if len(cka) else []
+    fig, axes = _grid(max(1, len(models)), opts, ncols=min(max(1, len(models)), 4))
+    if not models:
+        _empty(axes[0], "no CKA results")
+        return save(fig, out, opts["dpi"])
+    image = None
+    for ax, model in zip(axes, models):
+        g = cka[cka["model"] == model]
+        m = g.pivot(index="student_layer", columns="teacher_layer", values="cka").sort_index()
+        image = ax.imshow(m.values, vmin=0, vmax=1, cmap=opts["cmap"], origin="lower", aspect="auto")
+        ax.set_xticks(range(m.shape[1]), [str(c) for c in m.columns])
+        ax.set_yticks(range(m.shape[0]), [str(c) for c in m.index])
+        ax.set_xlabel("teacher layer")
+        ax.set_ylabel("student layer")
+        ax.set_title(short(model))
+    fig.suptitle("Linear CKA between student and teacher layers on held-out audio")
+    fig.colorbar(image, ax=[a for a in axes if a.get_visible()], shrink=0.8, label="linear CKA")
+    return save(fig, out, opts["dpi"])
+
+
+def pareto_front(cost: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """Indices of points no other point beats (<= cost and >= score, one strictly), by cost."""
+    order = np.lexsort((-score, cost))
+    front, best = [], -np.inf
+    for i in order:
+        if score[i] > best:
+            front.append(i)
+            best = score[i]
+    return np.array(front, dtype=int)
+
+
+def pareto_figure(sc, opts, out):
+    ref = opts["reference"]
+    data = sc if opts["show_published"] else sc[~sc["published"]]
+    data = data[data["method"] != "fbank"].dropna(subset=[ref])
+    panels = [("params", 1e6, "parameters (M)"), ("macs_per_second", 1e9, "GMACs per second of audio")]
+    fig, axes = _grid(2, opts)
+    for ax, (col, scale, label) in zip(axes, panels):
+        d = data.dropna(subset=[col])
+        if d.empty:
+            _empty(ax, f"no {label} measured")
+            continue
+        x, y = d[col].to_numpy(float) / scale, d[ref].to_numpy(float)
+        for method, g in d.groupby("method"):
+            ax.errorbar(g[col] / scale, g[ref], yerr=g[f"{ref}_std"].fillna(0), fmt="o", capsize=3, label=method)
+        for xi, yi, m in zip(x, y, d["model"]):
+            ax.annotate(short(m), (xi, yi), fontsize="x-small", xytext=(3, 3), textcoords="offset points")
+        f = pareto_front(x, y)
+        ax.step(x[f], y[f], where="post", color="black", lw=1, ls=":", label="Pareto front")
+        if x.min() > 0 and x.max() / x.min() > 20:
+            ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel(f"SUPERB score ({ref})")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize="small")
+    tasks = data[f"{ref}_tasks"].dropna().iloc[0] if len(data) else ""
+    fig.suptitle(f"Cost vs SUPERB score over {tasks or 'no tasks'} ({_ref_label(opts)})")
+    return save(fig, out, opts["dpi"])
+
+
+def write_figures(results: pd.DataFrame, layer_weights: pd.DataFrame, cka: pd.DataFrame, out_dir, options=None):
+    from deepwide.errors import DeepwideError
+
+    unknown = sorted(set(options or {}) - set(DEFAULTS))
+    if unknown:
+        raise DeepwideError(f"report figures: unknown option(s) {', '.join(unknown)} (known: {', '.join(DEFAULTS)})")
+    opts = {**DEFAULTS, **(options or {})}
+    if opts["cmap"] not in matplotlib.colormaps:
+        raise DeepwideError(f"report figures: cmap {opts['cmap']!r} is not a matplotlib colour map")
+    if opts["reference"] not in ("normalised", "leaderboard"):
+        raise DeepwideError(f"report figures: reference must be normalised or leaderboard, got {opts['reference']!r}")
+    plt.rcParams.update({"font.size": opts["font_size"]})
+    if not opts["show_published"]:
+        results = results[~results["published"]]
+    best = analysis.best_lr(results)
+    summary = analysis.model_summary(best)
+    sc = analysis.scores(best, summary)
+    if opts["reference"] == "normalised" and sc["normalised"].isna().all():
+        raise DeepwideError("report figures: the normalised score needs teacher and fbank results on the same "
+                            "tasks; set report.figures.reference: leaderboard")
+    out_dir = Path(out_dir)
+    written = []
+    written += depth_figure(sc, opts, out_dir / "depth")
+    written += heatmap_figure(best, summary, opts, out_dir / "heatmap")
+    written += layer_weight_figure(layer_weights, best, opts, out_dir / "layer_weights")
+    written += cka_figure(cka, opts, out_dir / "cka")
+    written += pareto_figure(sc, opts, out_dir / "pareto")
+    return written

@@ -1,0 +1,129 @@
+"""A tiny, real study tree for the report tests: real checkpoints, real audio, and
+SUPERB result.json / info.json files written the way the superb and distill stages write them.
+
+The metric values are synthetic (the report's tests check how it handles them, not what they
+are): content tasks improve with depth, speaker tasks with width, the teacher is best and
+FBANK worst, with a small per-seed jitter.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import soundfile as sf
+import torch
+
+from deepwide.models.arch import ArchConfig, build_model, conv_layers
+from deepwide.models.checkpoint import save_checkpoint
+
+SR = 16000
+TINY = dict(conv=conv_layers(16), pos_conv_kernel=8, pos_conv_groups=4)
+TEACHER = ArchConfig(depth=4, width=64, ffn=128, heads=2, **TINY)
+# an iso-parameter-ish grid: deeper is narrower
+STUDENTS = {
+    "pred": [ArchConfig(depth=1, width=64, ffn=128, heads=2, **TINY), ArchConfig(depth=2, width=48, ffn=96, heads=2, **TINY),
+             ArchConfig(depth=4, width=32, ffn=64, heads=2, **TINY)],
+    "l2l": [ArchConfig(depth=1, width=64, ffn=128, heads=2, **TINY), ArchConfig(depth=2, width=48, ffn=96, heads=2, **TINY),
+            ArchConfig(depth=4, width=32, ffn=64, heads=2, **TINY)],
+}
+# s3prl metric names and their direction, fractions as s3prl reports them
+TASKS = {"PR": ("per", False), "ASR": ("wer", False), "KS": ("accuracy", True), "SID": ("accuracy", True),
+         "IC": ("accuracy", True), "ER": ("accuracy", True)}
+CONTENT = {"PR", "ASR", "IC"}
+
+
+def write_manifest(root: Path, n: int = 4) -> Path:
+    """Held-out LibriSpeech-layout manifest with n utterances of chirps in noise (0.6-1.0 s)."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(n):
+        samples = int(SR * (0.6 + 0.1 * i))
+        t = np.arange(samples) / SR
+        f0 = 120 + 40 * i
+        wav = 0.3 * np.sin(2 * np.pi * (f0 + 200 * t) * t) + 0.05 * rng.standard_normal(samples)
+        path = root / "corpora" / "librispeech" / "test-clean" / f"utt{i}.flac"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(path, wav.astype(np.float32), SR)
+        rows.append({"id": f"utt{i}", "path": str(path.resolve()), "num_samples": samples, "sample_rate": SR,
+                     "split": "test-clean", "speaker": f"s{i % 2}", "text": "a", "phones": "a"})
+    out = root / "manifests" / "librispeech" / "test-clean.parquet"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_parquet(out, index=False)
+    return out
+
+
+def write_checkpoints(root: Path) -> dict[str, Path]:
+    torch.manual_seed(0)
+    paths = {}
+    model = build_model(TEACHER)
+    paths["teacher"] = root / "teacher" / "teacher.pt"
+    save_checkpoint(paths["teacher"], model, TEACHER, {"kind": "test"})
+    for method, archs in STUDENTS.items():
+        for arch in archs:
+            d = root / "students" / method / arch.name
+            model = build_model(arch)
+            save_checkpoint(d / "student.pt", model, arch, {"method": method})
+            params = sum(p.numel() for p in model.parameters())
+            (d / "info.json").write_text(json.dumps({
+                "params": params, "arch": arch.to_dict(), "wall_time_s": 1.0, "throughput": 10.0, "mode": "cached"}))
+            paths[f"{method}-{arch.name}"] = d / "student.pt"
+    return paths
+
+
+def metric_value(task: str, upstream: str, depth: int, width: int, seed: int, lr: float) -> float:
+    """Synthetic quality in 0..1 (1 best); the lr 1e-3 run is a bit better on dev and test."""
+    rng = np.random.default_rng(zlib.crc32(f"{task}/{upstream}/{seed}".encode()))
+    if upstream == "fbank":
+        q = 0.1
+    elif upstream == "teacher":
+        q = 0.9
+    else:
+        q = 0.3 + (0.1 * depth if task in CONTENT else 0.006 * width)
+    q = min(q + (0.03 if lr == 1e-3 else 0.0) + 0.01 * rng.standard_normal(), 0.99)
+    return float(q)
+
+
+def write_results(root: Path, upstreams: dict[str, tuple[int, int]], seeds=(0,), lrs=(1e-4, 1e-3),
+                  tasks=TASKS) -> list[Path]:
+    """superb/{upstream}/{task}/lr{lr}/result.json for each upstream (name -> (depth, width))."""
+    paths = []
+    for up, (depth, width) in upstreams.items():
+        for task, (metric, higher) in tasks.items():
+            for lr in lrs:
+                for seed in seeds:
+                    q = metric_value(task, up, depth, width, seed, lr)
+                    score = q if higher else 1 - q
+                    name = up if len(seeds) == 1 else f"{up}-seed{seed}" if up not in ("teacher", "fbank") else up
+                    sub = root / "superb" / name / task.lower() / f"lr{lr:g}"
+                    if len(seeds) > 1 and up in ("teacher", "fbank"):
+                        sub = root / "superb" / name / task.lower() / f"lr{lr:g}" / f"seed{seed}"
+                    w = np.exp(np.random.default_rng(zlib.crc32(f"{up}/{task}/{seed}".encode())).standard_normal(depth + 1))
+                    obj = {"upstream": name, "task": task.lower(), "lr": lr, "metric": metric,
+                           "higher_is_better": higher, "dev_score": score, "best_step": 100,
+                           "test_score": score, "layer_weights": (w / w.sum()).tolist(),
+                           "runtime_s": 1.0, "device": "cpu", "seed": seed}
+                    sub.mkdir(parents=True, exist_ok=True)
+                    (sub / "result.json").write_text(json.dumps(obj))
+                    paths.append(sub / "result.json")
+    return paths
+
+
+def study_upstreams() -> dict[str, tuple[int, int]]:
+    ups = {"fbank": (0, 0), "teacher": (TEACHER.depth, TEACHER.width)}
+    for method, archs in STUDENTS.items():
+        for a in archs:
+            ups[f"{method}-{a.name}"] = (a.depth, a.width)
+    return ups
+
+
+def build_study(root: Path, seeds=(0,)) -> dict:
+    root = Path(root)
+    manifest = write_manifest(root)
+    ckpts = write_checkpoints(root)
+    results = write_results(root, study_upstreams(), seeds=seeds)
+    infos = sorted((root / "students").rglob("info.json"))
+    return {"root": root, "manifest": manifest, "checkpoints": ckpts, "results": results, "infos": infos}

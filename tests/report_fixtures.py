@@ -102,10 +102,11 @@ def write_results(root: Path, upstreams: dict[str, tuple[int, int]], seeds=(0,),
                     if len(seeds) > 1 and up in ("teacher", "fbank"):
                         sub = root / "superb" / name / task.lower() / f"lr{lr:g}" / f"seed{seed}"
                     w = np.exp(np.random.default_rng(zlib.crc32(f"{up}/{task}/{seed}".encode())).standard_normal(depth + 1))
-                    obj = {"upstream": name, "task": task.lower(), "lr": lr, "metric": metric,
-                           "higher_is_better": higher, "dev_score": score, "best_step": 100,
-                           "test_score": score, "layer_weights": (w / w.sum()).tolist(),
-                           "runtime_s": 1.0, "device": "cpu", "seed": seed}
+                    # as the superb stage writes it: scores in percent, s3prl's raw logs beside
+                    obj = {"upstream": name, "task": task.lower(), "lr": lr, "metric": metric, "unit": "%",
+                           "higher_is_better": higher, "dev_score": 100 * score, "best_step": 100,
+                           "test_score": 100 * score, "test_metrics": {metric: score}, "dev_metrics": {metric: score},
+                           "layer_weights": (w / w.sum()).tolist(), "runtime_s": 1.0, "device": "cpu", "seed": seed}
                     sub.mkdir(parents=True, exist_ok=True)
                     (sub / "result.json").write_text(json.dumps(obj))
                     paths.append(sub / "result.json")

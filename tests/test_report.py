@@ -119,9 +119,20 @@ def test_read_result_units_and_errors(tmp_path):
     assert rows[0]["test"] == pytest.approx(25.0)
     rows, _ = read_result(_write(tmp_path / "q.json", _result(task="qbe", metric="mtwv", test_score=0.05)))
     assert rows[0]["test"] == pytest.approx(0.05)
+    # the superb stage's format: scores scaled, "unit": "%" (or "" for MTWV), raw s3prl logs beside
+    rows, _ = read_result(_write(tmp_path / "s.json", _result(test_score=25.0, dev_score=30.0, unit="%",
+                                                              test_metrics={"wer": 0.25})))
+    assert rows[0]["test"] == pytest.approx(25.0) and len(rows) == 1
+    rows, _ = read_result(_write(tmp_path / "t.json", _result(task="qbe", metric="maxTWV", unit="", test_score=0.05)))
+    assert rows[0]["test"] == pytest.approx(0.05) and rows[0]["metric"] == "MTWV"
+    with pytest.raises(DeepwideError, match="key 'unit'"):
+        read_result(_write(tmp_path / "v.json", _result(unit="permille")))
+    # an extra upstream (e.g. an imported HuBERT) keeps its name, method "extra"
+    rows, _ = read_result(_write(tmp_path / "x.json", _result(upstream="hubert_base")))
+    assert rows[0]["method"] == "extra" and rows[0]["model"] == "hubert_base"
     # SF: F1 and, when present, the slot-value CER
     rows, _ = read_result(_write(tmp_path / "sf.json", _result(
-        task="sf", metric="slot_type_f1", test_score=0.8, dev_score=0.79,
+        task="sf", metric="slot_type_f1", test_score=80.0, dev_score=79.0, unit="%",
         test_metrics={"slot_type_f1": 0.8, "slot_value_cer": 0.3}, dev_metrics={"slot_value_cer": 0.31})))
     assert {r["key"]: r["test"] for r in rows} == pytest.approx({"SF_F1": 80.0, "SF_CER": 30.0})
     with pytest.raises(DeepwideError, match="above 1"):
@@ -132,8 +143,8 @@ def test_read_result_units_and_errors(tmp_path):
         read_result(_write(tmp_path / "m.json", obj))
     with pytest.raises(DeepwideError, match="unknown SUPERB task 'asrr'"):
         read_result(_write(tmp_path / "t.json", _result(task="asrr")))
-    with pytest.raises(DeepwideError, match="upstream name 'pred_small'"):
-        read_result(_write(tmp_path / "u.json", _result(upstream="pred_small")))
+    with pytest.raises(DeepwideError, match="upstream name 'pred small'"):
+        read_result(_write(tmp_path / "u.json", _result(upstream="pred small")))
     with pytest.raises(DeepwideError, match="not valid JSON"):
         (tmp_path / "j.json").write_text("{")
         read_result(tmp_path / "j.json")

@@ -2,25 +2,40 @@
 # cost per upstream, and the captions of `snakemake --report`.
 #
 # Generic over the upstreams, tasks and learning rates the other rule files define: it reads
-#   SUPERB_RESULTS        list of superb/{upstream}/{task}/lr{lr}/result.json paths (superb.smk)
-#   UPSTREAM_CHECKPOINT   optional callable upstream name -> checkpoint path; by default
-#                         teacher -> teacher/teacher.pt, METHOD-SHAPE -> students/METHOD/SHAPE/student.pt
-# Include this file after the rule files that define them.
+#   SUPERB_UPSTREAMS  {upstream name: source} of superb.smk (teacher, fbank, students,
+#                     extra upstreams), with superb's task list and lrs from config, or
+#   SUPERB_RESULTS    an explicit list of superb/{upstream}/{task}/lr{lr}/result.json paths.
+# Cost and CKA run for every upstream whose source is a deepwide checkpoint (*.pt); student
+# info.json sits beside its student.pt. Include this file after superb.smk.
 import re
 
 REPORT = RESULTS / "report"
 REPORT_TABLES = ["results", "grid", "families", "score"]
 REPORT_FIGURES = ["depth", "heatmap", "layer_weights", "cka", "pareto"]
 REPORT_HELDOUT = RESULTS / "manifests" / config["report"]["heldout"]["corpus"] / f"{config['report']['heldout']['split']}.parquet"
-_REPORT_UPSTREAM_RE = re.compile(r"^(?P<method>[A-Za-z0-9_]+)-(?P<shape>\d+x\d+f\d+h\d+)(?:-seed\d+)?$")
+_REPORT_STUDENT_RE = re.compile(r"^(?P<method>[A-Za-z0-9_]+)-(?P<shape>\d+x\d+f\d+h\d+)(?:-seed\d+)?$")
 
 
 def report_result_files():
-    return [str(p) for p in globals().get("SUPERB_RESULTS", [])]
+    if "SUPERB_RESULTS" in globals():
+        return [str(p) for p in globals()["SUPERB_RESULTS"]]
+    ups = globals().get("SUPERB_UPSTREAMS")
+    if not ups:
+        return []
+    from deepwide.superb import plan as superb_plan_
+    from deepwide.superb.tasks import TASKS as SUPERB_TASKS_
+
+    return [
+        str(RESULTS / "superb" / up / task / f"lr{superb_plan_.format_lr(lr)}" / "result.json")
+        for up in ups
+        for task in superb_plan_.enabled_tasks(config)
+        if SUPERB_TASKS_[task].trainable
+        for lr in superb_plan_.lrs(config, task)
+    ]
 
 
 def report_upstreams():
-    """Upstream names, in order of first appearance in SUPERB_RESULTS."""
+    """Upstream names, in order of first appearance."""
     names = []
     for p in report_result_files():
         name = Path(p).parts[-4]  # superb/{upstream}/{task}/lr{lr}/result.json
@@ -29,20 +44,21 @@ def report_upstreams():
     return names
 
 
-def report_students():
-    return [u for u in report_upstreams() if _REPORT_UPSTREAM_RE.match(u)]
-
-
 def report_checkpoint(upstream):
-    custom = globals().get("UPSTREAM_CHECKPOINT")
-    if callable(custom):
-        return str(custom(upstream))
+    """The deepwide checkpoint of an upstream, or None (FBANK, HF directories)."""
+    src = (globals().get("SUPERB_UPSTREAMS") or {}).get(upstream)
+    if src is not None:
+        return str(src) if str(src).endswith(".pt") else None
     if upstream == "teacher":
         return str(RESULTS / "teacher" / "teacher.pt")
-    m = _REPORT_UPSTREAM_RE.match(upstream)
-    if not m:
-        raise ValueError(f"report: no checkpoint for upstream {upstream!r}")
-    return str(RESULTS / "students" / m["method"] / m["shape"] / "student.pt")
+    m = _REPORT_STUDENT_RE.match(upstream)
+    if m:
+        return str(RESULTS / "students" / m["method"] / m["shape"] / "student.pt")
+    return None
+
+
+def report_students():
+    return [u for u in report_upstreams() if _REPORT_STUDENT_RE.match(u) and report_checkpoint(u)]
 
 
 def report_infos():
@@ -50,10 +66,12 @@ def report_infos():
 
 
 def report_costs():
-    return [str(REPORT / "cost" / f"{u}.json") for u in report_upstreams() if u != "fbank"]
+    return [str(REPORT / "cost" / f"{u}.json") for u in report_upstreams() if report_checkpoint(u)]
 
 
 def report_ckas():
+    if not report_checkpoint("teacher"):
+        return []
     return [str(REPORT / "cka" / f"{u}.parquet") for u in report_students()]
 
 

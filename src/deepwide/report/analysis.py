@@ -18,6 +18,8 @@ import pandas as pd
 
 from deepwide.report.score import FAMILIES, FBANK, SCORE_KEYS, SOTA, TASKS, task_terms
 
+# methods that are not distilled students (extra: an upstream superb was given by name)
+NOT_STUDENTS = ("teacher", "fbank", "extra")
 META = ["model", "method", "shape", "depth", "width", "ffn", "heads", "params", "published"]
 COST = ["macs_per_second", "rtf", "machine"]
 

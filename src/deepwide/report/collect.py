@@ -5,9 +5,11 @@ params, task, metric, dev and test value in DESIGN.md units, upstream, published
 Published rows (DESIGN.md) carry only test values and ``published=True``.
 
 Units: s3prl reports accuracy, WER, PER, CER, EER, DER and slot F1/CER as fractions; the
-report shows percent. A result.json may say ``"unit": "percent"`` (or ``"fraction"``) to
-override; without it, these metrics are taken as fractions. An accuracy or F1 above 1
-without a unit is refused (it is percent mislabelled as a fraction).
+report shows percent. The superb stage writes ``dev_score``/``test_score`` already scaled and
+says so with ``"unit": "%"`` (``""`` for unscaled values such as QbE's MTWV); ``"percent"``
+and ``"fraction"`` are accepted too. Without a unit these metrics are taken as fractions,
+and an accuracy or F1 above 1 is refused (percent mislabelled as a fraction). The
+``test_metrics``/``dev_metrics`` dicts are s3prl's raw logs (fractions) whatever the unit.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from deepwide.report.score import HIGHER_IS_BETTER, METRIC, PUBLISHED, canonical
 RESULT_KEYS = ["upstream", "task", "lr", "metric", "dev_score", "test_score", "layer_weights"]
 # s3prl metric names reported as fractions
 FRACTION_METRICS = {"accuracy", "acc", "wer", "per", "cer", "eer", "der", "f1", "slot_type_f1", "slot_value_cer"}
+UNITS = {"%": "percent", "percent": "percent", "": "raw", "raw": "raw", "fraction": "fraction"}
 BOUNDED_METRICS = {"accuracy", "acc", "f1", "slot_type_f1"}
 # SF's two score keys by s3prl metric name
 SF_KEYS = {"slot_type_f1": "SF_F1", "f1": "SF_F1", "slot_value_cer": "SF_CER", "cer": "SF_CER"}
@@ -55,14 +58,19 @@ def read_json(path: str | Path, what: str) -> dict[str, Any]:
 
 
 def parse_upstream(name: str) -> dict[str, Any]:
-    """``pred-4x192f768h4[-seed1]`` -> method, shape, depth, width, ffn, heads, seed."""
+    """``pred-4x192f768h4[-seed1]`` -> method, shape, depth, width, ffn, heads, seed.
+
+    ``teacher`` and ``fbank`` are the reference rows; any other name (superb's
+    ``extra_upstreams``, e.g. an imported HuBERT) is method ``extra`` with its shape unknown
+    until a cost file gives its architecture.
+    """
     if name in REFERENCE_UPSTREAMS:
         return {"method": name, "shape": None, "seed": None, "model": name}
     m = UPSTREAM_RE.match(name)
     if not m:
-        raise DeepwideError(
-            f"upstream name {name!r} is neither teacher, fbank nor METHOD-SHAPE (e.g. pred-4x192f768h4)"
-        )
+        if not re.fullmatch(r"[A-Za-z0-9_.+-]+", name or ""):
+            raise DeepwideError(f"upstream name {name!r}: use letters, digits and _.+- only")
+        return {"method": "extra", "shape": None, "seed": None, "model": name}
     out = {"method": m["method"], "shape": m["shape"], "model": f"{m['method']}-{m['shape']}",
            "seed": int(m["seed"]) if m["seed"] is not None else None}
     out.update(shape_fields(m["shape"]))
@@ -85,9 +93,10 @@ def _number(path, obj, key, allow_none=False):
 
 def _scale(path, metric: str, value: float, unit: str | None) -> float:
     name = metric.lower()
-    if unit not in (None, "percent", "fraction"):
-        raise DeepwideError(f"{path}: key 'unit' must be 'percent' or 'fraction', got {unit!r}")
-    if unit == "percent" or math.isnan(value):
+    if unit is not None and unit not in UNITS:
+        raise DeepwideError(f"{path}: key 'unit' must be one of {', '.join(map(repr, UNITS))}, got {unit!r}")
+    unit = UNITS.get(unit) if unit is not None else None
+    if unit in ("percent", "raw") or math.isnan(value):
         return value
     if unit == "fraction" or name in FRACTION_METRICS:
         if unit is None and name in BOUNDED_METRICS and value > 1.0:
@@ -130,9 +139,11 @@ def read_result(path: str | Path) -> tuple[list[dict[str, Any]], list[float]]:
         dev_m, test_m = obj.get("dev_metrics") or {}, obj.get("test_metrics") or {}
         for name in ("slot_value_cer",):
             if name in test_m and name.lower() != metric.lower():
-                pairs.append((name, _number(path, dev_m, name, allow_none=True), _number(path, test_m, name)))
+                # s3prl's raw logs: fractions
+                pairs.append((name, _number(path, dev_m, name, allow_none=True), _number(path, test_m, name), "fraction"))
+    pairs[0] = (*pairs[0], unit)
     rows = []
-    for name, dev, test in pairs:
+    for name, dev, test, pair_unit in pairs:
         if task == "SF":
             key = SF_KEYS.get(name.lower())
             if key is None:
@@ -141,7 +152,7 @@ def read_result(path: str | Path) -> tuple[list[dict[str, Any]], list[float]]:
             key = task
         rows.append({
             **base, "key": key, "metric": METRIC[key], "higher_is_better": HIGHER_IS_BETTER[key],
-            "dev": _scale(path, name, dev, unit), "test": _scale(path, name, test, unit),
+            "dev": _scale(path, name, dev, pair_unit), "test": _scale(path, name, test, pair_unit),
         })
     return rows, (weights or [])
 

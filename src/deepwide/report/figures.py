@@ -78,7 +78,7 @@ def _ref_label(opts):
 
 def depth_figure(sc, opts, out):
     ref = opts["reference"]
-    students = sc[~sc["published"] & ~sc["method"].isin(["teacher", "fbank"])]
+    students = sc[~sc["published"] & ~sc["method"].isin(analysis.NOT_STUDENTS)]
     panels = [("content", f"{ref}_content", "content tasks (PR, ASR, QbE, IC, SF)"),
               ("speaker", f"{ref}_speaker", "speaker tasks (SID, ASV, SD, ER)")]
     fig, axes = _grid(len(panels), opts)
@@ -111,7 +111,7 @@ def depth_figure(sc, opts, out):
 
 def heatmap_figure(best, summary, opts, out):
     terms = analysis.task_terms_table(best, summary, opts["reference"])
-    students = summary[~summary["published"] & ~summary["method"].isin(["teacher", "fbank"])]
+    students = summary[~summary["published"] & ~summary["method"].isin(analysis.NOT_STUDENTS)]
     keys = [k for k in SCORE_KEYS if k in students and students[k].notna().any()]
     methods = sorted(students["method"].unique())
     if not keys or not methods:
@@ -191,7 +191,11 @@ def layer_weight_figure(lw, best, opts, out):
 
 
 def cka_figure(cka, opts, out):
-    models = sorted(cka["model"].unique()) if len(cka) else []
+    def order(m):
+        method, _, shape = m.partition("-")
+        return (method, [int(v) for v in re.findall(r"\d+", shape)])
+
+    models = sorted(cka["model"].unique(), key=order) if len(cka) else []
     fig, axes = _grid(max(1, len(models)), opts, ncols=min(max(1, len(models)), 4))
     if not models:
         _empty(axes[0], "no CKA results")
@@ -201,6 +205,10 @@ def cka_figure(cka, opts, out):
         g = cka[cka["model"] == model]
         m = g.pivot(index="student_layer", columns="teacher_layer", values="cka").sort_index()
         image = ax.imshow(m.values, vmin=0, vmax=1, cmap=opts["cmap"], origin="lower", aspect="auto")
+        if m.shape[0] * m.shape[1] <= 100:  # small matrices: print the values
+            for (i, j), v in np.ndenumerate(m.values):
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize="x-small",
+                        color="black" if v > 0.6 else "white")
         ax.set_xticks(range(m.shape[1]), [str(c) for c in m.columns])
         ax.set_yticks(range(m.shape[0]), [str(c) for c in m.index])
         ax.set_xlabel("teacher layer")
@@ -236,9 +244,11 @@ def pareto_figure(sc, opts, out):
         x, y = d[col].to_numpy(float) / scale, d[ref].to_numpy(float)
         for method, g in d.groupby("method"):
             ax.errorbar(g[col] / scale, g[ref], yerr=g[f"{ref}_std"].fillna(0), fmt="o", capsize=3, label=method)
-        for xi, yi, m in zip(x, y, d["model"]):
-            ax.annotate(short(m), (xi, yi), fontsize="x-small", xytext=(3, 3), textcoords="offset points")
         f = pareto_front(x, y)
+        # name the models on the front; the others by depth only (they crowd at equal params)
+        for k, (xi, yi, m, dep) in enumerate(zip(x, y, d["model"], d["depth"])):
+            text = short(m) if k in set(f.tolist()) else (f"L{int(dep)}" if pd.notna(dep) else short(m))
+            ax.annotate(text, (xi, yi), fontsize="x-small", xytext=(4, -3 if k % 2 else 3), textcoords="offset points")
         ax.step(x[f], y[f], where="post", color="black", lw=1, ls=":", label="Pareto front")
         if x.min() > 0 and x.max() / x.min() > 20:
             ax.set_xscale("log")

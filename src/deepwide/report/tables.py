@@ -80,7 +80,7 @@ def results_table(summary: pd.DataFrame) -> pd.DataFrame:
 
 def grid_table(summary: pd.DataFrame) -> pd.DataFrame:
     """Rows (task, depth, width), columns KD method: the students only."""
-    students = summary[~summary["published"] & ~summary["method"].isin(["teacher", "fbank"])]
+    students = summary[~summary["published"] & ~summary["method"].isin(analysis.NOT_STUDENTS)]
     methods = sorted(students["method"].unique())
     rows = []
     for key in _keys_present(students):

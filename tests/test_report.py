@@ -233,7 +233,7 @@ def test_tables_and_figures_cli(tmp_path):
     df = pd.read_parquet(out / "results.parquet")
     assert df["published"].sum() == len(PUBLISHED) * len(SCORE_KEYS)
     assert main(["report", "tables", "--results", str(out / "results.parquet"), "--out-dir", str(out / "t")]) == 0
-    for name in ("results", "grid", "families", "score"):
+    for name in ("results", "grid", "families", "score", "trend"):
         md = (out / "t" / f"{name}.md").read_text()
         tex = (out / "t" / f"{name}.tex").read_text()
         csv = pd.read_csv(out / "t" / f"{name}.csv")
@@ -247,6 +247,11 @@ def test_tables_and_figures_cli(tmp_path):
     score = pd.read_csv(out / "t" / "score.csv").set_index("model")
     assert score.loc["teacher", "SUPERB (normalised)"].startswith("600.0")
     assert "normalised" in (out / "t" / "score.md").read_text() and "teacher row = 100 per task" in (out / "t" / "score.md").read_text()
+    trend = pd.read_csv(out / "t" / "trend.csv").set_index(["method", "family"])
+    # the fixture: content improves with depth, speaker with width
+    assert trend.loc[("pred", "content"), "rho(depth, score)"] == 1.0
+    assert trend.loc[("l2l", "speaker"), "rho(depth, score)"] == -1.0
+    assert trend.loc[("pred", "content"), "best depth"] == 4 and trend.loc[("pred", "speaker"), "best depth"] == 1
     fams = pd.read_csv(out / "t" / "families.csv").set_index("model")
     assert fams.loc["fbank", "content (normalised)"].startswith("0.0")
 
@@ -327,9 +332,9 @@ def test_report_config_defaults_and_errors():
 
     cfg = validate_config({"report": {"cost": {"utterances": 2}}})
     assert cfg["report"]["cost"] == {"utterances": 2, "max_seconds": 10.0, "repeats": 3}
-    assert cfg["report"]["figures"]["reference"] == "normalised"
+    assert cfg["report"]["reference"] == "normalised"
     assert cfg["report"]["heldout"] == {"corpus": "librispeech", "split": "test-clean"}
-    with pytest.raises(DeepwideError, match=r"report.figures.reference"):
-        validate_config({"report": {"figures": {"reference": "sota"}}})
+    with pytest.raises(DeepwideError, match=r"report.reference"):
+        validate_config({"report": {"reference": "sota"}})
     with pytest.raises(DeepwideError, match=r"report.figures.dpii: unknown key"):
         validate_config({"report": {"figures": {"dpii": 3}}})

@@ -58,7 +58,7 @@ def test_report_rules_run_rerun_and_html(tmp_path, repo_root):
     for name in ("depth", "heatmap", "layer_weights", "cka", "pareto"):
         assert (report / "figures" / f"{name}.png").stat().st_size > 1000
         assert (report / "figures" / f"{name}.pdf").is_file()
-    for name in ("results", "grid", "families", "score"):
+    for name in ("results", "grid", "families", "score", "trend"):
         for ext in ("md", "csv", "tex"):
             assert (report / "tables" / f"{name}.{ext}").is_file()
     assert sorted(p.stem for p in (report / "cost").glob("*.json")) == ["l2l-4x32f64h2", "pred-1x64f128h2", "teacher"]

@@ -10,7 +10,7 @@
 import re
 
 REPORT = RESULTS / "report"
-REPORT_TABLES = ["results", "grid", "families", "score"]
+REPORT_TABLES = ["results", "grid", "families", "score", "trend"]
 REPORT_FIGURES = ["depth", "heatmap", "layer_weights", "cka", "pareto"]
 REPORT_HELDOUT = RESULTS / "manifests" / config["report"]["heldout"]["corpus"] / f"{config['report']['heldout']['split']}.parquet"
 _REPORT_STUDENT_RE = re.compile(r"^(?P<method>[A-Za-z0-9_]+)-(?P<shape>\d+x\d+f\d+h\d+)(?:-seed\d+)?$")
@@ -152,7 +152,7 @@ rule report_tables:
             for ext in ("md", "csv", "tex")
         },
     params:
-        cfg=config_slice("report", "tables"),
+        cfg=canonical_json({**config["report"]["tables"], "reference": config["report"]["reference"]}),
         code=code_hash("report"),
     log:
         LOGS / "report_tables" / "tables.log",
@@ -178,7 +178,7 @@ rule report_figures:
             for ext in ("png", "pdf")
         },
     params:
-        cfg=config_slice("report", "figures"),
+        cfg=canonical_json({**config["report"]["figures"], "reference": config["report"]["reference"]}),
         code=code_hash("report"),
     log:
         LOGS / "report_figures" / "figures.log",

@@ -66,7 +66,13 @@ def cmd_tables(args):
 
     opts = _options(args.options)
     df = _read_parquet(args.results, "results table")
-    written = write_tables(df, args.out_dir, include_published=opts.get("include_published", True))
+    unknown = sorted(set(opts) - {"include_published", "reference"})
+    if unknown:
+        raise DeepwideError(f"report tables: unknown option(s) {', '.join(unknown)} (known: include_published, reference)")
+    reference = opts.get("reference", "normalised")
+    if reference not in ("normalised", "leaderboard"):
+        raise DeepwideError(f"report tables: reference must be normalised or leaderboard, got {reference!r}")
+    written = write_tables(df, args.out_dir, include_published=opts.get("include_published", True), reference=reference)
     log.info("wrote %d table files to %s", len(written), args.out_dir)
 
 
@@ -134,7 +140,7 @@ def register(sub):
 
     t = rsub.add_parser("tables", help="results.parquet -> tables (md, csv, tex)")
     t.add_argument("--results", required=True, type=Path)
-    t.add_argument("--options", help="JSON object: include_published")
+    t.add_argument("--options", help="JSON object: include_published, reference (normalised|leaderboard)")
     t.add_argument("--out-dir", required=True, type=Path)
     t.set_defaults(func=cmd_tables)
 

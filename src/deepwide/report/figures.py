@@ -79,13 +79,19 @@ def _ref_label(opts):
 def depth_figure(sc, opts, out):
     ref = opts["reference"]
     students = sc[~sc["published"] & ~sc["method"].isin(analysis.NOT_STUDENTS)]
-    panels = [("content", f"{ref}_content", "content tasks (PR, ASR, QbE, IC, SF)"),
-              ("speaker", f"{ref}_speaker", "speaker tasks (SID, ASV, SD, ER)")]
+    present = set(",".join(sc[f"{ref}_tasks"].dropna()).split(","))
+
+    def named(members):
+        return ", ".join(t for t in members if t in present) or "none evaluated"
+
+    panels = [("content", f"{ref}_content", f"content tasks ({named(FAMILIES['content'])})", "mean per-task score"),
+              ("speaker", f"{ref}_speaker", f"speaker tasks ({named(FAMILIES['speaker'])})", "mean per-task score"),
+              ("all", ref, f"all tasks ({named(TASKS)})", "SUPERB score")]
     fig, axes = _grid(len(panels), opts)
     params = students["params"].dropna()
     budget = (f"students at {params.min() / 1e6:.2f}-{params.max() / 1e6:.2f} M params" if len(params)
               else "students")
-    for ax, (_, col, title) in zip(axes, panels):
+    for ax, (_, col, title, ylabel) in zip(axes, panels):
         ax.set_title(title)
         data = students.dropna(subset=[col])
         if data.empty:
@@ -102,7 +108,7 @@ def depth_figure(sc, opts, out):
         depths = sorted(data["depth"].dropna().astype(int).unique())
         ax.set_xticks(depths, [str(d) for d in depths])
         ax.set_xlabel("student depth (layers)")
-        ax.set_ylabel("mean per-task score")
+        ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
     fig.suptitle(f"Score vs depth, {budget} ({_ref_label(opts)})")

@@ -3,7 +3,9 @@
 - ``results``: every model x task (test metric at the best lr by dev) with cost columns;
 - ``grid``: each task over depth x width (rows) and KD method (columns);
 - ``families``: content (PR, ASR, QbE, IC, SF) vs speaker (SID, ASV, SD, ER) tasks;
-- ``score``: SUPERB score with the leaderboard constants and the study-normalised score.
+- ``score``: SUPERB score with the leaderboard constants and the study-normalised score;
+- ``trend``: the study's answer per KD method and task family: score at each student depth,
+  the best depth and the Spearman correlation of score with depth (positive: depth helps).
 
 Values are ``mean ± std`` over seeds when a model has several seeds.
 """
@@ -19,7 +21,7 @@ from deepwide.report import analysis
 from deepwide.report.score import CONTENT, METRIC, SCORE_KEYS, SPEAKER
 from deepwide.utils.io import atomic_write_text
 
-TABLES = ("results", "grid", "families", "score")
+TABLES = ("results", "grid", "families", "score", "trend")
 FORMATS = ("md", "csv", "tex")
 
 
@@ -122,6 +124,32 @@ def score_table(sc: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def trend_table(sc: pd.DataFrame, reference: str) -> pd.DataFrame:
+    """Per KD method and task family: score by depth, best depth, Spearman rho(depth, score)."""
+    from scipy.stats import spearmanr
+
+    students = sc[~sc["published"] & ~sc["method"].isin(analysis.NOT_STUDENTS)]
+    depths = sorted(students["depth"].dropna().astype(int).unique())
+    cols = {"content": f"{reference}_content", "speaker": f"{reference}_speaker", "all tasks": reference}
+    rows = []
+    for method, g in students.groupby("method"):
+        for family, col in cols.items():
+            d = g.dropna(subset=[col, "depth"])
+            if d.empty:
+                continue
+            rec = {"method": method, "family": family}
+            by_depth = d.groupby("depth")[col].mean()
+            for dep in depths:
+                rec[f"L={dep}"] = fmt(by_depth.get(dep, math.nan), digits=1)
+            rec["best depth"] = int(by_depth.idxmax())
+            if len(by_depth) >= 3 and by_depth.nunique() > 1:
+                rec["rho(depth, score)"] = f"{spearmanr(by_depth.index, by_depth.values).statistic:+.2f}"
+            else:
+                rec["rho(depth, score)"] = "–"
+            rows.append(rec)
+    return pd.DataFrame(rows)
+
+
 def captions(summary: pd.DataFrame, sc: pd.DataFrame) -> dict[str, str]:
     seeds = int(sc.loc[~sc["published"], "seeds"].max()) if (~sc["published"]).any() else 1
     seed_note = f" Values are mean ± standard deviation over {seeds} seeds." if seeds > 1 else " One seed."
@@ -140,6 +168,13 @@ def captions(summary: pd.DataFrame, sc: pd.DataFrame) -> dict[str, str]:
             "over the family's tasks present, 0 = FBANK, 100 = upper anchor. Normalised: this study's own FBANK "
             "and teacher rows as anchors; leaderboard: SUPERB's FBANK and SOTA constants (meaningful at full scale)."
             + seed_note + pub
+        ),
+        "trend": (
+            "Depth vs width at a roughly constant parameter count: per KD method and task family, the score of "
+            "the students at each depth (mean per-task score for a family, SUPERB score for all tasks; reference "
+            "as set in report.figures.reference), the best depth, and the Spearman correlation between depth and "
+            "score over the depths (positive: deeper, narrower students do better; negative: wider, shallower "
+            "ones do)." + seed_note
         ),
         "score": (
             "SUPERB score = 1000/10 x sum over tasks of (s - s_FBANK)/(s_ref - s_FBANK), SF as the mean of its F1 "
@@ -183,7 +218,7 @@ def to_markdown(df: pd.DataFrame, caption: str) -> str:
     return f"{caption}\n\n{body}\n"
 
 
-def build_tables(results: pd.DataFrame) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
+def build_tables(results: pd.DataFrame, reference: str = "normalised") -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
     best = analysis.best_lr(results)
     summary = analysis.model_summary(best)
     sc = analysis.scores(best, summary)
@@ -192,14 +227,16 @@ def build_tables(results: pd.DataFrame) -> tuple[dict[str, pd.DataFrame], dict[s
         "grid": grid_table(summary),
         "families": families_table(sc),
         "score": score_table(sc),
+        "trend": trend_table(sc, reference),
     }
     return tables, captions(summary, sc)
 
 
-def write_tables(results: pd.DataFrame, out_dir: str | Path, include_published: bool = True) -> list[Path]:
+def write_tables(results: pd.DataFrame, out_dir: str | Path, include_published: bool = True,
+                 reference: str = "normalised") -> list[Path]:
     if not include_published:
         results = results[~results["published"]]
-    tables, caps = build_tables(results)
+    tables, caps = build_tables(results, reference)
     out_dir = Path(out_dir)
     written = []
     for name, df in tables.items():

@@ -44,7 +44,7 @@ def test_report_rules_run_rerun_and_html(tmp_path, repo_root):
     results.mkdir()
     fx.write_manifest(results, n=2)
     fx.write_checkpoints(results)
-    ups = {"fbank": (0, 0), "teacher": (4, 64), "pred-1x64f128h2": (1, 64), "l2l-4x32f64h2": (4, 32)}
+    ups = {"fbank": (0, 0), "teacher": (4, 64), "l2l-4x32f64h2": (4, 32)}
     paths = fx.write_results(results, ups, lrs=(1e-4, 1e-3))
     cfg = {"results": str(results),
            "report": {"cost": {"utterances": 2, "repeats": 1}, "cka": {"utterances": 2, "max_frames": 200},
@@ -61,8 +61,8 @@ def test_report_rules_run_rerun_and_html(tmp_path, repo_root):
     for name in ("results", "grid", "families", "score", "trend"):
         for ext in ("md", "csv", "tex"):
             assert (report / "tables" / f"{name}.{ext}").is_file()
-    assert sorted(p.stem for p in (report / "cost").glob("*.json")) == ["l2l-4x32f64h2", "pred-1x64f128h2", "teacher"]
-    assert sorted(p.stem for p in (report / "cka").glob("*.parquet")) == ["l2l-4x32f64h2", "pred-1x64f128h2"]
+    assert sorted(p.stem for p in (report / "cost").glob("*.json")) == ["l2l-4x32f64h2", "teacher"]
+    assert sorted(p.stem for p in (report / "cka").glob("*.parquet")) == ["l2l-4x32f64h2"]
     for rule in ("report_cost", "report_cka", "report_collect", "report_tables", "report_figures"):
         assert (results / "logs" / rule).is_dir(), rule
 

@@ -155,7 +155,8 @@ def test_collect_table(tmp_path):
     results = fx.write_results(tmp_path, ups)
     info = tmp_path / "students" / "pred" / "2x48f96h2" / "info.json"
     info.parent.mkdir(parents=True)
-    _write(info, {"params": 12345, "arch": {"depth": 2, "width": 48, "ffn": 96, "heads": 2}})
+    _write(info, {"method": "pred", "shape": "2x48f96h2", "params": 12345, "wall_time_s": 60.0, "mode": "cached",
+                  "arch": {"depth": 2, "width": 48, "ffn": 96, "heads": 2}})
     df, lw, _ = collect(results, [info])
     assert set(df.columns) >= {"method", "shape", "depth", "width", "ffn", "heads", "params", "task", "lr", "seed",
                                "dev", "test", "upstream", "published"}
@@ -163,6 +164,8 @@ def test_collect_table(tmp_path):
     assert len(measured) == len(ups) * len(fx.TASKS) * 2
     assert set(measured["task"]) == set(fx.TASKS)
     assert (measured.loc[measured["model"] == "pred-2x48f96h2", "params"] == 12345).all()
+    assert (measured.loc[measured["model"] == "pred-2x48f96h2", "train_wall_s"] == 60.0).all()
+    assert (measured.loc[measured["model"] == "pred-2x48f96h2", "train_mode"] == "cached").all()
     assert (measured.loc[measured["model"] == "fbank", "params"] == 0).all()
     pub = df[df["published"]]
     assert set(pub["upstream"]) == {f"published:{n}" for n in PUBLISHED}

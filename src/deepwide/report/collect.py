@@ -174,6 +174,8 @@ def read_info(path: str | Path) -> dict[str, Any]:
         if k in obj:
             out["train_wall_s"] = _number(path, obj, k)
             break
+    if isinstance(obj.get("mode"), str):
+        out["train_mode"] = obj["mode"]
     return out
 
 
@@ -246,6 +248,10 @@ def collect(results: Iterable[str | Path], infos: Iterable[str | Path] = (), cos
             df.loc[idx, "shape"] = f"{arch['depth']}x{arch['width']}f{arch['ffn']}h{arch['heads']}"
         if model == "fbank":
             df.loc[idx, "params"] = 0.0
+    df["train_wall_s"], df["train_mode"] = math.nan, None
+    for model, i in info.items():
+        df.loc[df["model"] == model, "train_wall_s"] = i.get("train_wall_s", math.nan)
+        df.loc[df["model"] == model, "train_mode"] = i.get("train_mode")
     for model, c in cost_by_model.items():
         df.loc[df["model"] == model, "macs_per_second"] = float(c["macs_per_second"])
         df.loc[df["model"] == model, "rtf"] = float(c["rtf"])
@@ -257,10 +263,10 @@ def collect(results: Iterable[str | Path], infos: Iterable[str | Path] = (), cos
             df[col] = math.nan
     if "machine" not in df:
         df["machine"] = None
-    df = df[COLUMNS + ["macs_per_second", "rtf", "machine"]]
+    df = df[COLUMNS + ["macs_per_second", "rtf", "machine", "train_wall_s", "train_mode"]]
     for col in ("depth", "width", "ffn", "heads", "seed"):
         df[col] = df[col].astype("Int64")
-    for col in ("params", "lr", "dev", "test", "macs_per_second", "rtf"):
+    for col in ("params", "lr", "dev", "test", "macs_per_second", "rtf", "train_wall_s"):
         df[col] = df[col].astype(float)
     df["published"] = df["published"].astype(bool)
     df["higher_is_better"] = df["higher_is_better"].astype(bool)

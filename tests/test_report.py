@@ -341,3 +341,20 @@ def test_report_config_defaults_and_errors():
         validate_config({"report": {"reference": "sota"}})
     with pytest.raises(DeepwideError, match=r"report.figures.dpii: unknown key"):
         validate_config({"report": {"figures": {"dpii": 3}}})
+
+
+@pytest.mark.parametrize("ups, reference", [
+    ({"fbank": (0, 0), "teacher": (4, 64)}, "normalised"),          # no students yet
+    ({"pred-2x48f96h2": (2, 48)}, "leaderboard"),                    # one student, no anchors
+])
+def test_tables_and_figures_with_partial_results(tmp_path, ups, reference):
+    from deepwide.report.figures import write_figures
+    from deepwide.report.tables import write_tables
+
+    df, lw, _ = collect(fx.write_results(tmp_path, ups, lrs=(1e-4,)))
+    assert len(write_tables(df, tmp_path / "t", reference=reference)) == 15
+    cka = pd.DataFrame(columns=["model", "student_layer", "teacher_layer", "cka"])
+    assert len(write_figures(df, lw, cka, tmp_path / "f", {"reference": reference, "dpi": 50})) == 10
+    if reference == "leaderboard":
+        with pytest.raises(DeepwideError, match="normalised score needs teacher and fbank"):
+            write_figures(df, lw, cka, tmp_path / "g", {"reference": "normalised"})

@@ -61,6 +61,7 @@ def teacher_arch(a: dict) -> ArchConfig:
         conv=conv_layers(a["conv_channels"]),
         pos_conv_kernel=a["pos_conv_kernel"],
         pos_conv_groups=a["pos_conv_groups"],
+        layer_norm_first=a["layer_norm_first"],
         dropout=a["dropout"],
         attention_dropout=a["attention_dropout"],
         activation_dropout=a["activation_dropout"],

@@ -369,6 +369,7 @@ def snakemake(repo: Path, workdir: Path, config: dict, *targets: str, extra: tup
 
 
 @pytest.mark.slow
+@pytest.mark.slow
 def test_snakemake_teacher_pretrain_rule(repo_root, corpus, tmp_path):
     """The rule trains from the corpus manifests, reruns on a config change only."""
     import shutil as sh
@@ -394,6 +395,7 @@ def test_snakemake_teacher_pretrain_rule(repo_root, corpus, tmp_path):
     assert r.returncode == 0 and "rule teacher_pretrain" in r.stdout and "Params have changed" in r.stdout, r.stdout
 
 
+@pytest.mark.slow
 def test_snakemake_import_without_path_fails_at_config_time(repo_root, tmp_path):
     cfg = {"results": str(tmp_path / "results"), "teacher": {"source": "import", "import": {"format": "fairseq"}}}
     r = snakemake(repo_root, tmp_path, cfg, extra=("-n",))

@@ -369,7 +369,6 @@ def snakemake(repo: Path, workdir: Path, config: dict, *targets: str, extra: tup
 
 
 @pytest.mark.slow
-@pytest.mark.slow
 def test_snakemake_teacher_pretrain_rule(repo_root, corpus, tmp_path):
     """The rule trains from the corpus manifests, reruns on a config change only."""
     import shutil as sh

@@ -175,6 +175,7 @@ def test_pretrain_micro_teacher(corpus, tmp_path):
     assert info["steps"] == 40 and info["n_clusters"] == 8 and info["device"] in ("cpu", "cuda")
     assert 0 < info["majority_rate"] < 1 and info["valid_masked_acc"] == valid.masked_acc.iloc[-1]
     assert info["valid_utterances"] == 4 and info["train_utterances"] == 16
+    assert info["wall_time_s"] > 0 and info["cpu_time_s"] > 0
 
     model, arch, meta = load_checkpoint(tmp_path / "teacher.pt")
     assert arch.depth == 2 and arch.width == 32 and arch.conv[0] == (16, 10, 5)
@@ -207,6 +208,8 @@ def test_interrupted_run_resumes_to_identical_weights(corpus, tmp_path):
     assert sa.keys() == sb.keys()
     for k in sa:
         assert torch.equal(sa[k], sb[k]), k
+    info = json.loads((b / "info.json").read_text())
+    assert "held out" in info["valid_source"] and info["train_utterances"] + info["valid_utterances"] == 16
     ca, cb = pd.read_parquet(a / "curve.parquet"), pd.read_parquet(b / "curve.parquet")
     pd.testing.assert_frame_equal(ca.drop(columns="wall_s"), cb.drop(columns="wall_s"))
     # a finished work folder is reused as is: rerunning retrains nothing

@@ -194,6 +194,7 @@ class Trainer:
         self.curve: list[dict] = []
         self.window: list[tuple[float, float]] = []
         self.wall_s = 0.0
+        self.cpu_s = 0.0  # CPU seconds of all threads: comparable on a shared machine
         self.last_eval: dict | None = None
         self._valid_batches = None
         if self.state_path.is_file():
@@ -206,7 +207,8 @@ class Trainer:
             "optim": self.opt.state_dict(), "sched": self.sched.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            "curve": self.curve, "window": self.window, "wall_s": self.wall_s, "last_eval": self.last_eval,
+            "curve": self.curve, "window": self.window, "wall_s": self.wall_s, "cpu_s": self.cpu_s,
+            "last_eval": self.last_eval,
         }
         with atomic_path(self.state_path) as tmp:
             torch.save(blob, tmp)
@@ -222,7 +224,7 @@ class Trainer:
         if blob["cuda_rng"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(blob["cuda_rng"])
         self.step, self.curve, self.window = blob["step"], blob["curve"], blob["window"]
-        self.wall_s, self.last_eval = blob["wall_s"], blob["last_eval"]
+        self.wall_s, self.cpu_s, self.last_eval = blob["wall_s"], blob["cpu_s"], blob["last_eval"]
         log.info("iteration %d: resumed from %s at step %d", self.it, self.state_path, self.step)
 
     @property
@@ -279,7 +281,7 @@ class Trainer:
         t = self.t
         plan = BatchPlan(self.train.num_samples, self.batch_samples, self.crop, self.seed, self.it)
         self.model.train()
-        start_wall = time.perf_counter()
+        start_wall, start_cpu = time.perf_counter(), time.process_time()
         bar = tqdm(total=self.steps, initial=self.step, desc=f"teacher it{self.it}", unit="step",
                    disable=not progress, mininterval=2.0)
         stopped = False
@@ -326,7 +328,8 @@ class Trainer:
             stopped = stop_at_global is not None and self.step_offset + self.step >= stop_at_global
             if self.step % t["checkpoint_every"] == 0 or self.step == self.steps or stopped:
                 self.wall_s += time.perf_counter() - start_wall
-                start_wall = time.perf_counter()
+                self.cpu_s += time.process_time() - start_cpu
+                start_wall, start_cpu = time.perf_counter(), time.process_time()
                 self._save()
             if stopped:
                 break
@@ -367,9 +370,10 @@ def _labels(workdir: Path, it: int, make) -> tuple[Labels, Labels, dict]:
         (lt, meta), (lv, _) = Labels.load(tr), Labels.load(va)
         log.info("iteration %d: pseudo-labels reused from %s", it, workdir)
         return lt, lv, meta
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     (lt, lv), meta = make()
     meta["wall_s"] = time.perf_counter() - start
+    meta["cpu_s"] = time.process_time() - start_cpu
     lv.save(va, meta)
     lt.save(tr, meta)
     return lt, lv, meta
@@ -452,7 +456,7 @@ def pretrain(
             return None
         ev = trainer.last_eval or trainer.evaluate()
         iterations.append({"iteration": it, "labels": source, "clusters": clusters, "steps": steps,
-                           "kmeans": kstats, "train_wall_s": trainer.wall_s, **ev})
+                           "kmeans": kstats, "train_wall_s": trainer.wall_s, "train_cpu_s": trainer.cpu_s, **ev})
         if stop_at_step is not None and offset + steps >= stop_at_step and it < len(steps_list):
             log.info("stopped after iteration %d (--stop-at-step); rerun to resume", it)
             return None
@@ -475,6 +479,7 @@ def pretrain(
         "majority_rate": final["majority_rate"],
         "valid_loss": final["valid_loss"],
         "wall_time_s": sum(i["train_wall_s"] + i["kmeans"].get("wall_s", 0.0) for i in iterations),
+        "cpu_time_s": sum(i["train_cpu_s"] + i["kmeans"].get("cpu_s", 0.0) for i in iterations),
         "this_run_wall_s": time.perf_counter() - run_start,
         "device": str(device),
         "threads": n_threads,

@@ -1,0 +1,504 @@
+"""Tiny HuBERT pretraining: the embedded default's teacher.
+
+HuBERT iteration 1 (Hsu et al. 2021): MFCC + deltas at the teacher's frame rate are
+clustered with k-means; the model sees audio whose front-end frames are partly replaced
+by a mask embedding and predicts the cluster of every masked frame (cosine similarity to
+label embeddings, temperature 0.1, cross-entropy). Optionally iteration 2 clusters one
+layer of the iteration-1 teacher and trains a fresh model on those labels.
+
+The model is torchaudio's ``hubert_pretrain_model`` built from an :class:`ArchConfig`, so
+``model.wav2vec2`` is exactly what ``build_model(arch)`` builds and is saved with
+``save_checkpoint``. The trainer is resumable: the work folder (outside the declared
+outputs) holds the pseudo-labels and a checkpoint of model, optimizer, scheduler, RNG
+and step, written atomically every ``checkpoint_every`` steps.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from deepwide.errors import DeepwideError
+from deepwide.models.arch import ArchConfig, conv_layers
+from deepwide.teacher.data import SAMPLE_RATE, BatchPlan, Labels, Utterances, crop_batch, read_manifest
+from deepwide.teacher.features import MFCCFeaturizer, layer_features
+from deepwide.teacher.labels import fit_kmeans_labels
+from deepwide.utils.io import atomic_path, atomic_write_text, canonical_json, sha256_file, write_parquet
+
+log = logging.getLogger(__name__)
+
+STATE_VERSION = 1
+
+
+# ---------------------------------------------------------------- config and model
+
+
+def pretrain_config(cfg: dict | None) -> dict:
+    """Fill defaults of a ``teacher.pretrain`` config slice (validated by the schema)."""
+    from deepwide.config import validate_config
+
+    full = validate_config({"teacher": {"pretrain": dict(cfg or {})}})
+    return full["teacher"]["pretrain"]
+
+
+def teacher_arch(a: dict) -> ArchConfig:
+    return ArchConfig(
+        depth=a["depth"],
+        width=a["width"],
+        ffn=a["ffn"],
+        heads=a["heads"],
+        conv=conv_layers(a["conv_channels"]),
+        pos_conv_kernel=a["pos_conv_kernel"],
+        pos_conv_groups=a["pos_conv_groups"],
+        layer_norm_first=a["layer_norm_first"],
+        dropout=a["dropout"],
+        attention_dropout=a["attention_dropout"],
+        activation_dropout=a["activation_dropout"],
+        projection_dropout=a["projection_dropout"],
+        layer_drop=a["layer_drop"],
+    )
+
+
+def build_pretrain_model(arch: ArchConfig, num_classes: int, t: dict) -> torch.nn.Module:
+    """torchaudio ``HuBERTPretrainModel`` whose ``.wav2vec2`` has shape ``arch``."""
+    from torchaudio.models import hubert_pretrain_model
+
+    model = hubert_pretrain_model(
+        extractor_mode=arch.extractor_mode,
+        extractor_conv_layer_config=[tuple(c) for c in arch.conv],
+        extractor_conv_bias=arch.conv_bias,
+        encoder_embed_dim=arch.width,
+        encoder_projection_dropout=arch.projection_dropout,
+        encoder_pos_conv_kernel=arch.pos_conv_kernel,
+        encoder_pos_conv_groups=arch.pos_conv_groups,
+        encoder_num_layers=arch.depth,
+        encoder_num_heads=arch.heads,
+        encoder_attention_dropout=arch.attention_dropout,
+        encoder_ff_interm_features=arch.ffn,
+        encoder_ff_interm_dropout=arch.activation_dropout,
+        encoder_dropout=arch.dropout,
+        encoder_layer_norm_first=arch.layer_norm_first,
+        encoder_layer_drop=arch.layer_drop,
+        mask_prob=t["mask_prob"],
+        mask_selection="static",
+        mask_other=0.0,
+        mask_length=t["mask_length"],
+        no_mask_overlap=False,
+        mask_min_space=1,
+        mask_channel_prob=0.0,
+        mask_channel_selection="static",
+        mask_channel_other=0.0,
+        mask_channel_length=10,
+        no_mask_channel_overlap=False,
+        mask_channel_min_space=1,
+        skip_masked=False,
+        skip_nomask=t["unmasked_weight"] == 0,
+        num_classes=num_classes,
+        final_dim=t["final_dim"],
+        feature_grad_mult=t["feature_grad_mult"] if t["feature_grad_mult"] < 1 else None,
+    )
+    # torchaudio (like fairseq) draws label embeddings from U(0, 1): all pairwise cosines are
+    # about 0.75, so every logit starts equal and separating them takes thousands of steps.
+    # Zero-mean embeddings start nearly orthogonal, which a short tiny-scale run needs.
+    torch.nn.init.normal_(model.logit_generator.label_embeddings)
+    return model
+
+
+def masked_forward(model: torch.nn.Module, wavs: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
+    """HuBERTPretrainModel's forward (unpadded batch) that also returns the masked labels.
+
+    Logit column 0 is the target class, so a frame is predicted right iff argmax is 0.
+    """
+    from torchaudio.models.wav2vec2 import components
+
+    w2v = model.wav2vec2
+    x, _ = w2v.feature_extractor(wavs, None)
+    if model.feature_grad_mult is not None and model.feature_grad_mult < 1.0:
+        x = components.GradMultiply.apply(x, model.feature_grad_mult)
+    penalty = x.float().pow(2).mean()
+    x, _ = w2v.encoder._preprocess(x, None)
+    x, mask = model.mask_generator(x, None)
+    x = w2v.encoder.transformer(x, attention_mask=None)
+    if x.shape[1] != labels.shape[1]:
+        raise RuntimeError(f"{labels.shape[1]} labels for {x.shape[1]} frames")
+    logit_m, logit_u = model.logit_generator(x, labels, mask, ~mask)
+    return {"logit_m": logit_m.float(), "logit_u": None if logit_u is None else logit_u.float(),
+            "penalty": penalty, "labels_m": labels[mask]}
+
+
+def _ce(logits: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    return F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=logits.device), reduction=reduction)
+
+
+def count_params(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def lr_lambda(steps: int, warmup_fraction: float):
+    warm = max(1, int(round(steps * warmup_fraction)))
+
+    def f(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return max(0.0, (steps - step) / max(1, steps - warm))
+
+    return f
+
+
+def default_threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+# ---------------------------------------------------------------- training
+
+
+class Trainer:
+    """One HuBERT iteration: masked prediction of fixed pseudo-labels."""
+
+    def __init__(self, it: int, cfg: dict, arch: ArchConfig, num_classes: int, steps: int, step_offset: int,
+                 train: Utterances, train_labels: Labels, valid: Utterances, valid_labels: Labels,
+                 workdir: Path, device: torch.device):
+        self.it, self.cfg, self.arch, self.t = it, cfg, arch, cfg["train"]
+        self.num_classes, self.steps, self.step_offset = num_classes, steps, step_offset
+        self.train, self.train_labels = train, train_labels
+        self.valid, self.valid_labels = valid, valid_labels
+        self.device = device
+        self.state_path = workdir / f"state_it{it}.pt"
+        self.seed = cfg["seed"]
+        self.crop = int(self.t["crop_seconds"] * SAMPLE_RATE)
+        self.batch_samples = int(self.t["batch_seconds"] * SAMPLE_RATE)
+        self.autocast = (
+            torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+        )
+
+        torch.manual_seed(self.seed * 1000 + it)
+        self.model = build_pretrain_model(arch, num_classes, self.t).to(device)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=self.t["lr"], betas=(0.9, 0.98), eps=1e-6,
+                                     weight_decay=self.t["weight_decay"])
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(steps, self.t["warmup_fraction"]))
+        self.step = 0
+        self.curve: list[dict] = []
+        self.window: list[tuple[float, float]] = []
+        self.wall_s = 0.0
+        self.cpu_s = 0.0  # CPU seconds of all threads: comparable on a shared machine
+        self.last_eval: dict | None = None
+        self._valid_batches = None
+        if self.state_path.is_file():
+            self._load()
+
+    # -- resume state
+    def _save(self) -> None:
+        blob = {
+            "version": STATE_VERSION, "step": self.step, "model": self.model.state_dict(),
+            "optim": self.opt.state_dict(), "sched": self.sched.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "curve": self.curve, "window": self.window, "wall_s": self.wall_s, "cpu_s": self.cpu_s,
+            "last_eval": self.last_eval,
+        }
+        with atomic_path(self.state_path) as tmp:
+            torch.save(blob, tmp)
+
+    def _load(self) -> None:
+        blob = torch.load(self.state_path, map_location=self.device, weights_only=False)
+        if blob.get("version") != STATE_VERSION:
+            raise DeepwideError(f"{self.state_path} was written by another deepwide version; delete it to restart")
+        self.model.load_state_dict(blob["model"])
+        self.opt.load_state_dict(blob["optim"])
+        self.sched.load_state_dict(blob["sched"])
+        torch.set_rng_state(blob["torch_rng"])
+        if blob["cuda_rng"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(blob["cuda_rng"])
+        self.step, self.curve, self.window = blob["step"], blob["curve"], blob["window"]
+        self.wall_s, self.cpu_s, self.last_eval = blob["wall_s"], blob["cpu_s"], blob["last_eval"]
+        log.info("iteration %d: resumed from %s at step %d", self.it, self.state_path, self.step)
+
+    @property
+    def done(self) -> bool:
+        return self.step >= self.steps
+
+    # -- evaluation on held-out utterances with fixed masks
+    def _valid(self):
+        if self._valid_batches is None:
+            order = sorted(range(len(self.valid)), key=lambda i: -min(self.valid.num_samples[i], self.crop))
+            batches, cur = [], []
+            for i in order:
+                eff = min(self.valid.num_samples[i], self.crop)
+                if cur and (len(cur) + 1) * eff > self.batch_samples:
+                    batches.append(cur)
+                    cur = []
+                cur.append(i)
+            if cur:
+                batches.append(cur)
+            self._valid_batches = [
+                crop_batch(self.valid, self.valid_labels, b, self.crop, self.arch.conv, rng=None) for b in batches
+            ]
+        return self._valid_batches
+
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        self.model.eval()
+        loss_sum, correct, total = 0.0, 0, 0
+        counts = np.zeros(self.num_classes, dtype=np.int64)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed + 99991)  # the same masks at every evaluation
+            for b in self._valid():
+                with self.autocast:
+                    out = masked_forward(self.model, torch.from_numpy(b.wavs).to(self.device),
+                                         torch.from_numpy(b.labels).to(self.device))
+                lm = out["logit_m"]
+                loss_sum += float(_ce(lm, "sum"))
+                correct += int((lm.argmax(-1) == 0).sum())
+                total += len(lm)
+                counts += np.bincount(out["labels_m"].cpu().numpy(), minlength=self.num_classes)
+        self.model.train()
+        return {
+            "valid_loss": loss_sum / max(1, total),
+            "valid_masked_acc": correct / max(1, total),
+            "majority_rate": float(counts.max() / max(1, total)),
+            "valid_masked_frames": total,
+        }
+
+    # -- the loop
+    def fit(self, stop_at_global: int | None = None, progress: bool = True) -> bool:
+        """Train to ``steps`` (or to global step ``stop_at_global``); True when finished."""
+        if self.done:
+            return True
+        t = self.t
+        plan = BatchPlan(self.train.num_samples, self.batch_samples, self.crop, self.seed, self.it)
+        self.model.train()
+        start_wall, start_cpu = time.perf_counter(), time.process_time()
+        bar = tqdm(total=self.steps, initial=self.step, desc=f"teacher it{self.it}", unit="step",
+                   disable=not progress, mininterval=2.0)
+        stopped = False
+        for step, idx in plan.stream(self.step):
+            if step >= self.steps:
+                break
+            rng = np.random.default_rng([self.seed, self.it, step, 7])
+            b = crop_batch(self.train, self.train_labels, idx, self.crop, self.arch.conv, rng)
+            wavs = torch.from_numpy(b.wavs).to(self.device)
+            labels = torch.from_numpy(b.labels).to(self.device)
+            with self.autocast:
+                out = masked_forward(self.model, wavs, labels)
+            loss = _ce(out["logit_m"]) + t["feature_penalty"] * out["penalty"]
+            if out["logit_u"] is not None:
+                loss = loss + t["unmasked_weight"] * _ce(out["logit_u"])
+            if not torch.isfinite(loss):
+                raise DeepwideError(f"teacher iteration {self.it}: loss is {float(loss)} at step {step}; lower teacher.pretrain.train.lr")
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), t["clip"])
+            self.opt.step()
+            self.sched.step()
+            self.opt.zero_grad(set_to_none=True)
+            self.step = step + 1
+            acc = float((out["logit_m"].argmax(-1) == 0).float().mean())
+            self.window.append((float(loss.detach()), acc))
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}", acc=f"{acc:.3f}", refresh=False)
+            if self.step % t["log_every"] == 0 or self.step == self.steps:
+                losses, accs = zip(*self.window)
+                self.curve.append({"iteration": self.it, "step": self.step, "global_step": self.step_offset + self.step,
+                                   "split": "train", "loss": float(np.mean(losses)), "masked_acc": float(np.mean(accs)),
+                                   "majority_rate": float("nan"), "lr": float(self.sched.get_last_lr()[0]),
+                                   "wall_s": self.wall_s + time.perf_counter() - start_wall})
+                self.window = []
+            if self.step % t["eval_every"] == 0 or self.step == self.steps:
+                ev = self.evaluate()
+                self.last_eval = ev
+                self.curve.append({"iteration": self.it, "step": self.step, "global_step": self.step_offset + self.step,
+                                   "split": "valid", "loss": ev["valid_loss"], "masked_acc": ev["valid_masked_acc"],
+                                   "majority_rate": ev["majority_rate"], "lr": float(self.sched.get_last_lr()[0]),
+                                   "wall_s": self.wall_s + time.perf_counter() - start_wall})
+                log.info("iteration %d step %d: held-out masked acc %.4f (majority %.4f), loss %.3f",
+                         self.it, self.step, ev["valid_masked_acc"], ev["majority_rate"], ev["valid_loss"])
+            stopped = stop_at_global is not None and self.step_offset + self.step >= stop_at_global
+            if self.step % t["checkpoint_every"] == 0 or self.step == self.steps or stopped:
+                self.wall_s += time.perf_counter() - start_wall
+                self.cpu_s += time.process_time() - start_cpu
+                start_wall, start_cpu = time.perf_counter(), time.process_time()
+                self._save()
+            if stopped:
+                break
+        bar.close()
+        return self.done
+
+
+# ---------------------------------------------------------------- the whole run
+
+
+def _fingerprint(cfg: dict, manifests: list[Path]) -> str:
+    import hashlib
+
+    h = hashlib.sha256(canonical_json(cfg).encode())
+    for m in manifests:
+        h.update(sha256_file(m).encode())
+    return h.hexdigest()
+
+
+def _prepare_workdir(workdir: Path, fingerprint: str) -> None:
+    """Reuse the work folder only if it was made for the same config and manifests."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    fp_file = workdir / "fingerprint.json"
+    if fp_file.is_file():
+        old = json.loads(fp_file.read_text()).get("fingerprint")
+        if old == fingerprint:
+            return
+        stale = sorted(workdir.glob("state_it*.pt")) + sorted(workdir.glob("labels_it*.npz"))
+        log.warning("config or manifests changed since %s was written: discarding %d resume files", workdir, len(stale))
+        for f in stale:
+            f.unlink()
+    atomic_write_text(fp_file, json.dumps({"fingerprint": fingerprint}))
+
+
+def _labels(workdir: Path, it: int, make) -> tuple[Labels, Labels, dict]:
+    tr, va = workdir / f"labels_it{it}_train.npz", workdir / f"labels_it{it}_valid.npz"
+    if tr.is_file() and va.is_file():
+        (lt, meta), (lv, _) = Labels.load(tr), Labels.load(va)
+        log.info("iteration %d: pseudo-labels reused from %s", it, workdir)
+        return lt, lv, meta
+    start, start_cpu = time.perf_counter(), time.process_time()
+    (lt, lv), meta = make()
+    meta["wall_s"] = time.perf_counter() - start
+    meta["cpu_s"] = time.process_time() - start_cpu
+    lv.save(va, meta)
+    lt.save(tr, meta)
+    return lt, lv, meta
+
+
+def split_valid(train: Utterances, fraction: float, seed: int) -> tuple[Utterances, Utterances]:
+    if len(train) < 2:
+        raise DeepwideError("teacher pretraining needs at least 2 training utterances to hold one out")
+    n_valid = min(len(train) - 1, max(1, int(round(len(train) * fraction))))
+    perm = np.random.default_rng([seed, 31]).permutation(len(train))
+    va, tr = sorted(perm[:n_valid]), sorted(perm[n_valid:])
+    return train.subset(tr), train.subset(va)
+
+
+def pretrain(
+    manifest: str | Path,
+    cfg: dict,
+    out: str | Path,
+    workdir: str | Path,
+    valid_manifest: str | Path | None = None,
+    info_path: str | Path | None = None,
+    curve_path: str | Path | None = None,
+    threads: int | None = None,
+    stop_at_step: int | None = None,
+    progress: bool = True,
+) -> dict | None:
+    """Pretrain a tiny HuBERT teacher; returns the info dict (None if stopped early)."""
+    cfg = pretrain_config(cfg)
+    out, workdir = Path(out), Path(workdir)
+    info_path = Path(info_path) if info_path else out.with_name("info.json")
+    curve_path = Path(curve_path) if curve_path else out.with_name("curve.parquet")
+    n_threads = threads or cfg["threads"] or default_threads()
+    torch.set_num_threads(n_threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    arch = teacher_arch(cfg["arch"])
+    t = cfg["train"]
+
+    train = read_manifest(manifest, cfg["min_seconds"])
+    manifests = [Path(manifest)]
+    if valid_manifest:
+        valid = read_manifest(valid_manifest, cfg["min_seconds"])
+        manifests.append(Path(valid_manifest))
+        valid_source = str(valid_manifest)
+    else:
+        train, valid = split_valid(train, cfg["valid_fraction"], cfg["seed"])
+        valid_source = f"{cfg['valid_fraction']:.0%} of {manifest} held out"
+    if len(valid) > cfg["max_valid_utterances"]:
+        valid = valid.subset(range(cfg["max_valid_utterances"]))
+    from deepwide.models.arch import build_model
+
+    log.info("teacher %s (%d params): %d train utterances (%.1f min), %d held-out (%.1f min); device %s, %d threads",
+             arch.name, count_params(build_model(arch)), len(train), train.seconds / 60, len(valid), valid.seconds / 60, device, n_threads)
+    _prepare_workdir(workdir, _fingerprint(cfg, manifests))
+
+    run_start = time.perf_counter()
+    iterations = []
+    steps_list = [t["steps"]] + ([cfg["iteration2"]["steps"] or t["steps"]] if cfg["iterations"] == 2 else [])
+    trainer = None
+    for it, steps in enumerate(steps_list, start=1):
+        if it == 1:
+            mf = cfg["mfcc"]
+            feat = MFCCFeaturizer(arch.conv, SAMPLE_RATE, mf["n_mfcc"], mf["n_mels"], mf["window_ms"])
+            km = cfg["kmeans"]
+            clusters, source = km["clusters"], "mfcc"
+        else:
+            prev = trainer.model.wav2vec2.eval()
+            layer = cfg["iteration2"]["layer"]
+            if layer > arch.depth:
+                raise DeepwideError(f"teacher.pretrain.iteration2.layer: {layer} exceeds the teacher depth {arch.depth}")
+            feat = lambda wav, m=prev, k=layer: layer_features(m, wav, k, device)  # noqa: E731
+            clusters, source = cfg["iteration2"]["clusters"], f"iteration1 layer {layer}"
+        km = cfg["kmeans"]
+        lt, lv, kstats = _labels(workdir, it, lambda: fit_kmeans_labels(
+            [train, valid], feat, clusters, km["max_frames"], km["batch_size"], km["n_init"], cfg["seed"] + it,
+            f"teacher it{it} k-means ({source})"))
+        offset = sum(steps_list[: it - 1])
+        trainer = Trainer(it, cfg, arch, clusters, steps, offset, train, lt, valid, lv, workdir, device)
+        if not trainer.fit(stop_at_step, progress):
+            log.info("stopped at global step %d (--stop-at-step); rerun the same command to resume", stop_at_step)
+            return None
+        ev = trainer.last_eval or trainer.evaluate()
+        iterations.append({"iteration": it, "labels": source, "clusters": clusters, "steps": steps,
+                           "kmeans": kstats, "train_wall_s": trainer.wall_s, "train_cpu_s": trainer.cpu_s, **ev})
+        if stop_at_step is not None and offset + steps >= stop_at_step and it < len(steps_list):
+            log.info("stopped after iteration %d (--stop-at-step); rerun to resume", it)
+            return None
+
+    final = iterations[-1]
+    w2v = trainer.model.wav2vec2.cpu().eval()
+    curve = []
+    for it in range(1, len(steps_list) + 1):
+        state = torch.load(workdir / f"state_it{it}.pt", map_location="cpu", weights_only=False)
+        curve.extend(state["curve"])
+    info = {
+        "source": "pretrain",
+        "arch": arch.to_dict(),
+        "name": arch.name,
+        "params": count_params(w2v),
+        "steps": sum(steps_list),
+        "iterations": iterations,
+        "n_clusters": final["clusters"],
+        "valid_masked_acc": final["valid_masked_acc"],
+        "majority_rate": final["majority_rate"],
+        "valid_loss": final["valid_loss"],
+        "wall_time_s": sum(i["train_wall_s"] + i["kmeans"].get("wall_s", 0.0) for i in iterations),
+        "cpu_time_s": sum(i["train_cpu_s"] + i["kmeans"].get("cpu_s", 0.0) for i in iterations),
+        "this_run_wall_s": time.perf_counter() - run_start,
+        "device": str(device),
+        "threads": n_threads,
+        "train_utterances": len(train),
+        "train_seconds": train.seconds,
+        "valid_utterances": len(valid),
+        "valid_seconds": valid.seconds,
+        "valid_source": valid_source,
+        "config": cfg,
+    }
+    import pandas as pd
+
+    write_parquet(pd.DataFrame(curve), curve_path)
+    atomic_write_text(info_path, json.dumps(info, indent=2, sort_keys=True) + "\n")
+    from deepwide.models.checkpoint import save_checkpoint
+
+    meta = {k: info[k] for k in ("source", "params", "steps", "n_clusters", "valid_masked_acc", "majority_rate", "valid_source")}
+    meta["config"] = cfg
+    save_checkpoint(out, w2v, arch, meta)
+    log.info("teacher %s: %d params, held-out masked acc %.4f vs majority %.4f, %.0f s -> %s",
+             arch.name, info["params"], info["valid_masked_acc"], info["majority_rate"], info["wall_time_s"], out)
+    return info

@@ -41,7 +41,8 @@ rule targets:
         shard=lambda wc: DISTILL.targets[wc.key]["shard_seconds"],
         work=lambda wc: RESULTS / "resume" / "targets" / wc.key,
         manifests=_manifest_args,
-        code=code_hash("distill", "models"),
+        # the trainer's code does not change targets
+        code=code_hash("distill/targets.py", "distill/data.py", "distill/methods.py", "distill/plan.py", "models"),
     log:
         LOGS / "targets" / "{key}.log",
     threads: config["distill"]["train"]["cpu_threads"]

@@ -298,6 +298,11 @@ class TargetCache:
         self._offset = self.index["offset"].to_numpy()
         self._mm: dict = {}
 
+    def __getstate__(self):  # DataLoader workers open their own memory maps
+        state = self.__dict__.copy()
+        state["_mm"] = {}
+        return state
+
     def check(self, teacher_sha: str, layers: Sequence[int], frontend: bool, manifest_sha: str | None = None) -> None:
         """Refuse a cache made from another teacher/corpus or lacking needed layers."""
         where = self.folder / "cache.json"

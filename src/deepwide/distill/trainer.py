@@ -58,8 +58,17 @@ class Preempted(Exception):
         self.step = step
 
 
+def code_version() -> str:
+    """Hash of the code a student depends on: a resume state from other code is not reused."""
+    from deepwide.utils.io import hash_files
+
+    pkg = Path(__file__).resolve().parents[1]
+    return hash_files([pkg / "distill", pkg / "models"])
+
+
 def job_hash(job: dict) -> str:
-    return hashlib.sha256(canonical_json(job).encode()).hexdigest()
+    """Identity of a training run: its settings and the code that runs them."""
+    return hashlib.sha256((canonical_json(job) + code_version()).encode()).hexdigest()
 
 
 def scale_grad(x: torch.Tensor, scale: float) -> torch.Tensor:
@@ -307,8 +316,8 @@ def train(
                 generator=gen, persistent_workers=False, prefetch_factor=4 if nw else None,
             )
             finished_epoch = True
+            t0 = time.perf_counter()  # step time includes waiting for the loader
             for batch in loader:
-                t0 = time.perf_counter()
                 rng_cpu = torch.get_rng_state()
                 rng_cuda = torch.cuda.get_rng_state() if cuda else None
                 preds, targets, mask = fwd_c(batch)
@@ -335,8 +344,9 @@ def train(
                 secs = batch["audio_samples"] / data.SAMPLE_RATE
                 if cuda and (step % tc["log_every"] == 0):
                     torch.cuda.synchronize()
-                dt = time.perf_counter() - t0
-                train_time += dt
+                now = time.perf_counter()
+                train_time += now - t0
+                t0 = now
                 audio_done += secs
                 acc["n"] += 1
                 acc["loss"] += vals[0]

@@ -163,6 +163,7 @@ def _placeholder_tree(root: Path) -> dict:
     return {"librispeech": ls, "teacher": ckpt}
 
 
+@pytest.mark.slow
 def test_paper_config_dry_run_lists_every_job(tmp_path):
     from deepwide.config import load_config
     from deepwide.distill.plan import study_plan

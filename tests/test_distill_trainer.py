@@ -19,6 +19,7 @@ from deepwide.distill.trainer import train
 from deepwide.errors import DeepwideError
 from deepwide.models.arch import ArchConfig, conv_layers
 from deepwide.models.checkpoint import load_checkpoint
+from deepwide.models.solver import count_params
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +78,7 @@ def test_both_methods_reduce_their_loss(method, corpus, teacher, cache, tmp_path
         assert curve[f"loss_{n}"].iloc[-1] < curve[f"loss_{n}"].iloc[0]
     assert info["mode"] == "cached-targets+cached-frontend"
     assert info["params"] == sum(p.numel() for p in load_checkpoint(tmp_path / "out" / "student.pt")[0].parameters())
+    assert info["params"] == count_params(ArchConfig.from_dict(info["arch"]))  # the solver's count
     assert info["audio_seconds_per_second"] > 0 and info["wall_time_s"] > 0
     assert json.loads((tmp_path / "out" / "info.json").read_text())["targets"] == names
     model, arch, meta = load_checkpoint(tmp_path / "out" / "student.pt")
@@ -134,6 +136,7 @@ def test_stale_or_missing_targets(corpus, teacher, cache, tmp_path):
         train(make_job("pred", steps=2), teacher, [corpus], tmp_path / "o", tmp_path / "r")
 
 
+@pytest.mark.slow
 def test_nonfinite_loss_saves_and_names_step_and_utterances(corpus, tmp_path):
     bad = make_teacher(tmp_path / "nan.pt", nan=True)
     r = run_cli(make_job("pred", steps=5, mode="online", frontend="scaled"), bad, corpus, tmp_path / "o", tmp_path / "r")
@@ -156,6 +159,7 @@ def _wait_for(path, proc, timeout=120):
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_sigterm_saves_and_exits_nonzero_then_resumes(corpus, teacher, cache, tmp_path):
     job = make_job("l2l", steps=150, checkpoint_every=5)
     p = run_cli(job, teacher, corpus, tmp_path / "o", tmp_path / "r", cache=cache, wait=False)

@@ -85,3 +85,38 @@ def test_bad_study_configs():
         study_plan(_cfg(students={"grid": {"budget": "1k", "depths": [2]}}))
     with pytest.raises(DeepwideError, match="config key distill.methods"):
         validate_config({"distill": {"methods": ["fitnets"]}})
+
+
+@pytest.mark.slow
+def test_every_embedded_student_trains_from_the_embedded_teacher_shape(repo_root, tmp_path):
+    """Each grid student of config.yaml, both methods, a few steps with the default job
+    settings, from a random teacher of the shape the teacher stage pretrains by default."""
+    import torch
+
+    from _distill_data import make_corpus, make_teacher
+    from deepwide.distill import targets
+    from deepwide.distill.trainer import train
+    from deepwide.models.arch import conv_layers
+
+    torch.set_num_threads(1)
+    cfg = load_config(repo_root / "config.yaml")
+    t = cfg.get("teacher", {}).get("pretrain", {}).get("arch") or {
+        "depth": 4, "width": 256, "ffn": 1024, "heads": 4, "conv_channels": 128, "pos_conv_kernel": 64,
+        "pos_conv_groups": 16}
+    teacher = make_teacher(tmp_path / "teacher.pt", depth=t["depth"], width=t["width"], ffn=t["ffn"], heads=t["heads"],
+                           conv=conv_layers(t["conv_channels"]), pos_conv_kernel=t["pos_conv_kernel"],
+                           pos_conv_groups=t["pos_conv_groups"])
+    manifest = make_corpus(tmp_path / "corpus", n=6)
+    plan = study_plan(cfg)
+    caches = {}
+    for m in plan.methods:
+        spec = plan.targets[plan.targets_key(m)]
+        layers = layers_for(m, spec["method_config"], spec["student_depths"], t["depth"])
+        caches[m] = targets.extract(teacher, [manifest], layers, tmp_path / m, frontend=spec["frontend"]) and tmp_path / m
+    for m, shape in plan.jobs():
+        job = plan.job(m, shape)
+        job["train"].update(steps=2, log_every=1)
+        info = train(job, teacher, [manifest], tmp_path / "s" / m / shape, tmp_path / "r" / m / shape,
+                     targets_dir=caches[m])
+        assert info["mode"] == "cached-targets+cached-frontend"
+        assert info["params"] == count_params(plan.students[shape])

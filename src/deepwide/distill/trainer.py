@@ -424,6 +424,7 @@ def train(
         "num_utterances": len(utts),
     }
     atomic_write_text(out_dir / "info.json", json.dumps(info, indent=1))
+    state_path.unlink(missing_ok=True)  # finished: the outputs are the state now (optimizer state is large)
     log.info("done: %s (%.0f s, %.1f audio-s/s, mode %s)", out_dir / "student.pt", info["wall_time_s"],
              info["audio_seconds_per_second"], mode)
     return info

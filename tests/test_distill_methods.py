@@ -116,3 +116,12 @@ def test_epoch_plan_buckets_by_seconds_and_is_deterministic():
     # bucketing: batches hold similar lengths (much less padding than random batches)
     pad = sum(len(b) * max(it.frames for it in b) - sum(it.frames for it in b) for b in plan)
     assert pad < 0.1 * sum(min(f, 250) for f in frames)
+
+
+def test_step_plan_spans_epochs_with_a_constant_batch_count():
+    frames = list(np.random.default_rng(2).integers(20, 400, size=50))
+    sp = data.StepPlan(frames, 250, 1000, seed=1)
+    for e in range(4):
+        assert len(data.epoch_plan(frames, 250, 1000, 1, e)) == sp.per_epoch
+    assert sp[sp.per_epoch + 3] == data.epoch_plan(frames, 250, 1000, 1, 1)[3]
+    assert sp.position(2 * sp.per_epoch + 1) == (2, 1)

@@ -120,6 +120,18 @@ def test_frozen_cached_frontend_matches_audio_path(corpus, teacher, cache, tmp_p
     assert ca["loss"].to_numpy() == pytest.approx(cb["loss"].to_numpy(), rel=2e-3)  # bf16 cache vs float32 conv
 
 
+def test_loader_workers_do_not_change_the_weights(corpus, teacher, cache, tmp_path):
+    """Batches are a pure function of (seed, step): worker processes give the same run."""
+    a = make_job("l2l", steps=6, num_workers=0, frontend="scaled", cached_frontend=False)
+    b = make_job("l2l", steps=6, num_workers=2, frontend="scaled", cached_frontend=False)
+    train(a, teacher, [corpus], tmp_path / "a", tmp_path / "ra", targets_dir=cache)
+    train(b, teacher, [corpus], tmp_path / "b", tmp_path / "rb", targets_dir=cache)
+    wa = load_checkpoint(tmp_path / "a" / "student.pt")[0].state_dict()
+    wb = load_checkpoint(tmp_path / "b" / "student.pt")[0].state_dict()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+
+
 def test_conv_mismatch_is_a_clear_error(corpus, teacher, cache, tmp_path):
     job = make_job("pred", steps=2)
     job["arch"]["conv"] = [list(c) for c in conv_layers(16)]

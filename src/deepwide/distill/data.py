@@ -188,8 +188,39 @@ def manifest_digest(df) -> str:
     return h.hexdigest()
 
 
+class StepPlan:
+    """Batch ``g`` of the whole run (all epochs): epoch ``g // per_epoch``, position
+    ``g % per_epoch``. Every epoch has the same number of batches (the batches depend only
+    on the multiset of crop lengths), so one DataLoader serves the whole run and its
+    workers are started once. Epoch plans are built lazily (and cached) in each process."""
+
+    def __init__(self, frames, max_frames, batch_frames, seed):
+        self.args = (list(frames), max_frames, batch_frames, seed)
+        self._cache: dict[int, list] = {}
+        self.per_epoch = len(self.epoch(0))
+
+    def epoch(self, e: int) -> list[list[BatchItem]]:
+        if e not in self._cache:
+            frames, max_frames, batch_frames, seed = self.args
+            if len(self._cache) > 2:
+                self._cache.clear()
+            self._cache[e] = epoch_plan(frames, max_frames, batch_frames, seed, e)
+        return self._cache[e]
+
+    def position(self, g: int) -> tuple[int, int]:
+        return divmod(int(g), self.per_epoch)
+
+    def __getitem__(self, g: int) -> list[BatchItem]:
+        e, i = self.position(g)
+        return self.epoch(e)[i]
+
+    def __len__(self):  # unbounded; the sampler decides how many batches are drawn
+        return 2**62
+
+
 class BatchLoader(torch.utils.data.Dataset):
-    """Batch ``i`` of an epoch plan as tensors; used through a DataLoader (batch_size=None).
+    """Batch ``i`` of a plan (a list of batches or a :class:`StepPlan`) as tensors; used
+    through a DataLoader (batch_size=None).
 
     Reads audio crops unless ``need_audio`` is False (frozen, cached front end: the
     student never sees the waveform), and cached targets / front-end features when a

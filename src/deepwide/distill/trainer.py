@@ -220,7 +220,7 @@ def train(
     # ---- resume ----
     resume_dir.mkdir(parents=True, exist_ok=True)
     state_path = resume_dir / "state.pt"
-    step, epoch, pos = 0, 0, 0
+    step = 0
     curve: list[dict] = []
     audio_done, train_time, wall_prev = 0.0, 0.0, 0.0
     if state_path.is_file():
@@ -235,10 +235,9 @@ def train(
             torch.set_rng_state(st["rng_cpu"])
             if cuda and st.get("rng_cuda") is not None:
                 torch.cuda.set_rng_state(st["rng_cuda"])
-            step, epoch, pos = st["step"], st["epoch"], st["pos"]
+            step = st["step"]
             curve, audio_done, train_time = st["curve"], st["audio_seconds"], st["train_seconds"]
             wall_prev = st["wall_seconds"]
-            log.info("resumed from %s at step %d (epoch %d, batch %d)", state_path, step, epoch, pos)
 
     def snapshot(rng_cpu=None, rng_cuda=None) -> dict:
         return {
@@ -247,7 +246,7 @@ def train(
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "rng_cpu": torch.get_rng_state() if rng_cpu is None else rng_cpu,
             "rng_cuda": (torch.cuda.get_rng_state() if rng_cuda is None else rng_cuda) if cuda else None,
-            "step": step, "epoch": epoch, "pos": pos, "curve": curve,
+            "step": step, "epoch": plan.position(step)[0], "pos": plan.position(step)[1], "curve": curve,
             "audio_seconds": audio_done, "train_seconds": train_time,
             "wall_seconds": wall_prev + time.time() - t_start,
         }
@@ -297,6 +296,10 @@ def train(
     fwd_c = torch.compile(fwd, dynamic=True) if tc.get("compile") else fwd
 
     steps = int(tc["steps"])
+    plan = data.StepPlan(frames, max_frames, batch_frames, seed)  # batch g of the run = step g + 1
+    if step:
+        log.info("resumed from %s at step %d (epoch %d, batch %d of %d)", state_path, step, *plan.position(step),
+                 plan.per_epoch)
     log.info(
         "distill %s %s (%d params, KD targets %s) from teacher %dx%d, mode %s, %d utterances, device %s, init %s (%s), front end %s",
         method, arch.name, n_params, names, tarch.depth, tarch.width, mode, len(utts), dev, job["init"],
@@ -306,77 +309,67 @@ def train(
     acc = {"n": 0, "loss": 0.0, "audio": 0.0, **{n: 0.0 for n in names}}
     gen = torch.Generator().manual_seed(seed)  # keeps DataLoader from drawing on the global RNG
     try:
-        while step < steps:
-            plan = data.epoch_plan(frames, max_frames, batch_frames, seed, epoch)
-            ds = data.BatchLoader(utts, plan, arch.conv, cache, layers, need_audio=not cached_fe, use_frontend=cached_fe,
-                                  normalize=normalize)
-            nw = int(tc["num_workers"])
-            loader = torch.utils.data.DataLoader(
-                ds, batch_size=None, sampler=range(pos, len(plan)), num_workers=nw, pin_memory=cuda,
-                generator=gen, persistent_workers=False, prefetch_factor=4 if nw else None,
-            )
-            finished_epoch = True
-            t0 = time.perf_counter()  # step time includes waiting for the loader
-            for batch in loader:
-                rng_cpu = torch.get_rng_state()
-                rng_cuda = torch.cuda.get_rng_state() if cuda else None
-                preds, targets, mask = fwd_c(batch)
-                total = 0.0
-                parts = []
-                for p, t in zip(preds, targets):
-                    l, _, _ = kd_loss(p, t, mask, job["loss"]["cos_weight"])
-                    parts.append(l)
-                    total = total + l
-                vals = torch.stack([total.detach()] + [x.detach() for x in parts]).float().cpu().tolist()
-                if not all(np.isfinite(vals)):
-                    _save_state(state_path, snapshot(rng_cpu, rng_cuda))
-                    raise DeepwideError(
-                        f"non-finite loss at step {step + 1} ({dict(zip(['total'] + names, vals))}); "
-                        f"utterances {', '.join(batch['ids'])}; state saved to {state_path}"
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                total.backward()
-                gnorm = float(torch.nn.utils.clip_grad_norm_(params, tc["grad_clip"]))
-                optimizer.step()
-                scheduler.step()
-                step += 1
-                pos += 1
-                secs = batch["audio_samples"] / data.SAMPLE_RATE
-                if cuda and (step % tc["log_every"] == 0):
-                    torch.cuda.synchronize()
-                now = time.perf_counter()
-                train_time += now - t0
-                t0 = now
-                audio_done += secs
-                acc["n"] += 1
-                acc["loss"] += vals[0]
-                acc["audio"] += secs
-                for n, v in zip(names, vals[1:]):
-                    acc[n] += v
-                bar.update(1)
-                if step % tc["log_every"] == 0 or step == steps:
-                    row = {"step": step, "epoch": epoch, "lr": scheduler.get_last_lr()[0], "grad_norm": gnorm,
-                           "loss": acc["loss"] / acc["n"],
-                           **{f"loss_{n}": acc[n] / acc["n"] for n in names},
-                           "audio_seconds": audio_done, "train_seconds": train_time,
-                           "audio_seconds_per_second": audio_done / max(train_time, 1e-9)}
-                    curve.append(row)
-                    log.info("step %d/%d loss %.4f (%s) lr %.2e %.1f audio-s/s", step, steps, row["loss"],
-                             " ".join(f"{n}={row['loss_' + n]:.4f}" for n in names), row["lr"],
-                             row["audio_seconds_per_second"])
-                    acc = {"n": 0, "loss": 0.0, "audio": 0.0, **{n: 0.0 for n in names}}
-                if caught:
-                    _save_state(state_path, snapshot())
-                    log.warning("signal %d: state saved at step %d to %s; exiting for requeue", caught[0], step, state_path)
-                    raise Preempted(caught[0], step)
-                if step % tc["checkpoint_every"] == 0 and step < steps:
-                    _save_state(state_path, snapshot())
-                if step >= steps:
-                    finished_epoch = pos >= len(plan)
-                    break
-            if finished_epoch:
-                epoch += 1
-                pos = 0
+        ds = data.BatchLoader(utts, plan, arch.conv, cache, layers, need_audio=not cached_fe, use_frontend=cached_fe,
+                              normalize=normalize)
+        nw = int(tc["num_workers"])
+        loader = torch.utils.data.DataLoader(
+            ds, batch_size=None, sampler=range(step, steps), num_workers=nw, pin_memory=cuda,
+            generator=gen, prefetch_factor=4 if nw else None,
+        )
+        t0 = time.perf_counter()  # step time includes waiting for the loader
+        for batch in loader:
+            rng_cpu = torch.get_rng_state()
+            rng_cuda = torch.cuda.get_rng_state() if cuda else None
+            preds, targets, mask = fwd_c(batch)
+            total = 0.0
+            parts = []
+            for p, t in zip(preds, targets):
+                l, _, _ = kd_loss(p, t, mask, job["loss"]["cos_weight"])
+                parts.append(l)
+                total = total + l
+            vals = torch.stack([total.detach()] + [x.detach() for x in parts]).float().cpu().tolist()
+            if not all(np.isfinite(vals)):
+                _save_state(state_path, snapshot(rng_cpu, rng_cuda))
+                raise DeepwideError(
+                    f"non-finite loss at step {step + 1} ({dict(zip(['total'] + names, vals))}); "
+                    f"utterances {', '.join(batch['ids'])}; state saved to {state_path}"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            gnorm = float(torch.nn.utils.clip_grad_norm_(params, tc["grad_clip"]))
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            secs = batch["audio_samples"] / data.SAMPLE_RATE
+            if cuda and (step % tc["log_every"] == 0):
+                torch.cuda.synchronize()
+            now = time.perf_counter()
+            train_time += now - t0
+            t0 = now
+            audio_done += secs
+            acc["n"] += 1
+            acc["loss"] += vals[0]
+            acc["audio"] += secs
+            for n, v in zip(names, vals[1:]):
+                acc[n] += v
+            bar.update(1)
+            if step % tc["log_every"] == 0 or step == steps:
+                row = {"step": step, "epoch": plan.position(step - 1)[0], "lr": scheduler.get_last_lr()[0], "grad_norm": gnorm,
+                       "loss": acc["loss"] / acc["n"],
+                       **{f"loss_{n}": acc[n] / acc["n"] for n in names},
+                       "audio_seconds": audio_done, "train_seconds": train_time,
+                       "audio_seconds_per_second": audio_done / max(train_time, 1e-9)}
+                curve.append(row)
+                log.info("step %d/%d loss %.4f (%s) lr %.2e %.1f audio-s/s", step, steps, row["loss"],
+                         " ".join(f"{n}={row['loss_' + n]:.4f}" for n in names), row["lr"],
+                         row["audio_seconds_per_second"])
+                acc = {"n": 0, "loss": 0.0, "audio": 0.0, **{n: 0.0 for n in names}}
+            if caught:
+                _save_state(state_path, snapshot())
+                log.warning("signal %d: state saved at step %d to %s; exiting for requeue", caught[0], step, state_path)
+                raise Preempted(caught[0], step)
+            if step % tc["checkpoint_every"] == 0 and step < steps:
+                _save_state(state_path, snapshot())
     finally:
         bar.close()
         for s, h in old.items():

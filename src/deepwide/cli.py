@@ -19,6 +19,7 @@ from deepwide.errors import DeepwideError
 STAGES = [
     "deepwide.corpus.cli",
     "deepwide.models.cli",
+    "deepwide.distill.cli",
     "deepwide.report.cli",
     "deepwide.teacher.cli",
 ]

@@ -1,0 +1,1 @@
+"""Distillation: teacher targets cache, KD methods (pred, l2l), resumable trainer."""

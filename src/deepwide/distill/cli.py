@@ -1,0 +1,158 @@
+"""``python -m deepwide targets ...`` and ``python -m deepwide distill ...``.
+
+targets extract   run the frozen teacher once over manifests, write the targets cache
+distill train     train one student (one KD method) from cached targets or an online teacher
+distill students  list the study's students (shape, depth, width, params) from a config
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+from deepwide.errors import DeepwideError
+
+log = logging.getLogger(__name__)
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.replace(",", " ").split()]
+    except ValueError as err:
+        raise DeepwideError(f"expected a comma-separated list of integers, got {text!r}") from err
+
+
+def _json_arg(text: str, what: str) -> dict:
+    if text.startswith("@"):
+        path = Path(text[1:])
+        if not path.is_file():
+            raise DeepwideError(f"{what}: file not found: {path}")
+        text = path.read_text()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DeepwideError(f"{what}: not valid JSON ({err})") from err
+
+
+def cmd_extract(args) -> int:
+    from deepwide.distill import targets
+    from deepwide.distill.plan import layers_for
+    from deepwide.models.checkpoint import load_checkpoint
+
+    _set_threads(args)
+    if args.layers:
+        layers = _int_list(args.layers)
+    elif args.method:
+        _, tarch, _ = load_checkpoint(args.teacher)
+        mcfg = _json_arg(args.method_config, "--method-config")
+        depths = _int_list(args.student_depths) if args.student_depths else []
+        layers = layers_for(args.method, mcfg, depths, tarch.depth)
+        log.info("method %s needs teacher layers %s", args.method, layers)
+    else:
+        raise DeepwideError("give --layers, or --method (with --method-config and --student-depths)")
+    info = targets.extract(
+        args.teacher, args.manifest, layers, args.out, work=args.work, frontend=args.frontend, dtype=args.dtype,
+        shard_seconds=args.shard_seconds, device=args.device, stop_after_shards=args.stop_after_shards,
+    )
+    if info:
+        print(json.dumps({k: info[k] for k in ("key", "layers", "dtype", "frontend", "num_utterances", "audio_seconds",
+                                              "bytes", "bytes_per_audio_second")}, indent=1))
+    return 0
+
+
+def cmd_train(args) -> int:
+    from deepwide.distill.trainer import Preempted, train
+
+    _set_threads(args)
+    job = _json_arg(args.job, "--job")
+    try:
+        train(job, args.teacher, args.manifest, args.out, args.resume_dir, targets_dir=args.targets,
+              hf_dir=args.hf, device=args.device)
+    except Preempted as p:
+        print(f"preempted: {p}", file=sys.stderr)
+        return 128 + p.signum
+    return 0
+
+
+def cmd_students(args) -> int:
+    from deepwide.config import load_config
+    from deepwide.distill.plan import study_plan
+    from deepwide.models.arch import build_model
+
+    plan = study_plan(load_config(args.config))
+    rows = []
+    for name, a in plan.students.items():
+        try:
+            from deepwide.models.solver import count_params
+
+            n = count_params(a)
+        except ImportError:
+            n = sum(p.numel() for p in build_model(a).parameters())
+        rows.append({"shape": name, "depth": a.depth, "width": a.width, "ffn": a.ffn, "heads": a.heads, "params": n})
+    if args.json:
+        print(json.dumps({"students": rows, "methods": plan.methods, "targets": plan.targets}, indent=1))
+    else:
+        for r in rows:
+            print(f"{r['shape']:>16}  depth {r['depth']:>3}  width {r['width']:>5}  ffn {r['ffn']:>5}  "
+                  f"heads {r['heads']:>3}  {r['params'] / 1e6:8.3f} M")
+        print(f"methods: {', '.join(plan.methods)}; jobs: {len(plan.jobs())}")
+    return 0
+
+
+def _device_arg(p):
+    p.add_argument("--device", default="auto", help="cuda, cpu or auto (cuda when available)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+
+
+def _set_threads(args):
+    if getattr(args, "threads", 0):
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+
+def register(sub):
+    # targets stage
+    p = sub.add_parser("targets", help="teacher targets cache for distillation")
+    s = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    e = s.add_parser("extract", help="run the frozen teacher once over manifests; write memory-mapped shards")
+    e.add_argument("--teacher", required=True, help="teacher checkpoint (deepwide format)")
+    e.add_argument("--manifest", required=True, action="append", help="manifest Parquet (repeatable)")
+    e.add_argument("--layers", help="teacher layers, e.g. 4,8,12 (0 = input of the first layer)")
+    e.add_argument("--method", choices=["pred", "l2l"], help="derive the layers from a KD method instead")
+    e.add_argument("--method-config", default="{}", help="the method's config section as JSON (or @file)")
+    e.add_argument("--student-depths", help="student depths the l2l mapping is computed for, e.g. 1,2,4,8")
+    e.add_argument("--frontend", action="store_true", help="also store the conv front-end output")
+    e.add_argument("--dtype", choices=["bf16", "fp16"], default="bf16", help="storage precision")
+    e.add_argument("--shard-seconds", type=float, default=3600.0, help="audio seconds per shard")
+    e.add_argument("--out", required=True, help="cache folder to write (created atomically)")
+    e.add_argument("--work", help="resume folder for finished shards (default: .OUT.partial beside OUT)")
+    e.add_argument("--stop-after-shards", type=int, help=argparse_suppress())
+    _device_arg(e)
+    e.set_defaults(func=cmd_extract)
+
+    # distill stage
+    p = sub.add_parser("distill", help="distil students from the teacher")
+    s = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    t = s.add_parser("train", help="train one student with one KD method")
+    t.add_argument("--job", required=True, help="job settings as JSON (or @file): see deepwide.distill.plan")
+    t.add_argument("--teacher", required=True, help="teacher checkpoint")
+    t.add_argument("--manifest", required=True, action="append", help="manifest Parquet (repeatable)")
+    t.add_argument("--targets", help="targets cache folder (cached mode)")
+    t.add_argument("--out", required=True, help="folder for student.pt, curve.parquet, info.json")
+    t.add_argument("--hf", help="also export a transformers HubertModel folder here")
+    t.add_argument("--resume-dir", required=True, help="resume state folder (outside declared outputs)")
+    _device_arg(t)
+    t.set_defaults(func=cmd_train)
+    st = s.add_parser("students", help="list the students a config describes")
+    st.add_argument("--config", default="config.yaml")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=cmd_students)
+
+
+def argparse_suppress():
+    import argparse
+
+    return argparse.SUPPRESS

@@ -1,0 +1,285 @@
+"""Distillation data: frame geometry, length-bucketed batch plans, audio and target loading.
+
+A *plan* fixes, for one epoch, which utterances form each batch and where each one is
+cropped. It is a pure function of (seed, epoch, utterance lengths), so a resumed run
+rebuilds exactly the batches an uninterrupted run would have seen and simply skips the
+ones already consumed. Batches are bucketed by total (padded) seconds of audio, not by
+utterance count: similar lengths are grouped and each batch holds at most
+``batch_seconds`` of padded audio.
+
+Crops are frame-aligned: a crop of F frames starting at frame f0 reads samples
+``[f0 * hop, f0 * hop + (F - 1) * hop + receptive_field)``. With the conv front end's
+valid (unpadded) convolutions, the crop's frames are exactly frames f0..f0+F-1 of the full
+utterance, so cached teacher targets line up with the student's output frame by frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from deepwide.errors import DeepwideError
+
+SAMPLE_RATE = 16000
+
+
+def receptive_field(conv: Sequence[Sequence[int]]) -> int:
+    """Samples seen by one output frame of the conv stack (400 for HuBERT)."""
+    rf, jump = 1, 1
+    for _, k, s in conv:
+        rf += (k - 1) * jump
+        jump *= s
+    return rf
+
+
+def hop(conv: Sequence[Sequence[int]]) -> int:
+    """Samples between output frames (320 for HuBERT: 20 ms at 16 kHz)."""
+    out = 1
+    for _, _, s in conv:
+        out *= s
+    return out
+
+
+def num_frames(samples: int, conv: Sequence[Sequence[int]]) -> int:
+    """Frames the conv stack outputs for ``samples`` input samples (torchaudio's rule)."""
+    n = int(samples)
+    for _, k, s in conv:
+        n = (n - k) // s + 1 if n >= k else 0
+    return max(n, 0)
+
+
+def samples_for_frames(frames: int, conv: Sequence[Sequence[int]]) -> int:
+    """Fewest samples that give exactly ``frames`` frames."""
+    return (frames - 1) * hop(conv) + receptive_field(conv) if frames > 0 else 0
+
+
+def bf16_to_float32(a: np.ndarray) -> np.ndarray:
+    """bfloat16 stored as uint16 -> float32 (exact)."""
+    return (a.astype(np.uint32) << 16).view(np.float32)
+
+
+def float32_to_bf16(a: np.ndarray) -> np.ndarray:
+    """float32 -> bfloat16 bits as uint16, round to nearest even (as torch does)."""
+    t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(torch.bfloat16)
+    return t.view(torch.int16).numpy().view(np.uint16)
+
+
+def stored_to_tensor(a: np.ndarray, dtype: str) -> torch.Tensor:
+    """A stored target array as a tensor in its storage precision (bf16 or fp16)."""
+    a = np.array(a, copy=True)  # out of the read-only memmap
+    if dtype == "bf16":
+        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(a)
+
+
+@dataclass
+class Utterance:
+    id: str
+    path: str
+    num_samples: int
+    frames: int  # frames of the whole utterance
+
+
+@dataclass
+class BatchItem:
+    index: int  # into the utterance list
+    start: int  # first frame of the crop
+    frames: int  # frames in the crop
+
+
+def epoch_plan(
+    frames: Sequence[int],
+    max_frames: int,
+    batch_frames: int,
+    seed: int,
+    epoch: int,
+) -> list[list[BatchItem]]:
+    """Batches of one epoch: shuffled, bucketed by length, randomly cropped.
+
+    ``frames`` are the utterances' frame counts; crops are at most ``max_frames``; a
+    batch holds at most ``batch_frames`` padded frames (size x longest crop), and at least
+    one utterance.
+    """
+    rng = np.random.default_rng([int(seed), int(epoch), 0x6B64])
+    n = len(frames)
+    crop = np.minimum(np.asarray(frames, dtype=np.int64), max_frames)
+    # sort by crop length, ties broken randomly: similar lengths share a batch
+    order = np.lexsort((rng.random(n), crop))
+    batches: list[list[int]] = []
+    cur: list[int] = []
+    for i in order:
+        longest = max(int(crop[i]), int(crop[cur[-1]]) if cur else 0)
+        if cur and (len(cur) + 1) * longest > batch_frames:
+            batches.append(cur)
+            cur = []
+        cur.append(int(i))
+    if cur:
+        batches.append(cur)
+    perm = rng.permutation(len(batches))
+    plan = []
+    for b in perm:
+        items = []
+        for i in batches[b]:
+            slack = int(frames[i]) - int(crop[i])
+            start = int(rng.integers(0, slack + 1)) if slack > 0 else 0
+            items.append(BatchItem(i, start, int(crop[i])))
+        plan.append(items)
+    return plan
+
+
+def normalize_wav(wav: np.ndarray) -> np.ndarray:
+    """Zero mean, unit variance (HF Wav2Vec2FeatureExtractor's do_normalize)."""
+    return (wav - wav.mean()) / np.sqrt(wav.var() + 1e-7)
+
+
+def read_audio(path: str, start: int, stop: int) -> np.ndarray:
+    import soundfile as sf
+
+    try:
+        wav, sr = sf.read(path, start=start, stop=stop, dtype="float32", always_2d=True)
+    except Exception as err:
+        raise DeepwideError(f"cannot read audio {path}: {err}") from err
+    if sr != SAMPLE_RATE:
+        raise DeepwideError(f"{path}: sample rate {sr}, expected {SAMPLE_RATE}")
+    return wav[:, 0]
+
+
+def load_manifests(paths: Sequence[str | Path]) -> "pd.DataFrame":  # noqa: F821
+    """Concatenate manifests (id, path, num_samples, ...), checking columns and ids."""
+    import pandas as pd
+
+    frames = []
+    for p in paths:
+        p = Path(p)
+        if not p.is_file():
+            raise DeepwideError(f"manifest not found: {p}")
+        df = pd.read_parquet(p)
+        missing = {"id", "path", "num_samples"} - set(df.columns)
+        if missing:
+            raise DeepwideError(f"manifest {p}: missing column(s) {', '.join(sorted(missing))}")
+        if "sample_rate" in df.columns:
+            bad = df[df["sample_rate"] != SAMPLE_RATE]
+            if len(bad):
+                raise DeepwideError(
+                    f"manifest {p}: {len(bad)} utterance(s) not at {SAMPLE_RATE} Hz, e.g. {bad['id'].iloc[0]}"
+                )
+        frames.append(df[["id", "path", "num_samples"]])
+    if not frames:
+        raise DeepwideError("no manifest given")
+    df = pd.concat(frames, ignore_index=True)
+    dup = df["id"][df["id"].duplicated()]
+    if len(dup):
+        raise DeepwideError(f"manifests: duplicate utterance id {dup.iloc[0]!r}")
+    df["num_samples"] = df["num_samples"].astype("int64")
+    return df
+
+
+def manifest_digest(df) -> str:
+    """Content hash of the utterance list (ids, paths, lengths) in order."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for uid, path, n in zip(df["id"], df["path"], df["num_samples"]):
+        h.update(f"{uid}\t{path}\t{int(n)}\n".encode())
+    return h.hexdigest()
+
+
+class StepPlan:
+    """Batch ``g`` of the whole run (all epochs): epoch ``g // per_epoch``, position
+    ``g % per_epoch``. Every epoch has the same number of batches (the batches depend only
+    on the multiset of crop lengths), so one DataLoader serves the whole run and its
+    workers are started once. Epoch plans are built lazily (and cached) in each process."""
+
+    def __init__(self, frames, max_frames, batch_frames, seed):
+        self.args = (list(frames), max_frames, batch_frames, seed)
+        self._cache: dict[int, list] = {}
+        self.per_epoch = len(self.epoch(0))
+
+    def epoch(self, e: int) -> list[list[BatchItem]]:
+        if e not in self._cache:
+            frames, max_frames, batch_frames, seed = self.args
+            if len(self._cache) > 2:
+                self._cache.clear()
+            self._cache[e] = epoch_plan(frames, max_frames, batch_frames, seed, e)
+        return self._cache[e]
+
+    def position(self, g: int) -> tuple[int, int]:
+        return divmod(int(g), self.per_epoch)
+
+    def __getitem__(self, g: int) -> list[BatchItem]:
+        e, i = self.position(g)
+        return self.epoch(e)[i]
+
+    def __len__(self):  # unbounded; the sampler decides how many batches are drawn
+        return 2**62
+
+
+class BatchLoader(torch.utils.data.Dataset):
+    """Batch ``i`` of a plan (a list of batches or a :class:`StepPlan`) as tensors; used
+    through a DataLoader (batch_size=None).
+
+    Reads audio crops unless ``need_audio`` is False (frozen, cached front end: the
+    student never sees the waveform), and cached targets / front-end features when a
+    :class:`~deepwide.distill.targets.TargetCache` is given.
+    """
+
+    def __init__(self, utts: list[Utterance], plan, conv, cache=None, layers=None, need_audio=True, use_frontend=False,
+                 normalize=False):
+        self.normalize = normalize
+        self.utts = utts
+        self.plan = plan
+        self.conv = conv
+        self.cache = cache
+        self.layers = list(layers or [])
+        self.need_audio = need_audio
+        self.use_frontend = use_frontend
+
+    def __len__(self):
+        return len(self.plan)
+
+    def __getitem__(self, i: int) -> dict:
+        items = self.plan[i]
+        h = hop(self.conv)
+        out: dict = {"ids": [self.utts[it.index].id for it in items], "batch": i}
+        nf = torch.tensor([it.frames for it in items], dtype=torch.long)
+        out["frame_lengths"] = nf
+        fmax = int(nf.max())
+        if self.need_audio:
+            ns = [samples_for_frames(it.frames, self.conv) for it in items]
+            wavs = torch.zeros(len(items), samples_for_frames(fmax, self.conv))
+            for r, (it, n) in enumerate(zip(items, ns)):
+                s0 = it.start * h
+                wav = read_audio(self.utts[it.index].path, s0, s0 + n)
+                if len(wav) < n:
+                    raise DeepwideError(
+                        f"{self.utts[it.index].path}: {len(wav) + s0} samples on disk, manifest says "
+                        f"{self.utts[it.index].num_samples}"
+                    )
+                wavs[r, :n] = torch.from_numpy(normalize_wav(wav) if self.normalize else wav)
+            out["wavs"] = wavs
+            out["lengths"] = torch.tensor(ns, dtype=torch.long)
+            out["audio_samples"] = int(sum(ns))
+        else:
+            out["audio_samples"] = int(sum(samples_for_frames(it.frames, self.conv) for it in items))
+        if self.cache is not None:
+            tgt = None
+            fe = None
+            for r, it in enumerate(items):
+                uid = self.utts[it.index].id
+                t = self.cache.targets(uid, it.start, it.frames, self.layers)
+                if tgt is None:
+                    tgt = torch.zeros((len(items), fmax) + t.shape[1:], dtype=t.dtype)
+                tgt[r, : it.frames] = t
+                if self.use_frontend:
+                    f = self.cache.frontend(uid, it.start, it.frames)
+                    if fe is None:
+                        fe = torch.zeros((len(items), fmax, f.shape[-1]), dtype=f.dtype)
+                    fe[r, : it.frames] = f
+            out["targets"] = tgt  # (B, F, n_layers, D) in storage precision
+            if fe is not None:
+                out["features"] = fe  # (B, F, C)
+        return out

@@ -1,0 +1,349 @@
+"""Teacher targets cache: run the frozen teacher once, store layers as memory-mapped shards.
+
+Layout of a finished cache folder::
+
+    cache.json        content key, teacher sha256, layers, dtype, sizes, bytes per audio second
+    index.parquet     id, path, num_samples, frames, shard, offset
+    shard_00000.layers.npy    (frames, n_layers, width)  uint16 (bf16 bits) or float16
+    shard_00000.frontend.npy  (frames, conv_channels)    optional: conv front-end output
+
+Storage dtype:
+- ``bf16`` (default): the float32 teacher output rounded to bfloat16 and stored as its
+  uint16 bit pattern (numpy has no bfloat16). Same exponent range as float32, so nothing can
+  overflow; 8 significant bits, about 0.4 % relative error, well under the L1/cosine
+  loss's sensitivity. This is what an online bf16 teacher produces anyway.
+- ``fp16``: 11 significant bits but a maximum of 65504; every value is checked and an
+  overflow stops extraction naming the utterance and layer (HuBERT's layer outputs are
+  post-LayerNorm and small, but a foreign teacher may not be).
+
+The cache is keyed by a hash of the teacher's weights, the layer list, the front-end flag,
+the dtype and the manifest content: :meth:`TargetCache.check` refuses a cache built from
+another teacher or corpus, so a changed teacher never feeds stale targets.
+
+Extraction writes shards into a work folder (outside the declared output); each shard is
+complete once its ``.json`` exists. An interrupted run keeps completed shards and resumes
+at the first missing one. The finished shards are moved into the output folder last.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from deepwide.distill import data
+from deepwide.errors import DeepwideError
+from deepwide.utils.io import atomic_path, atomic_write_text, canonical_json, sha256_file, write_parquet
+
+log = logging.getLogger(__name__)
+
+FORMAT = "deepwide-targets/1"
+FP16_MAX = 65504.0
+DTYPES = ("bf16", "fp16")
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    if device in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def content_key(teacher_sha: str, layers: Sequence[int], frontend: bool, dtype: str, manifest_sha: str) -> str:
+    import hashlib
+
+    spec = {"teacher": teacher_sha, "layers": sorted(int(x) for x in layers), "frontend": bool(frontend),
+            "dtype": dtype, "manifest": manifest_sha, "format": FORMAT}
+    return hashlib.sha256(canonical_json(spec).encode()).hexdigest()
+
+
+@torch.no_grad()
+def teacher_forward(teacher, wavs, lengths, layers: Sequence[int], device: torch.device, features=None):
+    """Teacher layers (list of (B, F, D) float32) and front-end output (B, F, C) or None.
+
+    bf16 autocast on CUDA, float32 on CPU. Pass ``features`` to reuse a front-end pass.
+    """
+    from deepwide.models.arch import hidden_states
+
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        if features is None:
+            features, flen = teacher.feature_extractor(wavs, lengths)
+        else:
+            flen = lengths
+        states, flen = hidden_states(teacher, None, flen, features=features)
+    return [states[k].float() for k in layers], features.float(), flen
+
+
+def _shards(utts: list[data.Utterance], shard_seconds: float) -> list[list[int]]:
+    shards, cur, secs = [], [], 0.0
+    for i, u in enumerate(utts):
+        cur.append(i)
+        secs += u.num_samples / data.SAMPLE_RATE
+        if secs >= shard_seconds:
+            shards.append(cur)
+            cur, secs = [], 0.0
+    if cur:
+        shards.append(cur)
+    return shards
+
+
+def _encode(x: np.ndarray, dtype: str, what: str) -> np.ndarray:
+    if not np.isfinite(x).all():
+        raise DeepwideError(f"teacher output is not finite ({what}); check the teacher checkpoint")
+    if dtype == "bf16":
+        return data.float32_to_bf16(x)
+    peak = float(np.abs(x).max()) if x.size else 0.0
+    if peak > FP16_MAX:
+        raise DeepwideError(
+            f"fp16 overflow: {what} reaches |x| = {peak:.4g} > {FP16_MAX:.0f}; store targets as bf16 "
+            "(distill.targets.dtype: bf16)"
+        )
+    return x.astype(np.float16)
+
+
+def extract(
+    teacher_ckpt: str | Path,
+    manifests: Sequence[str | Path],
+    layers: Sequence[int],
+    out: str | Path,
+    work: str | Path | None = None,
+    frontend: bool = False,
+    dtype: str = "bf16",
+    shard_seconds: float = 600.0,
+    device: str | None = None,
+    stop_after_shards: int | None = None,
+) -> dict:
+    """Run the frozen teacher over the manifests and write the cache folder ``out``.
+
+    ``stop_after_shards`` (tests, debugging) stops after that many new shards, leaving the
+    work folder to resume from. Returns the cache.json dict.
+    """
+    from tqdm import tqdm
+
+    from deepwide.models.checkpoint import load_checkpoint
+
+    if dtype not in DTYPES:
+        raise DeepwideError(f"targets dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    out = Path(out)
+    work = Path(work) if work else out.parent / f".{out.name}.partial"
+    dev = pick_device(device)
+    teacher, tarch, tmeta = load_checkpoint(teacher_ckpt)
+    normalize = bool(tmeta.get("normalize", False))
+    layers = sorted({int(x) for x in layers})
+    bad = [k for k in layers if not 0 <= k <= tarch.depth]
+    if not layers or bad:
+        raise DeepwideError(
+            f"targets layers {bad or layers}: the teacher has layers 0..{tarch.depth} (0 = input of layer 1)"
+        )
+    teacher_sha = sha256_file(teacher_ckpt)
+    df = data.load_manifests(manifests)
+    manifest_sha = data.manifest_digest(df)
+    key = content_key(teacher_sha, layers, frontend, dtype, manifest_sha)
+    conv = tarch.conv
+    utts, skipped = [], []
+    for uid, path, n in zip(df["id"], df["path"], df["num_samples"]):
+        f = data.num_frames(int(n), conv)
+        (utts if f > 0 else skipped).append(data.Utterance(str(uid), str(path), int(n), f))
+    if skipped:
+        log.warning("%d utterance(s) shorter than one frame skipped, e.g. %s", len(skipped), skipped[0].id)
+    if not utts:
+        raise DeepwideError(f"manifests {', '.join(map(str, manifests))}: no utterance long enough for one frame")
+
+    # the work folder belongs to one content key; anything else in it is stale
+    work.mkdir(parents=True, exist_ok=True)
+    kfile = work / "key.txt"
+    if kfile.is_file() and kfile.read_text().strip() != key:
+        log.info("work folder %s holds another teacher/manifest/layers: starting over", work)
+        shutil.rmtree(work)
+        work.mkdir(parents=True)
+    atomic_write_text(kfile, key + "\n")
+
+    shards = _shards(utts, shard_seconds)
+    teacher = teacher.to(dev).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    todo = [s for s in range(len(shards)) if not (work / f"shard_{s:05d}.json").is_file()]
+    if len(todo) < len(shards):
+        log.info("resuming: %d of %d shard(s) already done in %s", len(shards) - len(todo), len(shards), work)
+    t0 = time.time()
+    done_new = 0
+    bar = tqdm(total=sum(len(shards[s]) for s in todo), desc="targets", unit="utt", mininterval=5)
+    for s in todo:
+        if stop_after_shards is not None and done_new >= stop_after_shards:
+            bar.close()
+            log.info("stopping after %d shard(s) as asked", done_new)
+            return {}
+        idx = shards[s]
+        total = sum(utts[i].frames for i in idx)
+        name = f"shard_{s:05d}"
+        npdt = np.uint16 if dtype == "bf16" else np.float16
+        rows = []
+        with contextlib.ExitStack() as stack_ctx:
+            tl = stack_ctx.enter_context(atomic_path(work / f"{name}.layers.npy"))
+            tf = stack_ctx.enter_context(atomic_path(work / f"{name}.frontend.npy")) if frontend else None
+            lay_mm = np.lib.format.open_memmap(tl, mode="w+", dtype=npdt, shape=(total, len(layers), tarch.width))
+            fe_mm = None
+            if frontend:
+                fe_mm = np.lib.format.open_memmap(tf, mode="w+", dtype=npdt, shape=(total, conv[-1][0]))
+            off = 0
+            for i in idx:
+                u = utts[i]
+                wav = data.read_audio(u.path, 0, u.num_samples)
+                if normalize:
+                    wav = data.normalize_wav(wav)
+                wav = torch.from_numpy(wav)[None].to(dev)
+                if wav.shape[1] != u.num_samples:
+                    raise DeepwideError(f"{u.path}: {wav.shape[1]} samples on disk, manifest says {u.num_samples}")
+                outs, fe, flen = teacher_forward(teacher, wav, None, layers, dev)
+                if outs[0].shape[1] != u.frames:
+                    raise DeepwideError(f"{u.id}: teacher gave {outs[0].shape[1]} frames, expected {u.frames}")
+                stack = torch.stack(outs, dim=2)[0].cpu().numpy()  # (F, n_layers, D)
+                lay_mm[off : off + u.frames] = _encode(stack, dtype, f"utterance {u.id}, layers {layers}")
+                if fe_mm is not None:
+                    fe_mm[off : off + u.frames] = _encode(fe[0].cpu().numpy(), dtype, f"utterance {u.id}, front end")
+                rows.append({"id": u.id, "path": u.path, "num_samples": u.num_samples, "frames": u.frames,
+                             "shard": s, "offset": off})
+                off += u.frames
+                bar.update(1)
+            lay_mm.flush()
+            del lay_mm
+            if fe_mm is not None:
+                fe_mm.flush()
+                del fe_mm
+        atomic_write_text(work / f"{name}.json", json.dumps(rows))
+        done_new += 1
+    bar.close()
+    elapsed = time.time() - t0
+
+    import pandas as pd
+
+    rows = []
+    for s in range(len(shards)):
+        rows.extend(json.loads((work / f"shard_{s:05d}.json").read_text()))
+    index = pd.DataFrame(rows)
+    seconds = float(index["num_samples"].sum()) / data.SAMPLE_RATE
+    nbytes = sum(
+        (work / f"shard_{s:05d}.{part}.npy").stat().st_size
+        for s in range(len(shards))
+        for part in (("layers", "frontend") if frontend else ("layers",))
+    )
+    new_seconds = sum(utts[i].num_samples for s in todo for i in shards[s]) / data.SAMPLE_RATE
+    info = {
+        "format": FORMAT,
+        "key": key,
+        "teacher": str(teacher_ckpt),
+        "teacher_sha256": teacher_sha,
+        "teacher_arch": tarch.to_dict(),
+        "manifests": [str(m) for m in manifests],
+        "manifest_sha256": manifest_sha,
+        "layers": layers,
+        "frontend": bool(frontend),
+        "normalize": normalize,
+        "dtype": dtype,
+        "width": tarch.width,
+        "frontend_channels": conv[-1][0],
+        "num_utterances": len(index),
+        "skipped_short": [u.id for u in skipped],
+        "num_shards": len(shards),
+        "audio_seconds": seconds,
+        "bytes": nbytes,
+        "bytes_per_audio_second": nbytes / max(seconds, 1e-9),
+        "extract_seconds_this_run": elapsed,
+        "extract_audio_seconds_per_second": new_seconds / max(elapsed, 1e-9),
+        "device": str(dev),
+    }
+    log.info(
+        "targets: %d utterances, %.1f h audio, %d shard(s), %.1f MB, %.0f bytes per audio second (%s, layers %s%s)",
+        len(index), seconds / 3600, len(shards), nbytes / 1e6, info["bytes_per_audio_second"], dtype, layers,
+        ", front end" if frontend else "",
+    )
+    # publish: move shards into the output folder, index and cache.json written last
+    with atomic_path(out, is_dir=True) as tmp:
+        for s in range(len(shards)):
+            for part in ("layers", "frontend"):
+                src = work / f"shard_{s:05d}.{part}.npy"
+                if src.is_file():
+                    os.replace(src, tmp / src.name)
+        write_parquet(index, tmp / "index.parquet")
+        atomic_write_text(tmp / "cache.json", json.dumps(info, indent=1))
+    shutil.rmtree(work, ignore_errors=True)
+    return info
+
+
+class TargetCache:
+    """Read side of a cache folder: memory-mapped shards, opened lazily (fork-safe)."""
+
+    def __init__(self, folder: str | Path):
+        import pandas as pd
+
+        self.folder = Path(folder)
+        meta = self.folder / "cache.json"
+        if not meta.is_file():
+            raise DeepwideError(f"{self.folder} is not a finished targets cache (no cache.json)")
+        self.info = json.loads(meta.read_text())
+        if self.info.get("format") != FORMAT:
+            raise DeepwideError(f"{meta}: unknown format {self.info.get('format')!r}")
+        self.index = pd.read_parquet(self.folder / "index.parquet")
+        self.row = {uid: i for i, uid in enumerate(self.index["id"])}
+        self.layers = list(self.info["layers"])
+        self.dtype = self.info["dtype"]
+        self._shard = self.index["shard"].to_numpy()
+        self._offset = self.index["offset"].to_numpy()
+        self._mm: dict = {}
+
+    def __getstate__(self):  # DataLoader workers open their own memory maps
+        state = self.__dict__.copy()
+        state["_mm"] = {}
+        return state
+
+    def check(self, teacher_sha: str, layers: Sequence[int], frontend: bool, manifest_sha: str | None = None) -> None:
+        """Refuse a cache made from another teacher/corpus or lacking needed layers."""
+        where = self.folder / "cache.json"
+        if self.info["teacher_sha256"] != teacher_sha:
+            raise DeepwideError(
+                f"stale targets: {where} was extracted from another teacher (sha256 {self.info['teacher_sha256'][:12]}..., "
+                f"current {teacher_sha[:12]}...); rerun `deepwide targets extract`"
+            )
+        if manifest_sha is not None and self.info["manifest_sha256"] != manifest_sha:
+            raise DeepwideError(f"stale targets: {where} was extracted from other manifests than {self.info['manifests']}")
+        missing = sorted(set(int(x) for x in layers) - set(self.layers))
+        if missing:
+            raise DeepwideError(f"targets cache {self.folder} lacks teacher layer(s) {missing} (has {self.layers})")
+        if frontend and not self.info["frontend"]:
+            raise DeepwideError(f"targets cache {self.folder} has no front-end features (extract with --frontend)")
+
+    def _open(self, shard: int, part: str):
+        key = (shard, part)
+        if key not in self._mm:
+            self._mm[key] = np.load(self.folder / f"shard_{shard:05d}.{part}.npy", mmap_mode="r")
+        return self._mm[key]
+
+    def targets(self, uid: str, start: int, frames: int, layers: Sequence[int]) -> torch.Tensor:
+        """(frames, len(layers), width) in storage precision."""
+        r = self.row[uid]
+        mm = self._open(int(self._shard[r]), "layers")
+        o = int(self._offset[r]) + start
+        block = mm[o : o + frames]
+        sel = [self.layers.index(int(k)) for k in layers]
+        if sel != list(range(len(self.layers))):
+            block = block[:, sel]
+        return data.stored_to_tensor(block, self.dtype)
+
+    def frontend(self, uid: str, start: int, frames: int) -> torch.Tensor:
+        r = self.row[uid]
+        mm = self._open(int(self._shard[r]), "frontend")
+        o = int(self._offset[r]) + start
+        return data.stored_to_tensor(mm[o : o + frames], self.dtype)
+
+    def utterances(self) -> list[data.Utterance]:
+        return [
+            data.Utterance(str(u), str(p), int(n), int(f))
+            for u, p, n, f in zip(self.index["id"], self.index["path"], self.index["num_samples"], self.index["frames"])
+        ]

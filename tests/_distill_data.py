@@ -1,0 +1,68 @@
+"""Real tiny inputs for the distill tests: espeak-ng speech in a LibriSpeech-like tree, a
+manifest in the pipeline's format, and small random teachers in the checkpoint format."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import soundfile as sf
+import torch
+
+from deepwide.models.arch import ArchConfig, build_model, conv_layers
+from deepwide.models.checkpoint import save_checkpoint
+
+SENTENCES = [
+    "the quick brown fox jumps over the lazy dog",
+    "speech models learn from unlabeled audio",
+    "a small student can mimic a large teacher",
+    "depth helps content and width helps speakers",
+    "seven green apples fell from the tall tree",
+    "please call stella and ask her to bring these things",
+    "the rainbow is a division of white light into many beautiful colors",
+    "when the sunlight strikes raindrops in the air they act as a prism",
+]
+VOICES = ["en-us", "en-gb", "en-us+f3", "en-us+m3"]
+
+TEACHER_ARCH = dict(depth=3, width=64, ffn=128, heads=2, conv=conv_layers(32), pos_conv_kernel=16, pos_conv_groups=4)
+STUDENT_DEFAULTS = {"conv_channels": 32, "pos_conv_kernel": 16, "pos_conv_groups": 4}
+
+
+def make_corpus(root: Path, n: int = 16) -> Path:
+    """n espeak-ng utterances (16 kHz FLAC) and their manifest; returns the manifest path."""
+    rows = []
+    audio = root / "audio"
+    audio.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        text = SENTENCES[i % len(SENTENCES)]
+        voice = VOICES[(i // len(SENTENCES)) % len(VOICES)]
+        speed = 150 + 20 * (i % 3)
+        raw = audio / f"{i:03d}.raw.wav"
+        out = audio / f"{1000 + i % 4}-{i:04d}.flac"
+        subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(raw), text], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(["sox", str(raw), "-r", "16000", "-c", "1", str(out)], check=True)
+        raw.unlink()
+        info = sf.info(str(out))
+        rows.append({"id": out.stem, "path": str(out.resolve()), "num_samples": int(info.frames), "sample_rate": 16000,
+                     "split": "train-clean-100", "speaker": out.stem.split("-")[0], "text": text.upper(), "phones": ""})
+    man = root / "manifests" / "librispeech" / "train-clean-100.parquet"
+    man.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_parquet(man, index=False)
+    return man
+
+
+def make_teacher(path: Path, seed: int = 0, scale: float | None = None, nan: bool = False, **over) -> Path:
+    torch.manual_seed(seed)
+    arch = ArchConfig(**{**TEACHER_ARCH, **over})
+    model = build_model(arch)
+    with torch.no_grad():
+        if scale is not None:
+            for p in model.encoder.transformer.layers[-1].final_layer_norm.parameters():
+                p.mul_(scale)  # post-LN output scaled: the last layer's values grow by `scale`
+        if nan:
+            model.encoder.transformer.layers[-1].final_layer_norm.weight[0] = float("nan")
+    save_checkpoint(path, model, arch, {"source": "random test teacher"})
+    return path

@@ -20,6 +20,7 @@ STAGES = [
     "deepwide.corpus.cli",
     "deepwide.models.cli",
     "deepwide.report.cli",
+    "deepwide.superb.cli",
 ]
 
 

@@ -148,30 +148,46 @@ def _prepare_offline(task: str, root: Path, tcfg: dict, cache_root: Path, embedd
         offline.write_lexicon(cache_root / "download", root, splits, tcfg.get("lexicon") or None)
 
 
-class _PatchedCaches:
-    """Point s3prl's download dir and VoxCeleb1 split cache at ``cache_root`` (not ~/.cache)."""
+class _S3prlSettings:
+    """Settings s3prl hard-codes, pointed at ours for the duration of one run.
 
-    def __init__(self, cache_root: Path):
+    - its download dir and the VoxCeleb1 split cache go to ``cache_root`` (not ~/.cache);
+    - ``get_info`` (ASR/PR length scan) uses ``n_jobs`` joblib workers instead of a fixed 6
+      (spawning six processes costs more than the scan itself on small machines).
+    """
+
+    def __init__(self, cache_root: Path, n_jobs: int):
         self.cache_root = cache_root
+        self.n_jobs = n_jobs
+        self._undo = []
+
+    def _set(self, obj, name, value):
+        self._undo.append((obj, name, getattr(obj, name)))
+        setattr(obj, name, value)
 
     def __enter__(self):
+        import functools
+
+        import s3prl.problem.asr.superb_asr as asr_mod
+        import s3prl.problem.asr.superb_pr as pr_mod
         import s3prl.problem.common.superb_sid as sid_mod
         import s3prl.util.download as dl
 
-        self._dl, self._old_dir = dl, dl._download_dir
-        dl.set_dir(self.cache_root / "download")
-        self._sid_mod, self._sid_cls = sid_mod, sid_mod.VoxCeleb1SID
+        self._set(dl, "_download_dir", self.cache_root / "download")
         original, root = sid_mod.VoxCeleb1SID, self.cache_root
 
         def voxceleb1sid(dataset_root, n_jobs=4, cache_root=None):
             return original(dataset_root, n_jobs, cache_root=root)
 
-        sid_mod.VoxCeleb1SID = voxceleb1sid
+        self._set(sid_mod, "VoxCeleb1SID", voxceleb1sid)
+        for mod in (asr_mod, pr_mod):
+            self._set(mod, "get_info", functools.partial(mod.get_info, n_jobs=self.n_jobs))
         return self
 
     def __exit__(self, *exc):
-        self._dl.set_dir(self._old_dir)
-        self._sid_mod.VoxCeleb1SID = self._sid_cls
+        for obj, name, value in reversed(self._undo):
+            setattr(obj, name, value)
+        self._undo.clear()
 
 
 def run_s3prl(task: str, config: dict, work: Path, cache_root: Path) -> None:
@@ -181,7 +197,7 @@ def run_s3prl(task: str, config: dict, work: Path, cache_root: Path) -> None:
     work.mkdir(parents=True, exist_ok=True)
     cfg_path = work / "deepwide_s3prl_config.yaml"
     cfg_path.write_text(yaml.safe_dump(config, sort_keys=True))
-    with _PatchedCaches(cache_root):
+    with _S3prlSettings(cache_root, max(1, int(config.get("num_workers", 0)))):
         problem_class(task)().main(["--config", str(cfg_path)])
 
 
@@ -216,7 +232,7 @@ def run_job(
     over = s3prl_overrides(spec, tcfg, lr, seed)
     folds = list(tcfg.get("folds") or [None]) if task == "er" else [None]
     ident = hashlib.sha256(
-        canonical_json({"over": over, "upstream": _upstream_identity(upstream), "root": str(root), "folds": folds}).encode()
+        canonical_json({"over": over, "task": tcfg, "upstream": _upstream_identity(upstream), "root": str(root), "folds": folds}).encode()
     ).hexdigest()[:12]
     work_root = out_dir / f"work-{ident}"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -232,6 +248,8 @@ def run_job(
             work = work_root if fold is None else work_root / f"fold{fold}"
             _prepare_offline(task, root, tcfg, cache_root, embedded, 0 if fold is None else int(fold))
             prep = prepare_args(task, root, tcfg)
+            if task in ("asr", "pr", "sid", "ic"):
+                prep["n_jobs"] = max(1, int(num_workers))  # corpus parsing workers (s3prl: 6)
             if task == "er":
                 prep["test_fold"] = int(fold)
             config = deep_merge(

@@ -27,7 +27,24 @@ def task_root(config: dict, task: str) -> tuple[Path, bool]:
             f"superb.{task}: no dataset root (set superb.{task}.root to a real {spec.corpus} root; "
             "there is no embedded corpus for this task)"
         )
+    if isinstance(corpus_cfg, dict) and corpus_cfg.get("enabled") is False:
+        raise DeepwideError(
+            f"superb.{task}: corpus.{spec.corpus} is disabled and superb.{task}.root is not set: "
+            f"enable the corpus, set a root, or drop {task} from superb.tasks"
+        )
     return Path(config["results"]) / "corpora" / spec.corpus, True
+
+
+def task_config(config: dict, task: str) -> dict:
+    """superb.<task> with the corpus stage's real roots folded in where superb needs them
+    (Speech Commands: the train and test folders are separate roots there)."""
+    tcfg = dict(config["superb"][task])
+    corpus_cfg = (config.get("corpus") or {}).get(get_task(task).corpus)
+    if task == "ks" and not tcfg.get("root") and isinstance(corpus_cfg, dict) and corpus_cfg.get("root"):
+        tcfg["train_dir"] = str(Path(corpus_cfg["root"]).resolve())
+        if corpus_cfg.get("test_root"):
+            tcfg["test_dir"] = str(Path(corpus_cfg["test_root"]).resolve())
+    return tcfg
 
 
 def format_lr(lr: float) -> str:
@@ -59,7 +76,7 @@ def check_config(config: dict) -> list[str]:
     lines = []
     for task in enabled_tasks(config):
         root, embedded = task_root(config, task)
-        tcfg = config["superb"][task]
+        tcfg = task_config(config, task)
         if not TASKS[task].trainable:
             lines.append(f"{task}: {root} (no training; wired for real roots)")
             if not embedded:
@@ -93,7 +110,7 @@ def job_cfg(config: dict, task: str) -> dict:
     """Everything a (task) job depends on besides upstream and lr: the --cfg JSON."""
     sup = config["superb"]
     return {
-        "task": sup[task],
+        "task": task_config(config, task),
         "device": sup["device"],
         "num_workers": sup["num_workers"],
         "cache_mb": sup["cache_mb"],

@@ -4,6 +4,7 @@ and the sox program itself."""
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -170,3 +171,22 @@ def test_pad_trim_reverse_and_sox_fallback(tmp_path):
 def test_bad_effect_is_reported():
     with pytest.raises(RuntimeError, match="nosuch"):
         compat.apply_effects_tensor(torch.zeros(1, 100), 16000, [["nosuch", "1"]])
+
+
+@pytest.mark.slow
+def test_librosa_load_shim_matches_librosa(tmp_path, monkeypatch):
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".cache" / "numba"))
+    import librosa
+
+    path = tmp_path / "x.wav"
+    sf.write(path, _speechlike(channels=2, secs=0.6), 16000, subtype="PCM_16")
+    for kw in ({}, {"offset": 0.1, "duration": 0.25}, {"offset": 0.5}):
+        ours, sr = compat.librosa_load(path, sr=16000, **kw)
+        ref, ref_sr = librosa.load(path, sr=16000, **kw)
+        assert sr == ref_sr == 16000 and ours.dtype == ref.dtype == np.float32
+        np.testing.assert_allclose(ours, ref, atol=1e-7)
+    ours, sr = compat.librosa_load(path, sr=8000)
+    ref, _ = librosa.load(path, sr=8000)
+    assert sr == 8000 and abs(len(ours) - len(ref)) <= 1
+    n = min(len(ours), len(ref)) - 100
+    assert 10 * np.log10((ref[100:n] ** 2).sum() / ((ours[100:n] - ref[100:n]) ** 2).sum()) > 30

@@ -315,6 +315,41 @@ def apply_effects_file(
     return apply_effects_tensor(wav, sr, effects, channels_first=channels_first)
 
 
+def librosa_load(path, sr: int | None = 22050, mono: bool = True, offset: float = 0.0, duration: float | None = None, dtype=np.float32, res_type: str = "soxr_hq"):
+    """``librosa.load`` on soundfile: ``(y, sr)``, float32, channels averaged when ``mono``.
+
+    s3prl's ``LoadAudio`` reads every utterance with ``librosa.load``; librosa's audio
+    module JIT-compiles numba kernels on first use (15-60 s per fresh process without a
+    warm NUMBA_CACHE_DIR, about 3 s with one), which dominates a short SUPERB job. The
+    result is identical for files already at ``sr`` (all SUPERB corpora are 16 kHz);
+    other rates are resampled with ``torchaudio.functional.resample``.
+    """
+    import soundfile as sf
+
+    with sf.SoundFile(_path(path)) as f:
+        native = f.samplerate
+        start = int(round((offset or 0.0) * native))
+        frames = -1 if duration is None else int(round(duration * native))
+        f.seek(min(start, f.frames))
+        data = f.read(frames=frames, dtype="float32", always_2d=True)  # (frames, channels)
+    y = data.T  # (channels, frames)
+    if mono:
+        y = y.mean(axis=0)
+    if sr is not None and sr != native:
+        import torchaudio.functional as AF
+
+        y = AF.resample(torch.from_numpy(np.ascontiguousarray(y)), native, sr).numpy()
+    else:
+        sr = native
+    return np.ascontiguousarray(y, dtype=dtype), sr
+
+
+class LibrosaShim:
+    """Stands in for the ``librosa`` module inside s3prl's ``load_audio`` (only ``load``)."""
+
+    load = staticmethod(librosa_load)
+
+
 def effect_names() -> list[str]:
     return sorted(k for k in _NATIVE if _NATIVE[k] is not None)
 

@@ -10,6 +10,9 @@ process that runs them.
 from __future__ import annotations
 
 import csv
+import importlib
+import sys
+import types
 from pathlib import Path
 
 from deepwide.superb import compat
@@ -64,8 +67,43 @@ def _dump_predictions(cached_results: list[dict], dump_dir) -> None:
         w.writerows(rows)
 
 
+class _LazyHub(types.ModuleType):
+    """``s3prl.hub`` that imports the real one only when something is looked up in it.
+
+    ``s3prl.problem`` imports ``s3prl.nn.upstream``, which imports ``s3prl.hub``, which
+    imports every upstream s3prl knows (transformers models, fairseq shims...): 60 % of a
+    SUPERB job's start-up. Our problems build their own upstream and never touch the hub;
+    anything that does gets the real module transparently.
+    """
+
+    def __getattr__(self, name):
+        if name.startswith("__") and name.endswith("__"):
+            raise AttributeError(name)
+        sys.modules.pop("s3prl.hub", None)
+        real = importlib.import_module("s3prl.hub")
+        import s3prl
+
+        s3prl.hub = real
+        return getattr(real, name)
+
+
+def _install_lazy_hub() -> None:
+    import s3prl
+
+    if "s3prl.hub" not in sys.modules:
+        proxy = _LazyHub("s3prl.hub", _LazyHub.__doc__)
+        sys.modules["s3prl.hub"] = proxy
+        s3prl.hub = proxy
+
+
 def _define():
+    _install_lazy_hub()
+    import s3prl.dataio.dataset.load_audio as load_audio
     import s3prl.problem as P
+
+    # s3prl reads utterances with librosa.load, whose numba JIT costs seconds to a minute
+    # per process; the soundfile version returns the same samples (compat.librosa_load)
+    load_audio.librosa = compat.LibrosaShim
 
     classes = {}
     for short in ("ASR", "PR", "SID", "KS", "IC", "ER", "ASV", "SD", "SF"):

@@ -103,3 +103,19 @@ def test_bad_upstream_is_a_user_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DeepwideError, match="config.json"):
         build_upstream(kind="hf", path=str(tmp_path / "empty"))
+
+
+def test_normalising_teacher_gets_normalised_input(tmp_path):
+    """A checkpoint whose meta says normalize (HuBERT Large style) sees layer-normed audio."""
+    from deepwide.models import save_checkpoint
+    from deepwide.models.arch import normalize_waveforms
+
+    plain = tiny_checkpoint(tmp_path / "t.pt")
+    model, arch, _ = load_checkpoint(plain)
+    save_checkpoint(tmp_path / "n.pt", model, arch, {"normalize": True})
+    up = build_upstream(kind="deepwide", path=str(tmp_path / "n.pt"))
+    wavs, lens = _wavs([8000])
+    states, _ = up(3.0 * wavs + 0.5, lens)  # scale and offset vanish after normalisation
+    with torch.no_grad():
+        ref, _ = hidden_states(model, normalize_waveforms(wavs, lens), lens)
+    torch.testing.assert_close(states[-1][:, : ref[-1].shape[1]], ref[-1], atol=1e-4, rtol=1e-3)

@@ -69,6 +69,10 @@ def s3prl_overrides(spec: TaskSpec, tcfg: dict, lr: float, seed: int) -> dict:
         "seed": int(seed),
         "keep_num_ckpts": 1,
     }
+    if spec.name == "asv":
+        # ASV has no dev set: s3prl never validates (eval_step "infinite"), keeps every
+        # checkpoint saved each `eval_step` steps and tests them all; the best EER counts
+        train.update(eval_step=10**20, save_step=eval_step, keep_num_ckpts=None)
     over = {
         "build_optimizer": {"conf": {"lr": float(lr)}},
         "train": train,
@@ -108,8 +112,31 @@ def _layer_weights(valid_best: Path) -> list[float]:
     return [float(x) for x in torch.softmax(w.float(), dim=-1)]
 
 
+def _collect_asv(spec: TaskSpec, work: Path) -> dict:
+    """ASV: every saved checkpoint tested on the trials; the lowest EER is reported (s3prl's
+    own choice; there is no dev set, so dev_score repeats it)."""
+    results = []
+    for res in (work / "evaluate").glob("*/step_*/result.yaml"):
+        results.append((float(_read_yaml(res)["EER"]), int(res.parent.name.split("_")[-1]), res))
+    if not results:
+        raise DeepwideError(f"s3prl left no ASV test result under {work / 'evaluate'}")
+    eer, step, res = min(results)
+    metrics = {k: float(v) for k, v in _read_yaml(res).items()}
+    return {
+        "dev_score": eer * spec.scale,
+        "best_step": step,
+        "test_score": eer * spec.scale,
+        "test_metrics": metrics,
+        "dev_metrics": {"note": "ASV has no dev set; the best-EER checkpoint is reported"},
+        "layer_weights": _layer_weights(work / "train" / f"step_{step}"),
+        "test_set": f"{res.parent.parent.name}/{res.parent.name}",
+    }
+
+
 def collect(spec: TaskSpec, work: Path) -> dict:
     """Dev score, best step, test score, layer weights from an s3prl target dir."""
+    if spec.name == "asv":
+        return _collect_asv(spec, work)
     valid_best = work / "train" / "valid_best"
     stats_file = valid_best / "training_stats.yaml"
     if not stats_file.is_file():
@@ -269,7 +296,7 @@ def run_job(
             res["fold"] = fold
             per_fold.append(res)
             pred_dir = out_dir / "predictions" / ("" if fold is None else f"fold{fold}")
-            src = work / "evaluate" / "valid_best" / res["test_set"]
+            src = work / "evaluate" / ("" if task == "asv" else "valid_best") / res["test_set"]
             if pred_dir.exists():
                 shutil.rmtree(pred_dir)
             shutil.copytree(src, pred_dir)

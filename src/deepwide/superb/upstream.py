@@ -20,6 +20,7 @@ states are returned in float32.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import OrderedDict
 from pathlib import Path
 
@@ -135,18 +136,21 @@ class _Frozen(nn.Module):
 class EncoderUpstream(_Frozen):
     """A deepwide encoder (torchaudio Wav2Vec2Model): all L+1 hidden states."""
 
-    def __init__(self, model: nn.Module, arch, cache_mb: float = 0):
+    def __init__(self, model: nn.Module, arch, cache_mb: float = 0, normalize: bool = False):
         kernel_span = 1
         for _, k, s in reversed(arch.conv):
             kernel_span = (kernel_span - 1) * s + k
         super().__init__(arch.depth + 1, arch.width, arch.downsample_rate, kernel_span, cache_mb)
+        self.normalize = bool(normalize)
         self.model = model.eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
 
     def _states(self, wavs, wavs_len):
-        from deepwide.models.arch import hidden_states
+        from deepwide.models.arch import hidden_states, normalize_waveforms
 
+        if self.normalize:  # teachers trained on normalised input (checkpoint meta normalize: true)
+            wavs = normalize_waveforms(wavs, wavs_len)
         states, _ = hidden_states(self.model, wavs, wavs_len)
         return states
 
@@ -170,11 +174,18 @@ class HFUpstream(_Frozen):
             rate *= s
         super().__init__(config.num_hidden_layers + 1, config.hidden_size, rate, span, cache_mb)
         self.use_mask = getattr(config, "feat_extract_norm", "group") == "layer"
+        prep = path / "preprocessor_config.json"
+        # HF feature extractors normalise the waveform when do_normalize (HuBERT Large, ...)
+        self.normalize = bool(prep.is_file() and json.loads(prep.read_text()).get("do_normalize", False))
         self.model = model.eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
 
     def _states(self, wavs, wavs_len):
+        from deepwide.models.arch import normalize_waveforms
+
+        if self.normalize:
+            wavs = normalize_waveforms(wavs, wavs_len)
         mask = None
         if self.use_mask:
             mask = (torch.arange(wavs.size(1), device=wavs.device)[None] < wavs_len[:, None]).long()
@@ -225,8 +236,8 @@ def build_upstream(kind: str, path: str | None = None, cache_mb: float = 0, **op
     if kind == "deepwide":
         from deepwide.models.checkpoint import load_checkpoint
 
-        model, arch, _ = load_checkpoint(path)
-        return EncoderUpstream(model, arch, cache_mb=cache_mb)
+        model, arch, meta = load_checkpoint(path)
+        return EncoderUpstream(model, arch, cache_mb=cache_mb, normalize=bool(meta.get("normalize", False)))
     if kind == "hf":
         return HFUpstream(path, cache_mb=cache_mb)
     raise DeepwideError(f"unknown upstream kind {kind!r} (expected deepwide, hf or fbank)")

@@ -35,7 +35,7 @@ TASKS: dict[str, TaskSpec] = {
         TaskSpec("ks", "SuperbKS", "speech_commands", "accuracy", True),
         TaskSpec("ic", "SuperbIC", "fluent_speech_commands", "accuracy", True),
         TaskSpec("er", "SuperbER", "iemocap", "accuracy", True),
-        TaskSpec("asv", "SuperbASV", "voxceleb1", "EER", False, embedded=False),
+        TaskSpec("asv", "SuperbASV", "voxceleb1", "EER", False),  # embedded voxceleb1 ships the trial list
         TaskSpec("sd", "SuperbSD", "librimix", "der", False, embedded=False),
         TaskSpec("sf", "SuperbSF", "snips", "slot_type_f1", True, embedded=False),
         TaskSpec("qbe", "DTW", "quesst14", "maxTWV", True, scale=1.0, trainable=False, embedded=False),

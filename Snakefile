@@ -11,8 +11,8 @@ configfile: "config.yaml"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/corpus.smk"
-include: "workflow/rules/report.smk"
 include: "workflow/rules/superb.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:

@@ -1,13 +1,21 @@
 # superb stage: every upstream (teacher, FBANK, each student) on each SUPERB task through
 # s3prl's own recipes; one job per (upstream, task, lr), then the lr with the best dev score.
-# Students come from the distill rules as STUDENT_CHECKPOINTS {name: student.pt path} when
-# that file is included before this one; corpora as CORPUS_OUTPUTS {corpus: [files]} when the
-# corpus rules define it (else the corpus root folder itself is the input).
+# Include after distill.smk: students are DISTILL.jobs() -> upstream "{method}-{shape}" with
+# results/students/{method}/{shape}/student.pt (or an explicit STUDENT_CHECKPOINTS
+# {name: path}). Embedded corpora come from the corpus rules' directory outputs.
 from deepwide.superb import plan as superb_plan
 
 # a real dataset root that is missing or malformed fails here, naming task and path
 superb_plan.check_config(config)
-SUPERB_UPSTREAMS = superb_plan.upstreams(config, globals().get("STUDENT_CHECKPOINTS", {}))
+if "STUDENT_CHECKPOINTS" in globals():
+    _superb_students = dict(STUDENT_CHECKPOINTS)
+elif "DISTILL" in globals():
+    _superb_students = {
+        f"{m}-{s}": str(RESULTS / "students" / m / s / "student.pt") for m, s in DISTILL.jobs()
+    }
+else:
+    _superb_students = {}
+SUPERB_UPSTREAMS = superb_plan.upstreams(config, _superb_students)
 
 
 def superb_upstream_input(wildcards):

@@ -109,7 +109,8 @@ def check_root(task: str, root: str | Path, tcfg: dict | None = None, embedded: 
             _need(task, root, f"Session{s}/dialog/EmoEvaluation", "IEMOCAP labels")
             _need(task, root, f"Session{s}/sentences/wav", "IEMOCAP sentences")
     elif task == "sd":
-        _need(task, root, "test", "LibriMix Kaldi-style data dir (train/dev/test with wav.scp, segments, utt2spk, rttm)")
+        for split in ("train", "dev", "test"):
+            _need(task, root, f"{split}/wav.scp", "Kaldi-style LibriMix data dir (s3prl's SD recipe: train/dev/test with wav.scp, reco2dur, segments, utt2spk)")
     elif task == "sf":
         _need(task, root, "all.iob.snips.txt", "SNIPS slot file")
     elif task == "qbe":

@@ -57,6 +57,7 @@ rule superb_run:
         root=lambda w: superb_plan.task_root(config, w.task)[0],
         embedded=lambda w: "--embedded" if superb_plan.task_root(config, w.task)[1] else "",
         cache=RESULTS / "superb" / "cache",
+        torch_threads=config["superb"]["threads"],
     log:
         LOGS / "superb_run" / "{upstream}" / "{task}" / "lr{lr}.log",
     threads: max(1, config["superb"]["threads"])
@@ -66,7 +67,7 @@ rule superb_run:
         "NUMBA_CACHE_DIR=${{NUMBA_CACHE_DIR:-{params.cache}/numba}} "
         "{PY} -m deepwide superb run --task {wildcards.task} --upstream-name {wildcards.upstream} "
         "--upstream {params.source:q} --lr {wildcards.lr} --root {params.root:q} {params.embedded} "
-        "--cfg {params.cfg:q} --cache {params.cache:q} --threads {threads} --out {output:q} > {log:q} 2>&1"
+        "--cfg {params.cfg:q} --cache {params.cache:q} --threads {params.torch_threads} --out {output:q} > {log:q} 2>&1"
 
 
 rule superb_select:

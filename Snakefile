@@ -12,6 +12,7 @@ configfile: "config.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/corpus.smk"
 include: "workflow/rules/distill.smk"
+include: "workflow/rules/superb.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/teacher.smk"
 

@@ -22,6 +22,7 @@ STAGES = [
     "deepwide.distill.cli",
     "deepwide.report.cli",
     "deepwide.teacher.cli",
+    "deepwide.superb.cli",
 ]
 
 

@@ -1,0 +1,111 @@
+"""``python -m deepwide superb ...``: SUPERB jobs through s3prl's recipes.
+
+- ``superb run``: one (upstream, task, lr) job -> ``result.json`` (+ predictions, logs).
+- ``superb select``: pick the lr with the best dev score among a task's results.
+- ``superb check``: validate the superb section of a config (roots of real datasets).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from deepwide.errors import DeepwideError
+
+log = logging.getLogger(__name__)
+
+
+def _run(args) -> int:
+    from deepwide.superb.runner import run_job
+    from deepwide.superb.upstream import upstream_spec
+
+    try:
+        cfg = json.loads(args.cfg)
+    except json.JSONDecodeError as err:
+        raise DeepwideError(f"--cfg is not valid JSON: {err}") from err
+    tcfg = cfg["task"]
+    upstream = upstream_spec(args.upstream)
+    upstream["cache_mb"] = float(cfg.get("cache_mb", 0))
+    out = Path(args.out)
+    if out.name != "result.json":
+        raise DeepwideError(f"--out must name a result.json file, got {out}")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    res = run_job(
+        task=args.task,
+        upstream_name=args.upstream_name,
+        upstream=upstream,
+        lr=float(args.lr),
+        root=args.root,
+        tcfg=tcfg,
+        out_dir=out.parent,
+        cache_root=args.cache,
+        device=cfg.get("device", "auto"),
+        num_workers=int(cfg.get("num_workers", 0)),
+        seed=int(cfg.get("seed", 0)),
+        embedded=args.embedded,
+    )
+    log.info(
+        "superb %s/%s lr %s: dev %s %.3f (step %d), test %.3f, %.1f s on %s",
+        res["upstream"], res["task"], res["lr"], res["metric"], res["dev_score"], res["best_step"], res["test_score"], res["runtime_s"], res["device"],
+    )
+    return 0
+
+
+def _select(args) -> int:
+    from deepwide.superb.runner import select
+    from deepwide.utils.io import atomic_write_text
+
+    results = []
+    for p in args.inputs:
+        path = Path(p)
+        if not path.is_file():
+            raise DeepwideError(f"superb select: result file {path} not found")
+        results.append(json.loads(path.read_text()))
+    keys = {(r["upstream"], r["task"]) for r in results}
+    if len(keys) != 1:
+        raise DeepwideError(f"superb select: results mix upstream/task pairs {sorted(keys)}")
+    chosen = select(results)
+    atomic_write_text(args.out, json.dumps(chosen, indent=1) + "\n")
+    log.info("superb %s/%s: lr %s selected by dev %s", chosen["upstream"], chosen["task"], chosen["selected_lr"], chosen["metric"])
+    return 0
+
+
+def _check(args) -> int:
+    from deepwide.config import load_config
+    from deepwide.superb.plan import check_config
+
+    cfg = load_config(args.configfile)
+    for line in check_config(cfg):
+        print(line)
+    return 0
+
+
+def register(sub):
+    p = sub.add_parser("superb", help="SUPERB evaluation through s3prl's recipes")
+    cmds = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    r = cmds.add_parser("run", help="train/validate/test one (upstream, task, lr) through s3prl")
+    r.add_argument("--task", required=True)
+    r.add_argument("--upstream-name", required=True, help="name in results/superb/{name}/ (teacher, fbank, pred-4x192f768h4...)")
+    r.add_argument("--upstream", required=True, help="'fbank', a deepwide checkpoint file, or an HF model directory")
+    r.add_argument("--lr", required=True, type=float)
+    r.add_argument("--root", required=True, help="dataset root in the real dataset's layout")
+    r.add_argument("--embedded", action="store_true", help="root is a synthesized corpus: derive split lists/lexicon from it")
+    r.add_argument("--cfg", required=True, help='JSON: {"task": {...superb.<task>...}, "device", "num_workers", "cache_mb", "seed"}')
+    r.add_argument("--cache", required=True, help="cache folder for s3prl (data, download, numba)")
+    r.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    r.add_argument("--out", required=True, help=".../result.json (written last)")
+    r.set_defaults(func=_run)
+
+    s = cmds.add_parser("select", help="pick the lr with the best dev score")
+    s.add_argument("--inputs", nargs="+", required=True)
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=_select)
+
+    c = cmds.add_parser("check", help="validate the superb config (dataset roots)")
+    c.add_argument("--configfile", default="config.yaml")
+    c.set_defaults(func=_check)

@@ -1,0 +1,360 @@
+"""One SUPERB job: (upstream, task, learning rate) through s3prl's own recipe.
+
+:func:`run_job` writes the files s3prl would download (offline), builds s3prl's config for
+the task (its defaults + our overrides), runs ``DeepwideXX().main(["--config", yaml])``
+in this process, and collects what s3prl left in its target directory into
+``out_dir/result.json`` (written last, atomically), ``out_dir/predictions/`` and
+``out_dir/s3prl.log``.
+
+s3prl's target directory is the resume state: ``out_dir/work-<hash>/`` where the hash
+covers the effective s3prl config and the upstream's identity, so a requeued job resumes
+and a changed config or retrained upstream starts fresh. It is not a declared output, so
+Snakemake leaves it in place when a job fails.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+
+import yaml
+
+from deepwide.errors import DeepwideError
+from deepwide.superb.plan import format_lr
+from deepwide.superb.tasks import TaskSpec, check_root, get_task, prepare_args
+from deepwide.utils.io import atomic_write_text, canonical_json
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise DeepwideError(f"superb.device is {device!r} but CUDA is not available on this machine")
+    return device
+
+
+def deep_merge(base: dict, update: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in (update or {}).items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def s3prl_overrides(spec: TaskSpec, tcfg: dict, lr: float, seed: int) -> dict:
+    """Our config for one task, in s3prl's config structure (merged over its defaults)."""
+    steps = int(tcfg["total_steps"])
+    eval_step = int(tcfg["eval_step"])
+    if eval_step > steps:
+        raise DeepwideError(f"superb.{spec.name}.eval_step ({eval_step}) must be <= total_steps ({steps}): s3prl tests the best dev checkpoint")
+    train = {
+        "total_steps": steps,
+        "eval_step": eval_step,
+        "log_step": int(tcfg.get("log_step") or max(1, eval_step)),
+        "save_step": int(tcfg.get("save_step") or eval_step),
+        "gradient_accumulate": int(tcfg["gradient_accumulate"]),
+        "seed": int(seed),
+        "keep_num_ckpts": 1,
+    }
+    if spec.name == "asv":
+        # ASV has no dev set: s3prl never validates (eval_step "infinite"), keeps every
+        # checkpoint saved each `eval_step` steps and tests them all; the best EER counts
+        train.update(eval_step=10**20, save_step=eval_step, keep_num_ckpts=None)
+    over = {
+        "build_optimizer": {"conf": {"lr": float(lr)}},
+        "train": train,
+        "build_batch_sampler": {"train": {"batch_size": int(tcfg["batch_size"])}},
+    }
+    if tcfg.get("downstream"):
+        over["build_downstream"] = copy.deepcopy(tcfg["downstream"])
+    return deep_merge(over, tcfg.get("s3prl") or {})
+
+
+def _upstream_identity(spec: dict) -> str:
+    path = spec.get("path")
+    if not path:
+        return canonical_json(spec)
+    p = Path(path)
+    files = sorted(p.rglob("*")) if p.is_dir() else [p]
+    h = hashlib.sha256(canonical_json(spec).encode())
+    for f in files:
+        if f.is_file():
+            st = f.stat()
+            h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()
+
+
+def _read_yaml(path: Path) -> dict:
+    with open(path) as f:
+        return yaml.safe_load(f) or {}
+
+
+def _layer_weights(valid_best: Path) -> list[float]:
+    import torch
+
+    state = torch.load(valid_best / "model" / "state_dict.pt", map_location="cpu", weights_only=True)
+    w = state.get("featurizer.weights")
+    if w is None:  # a one-layer upstream (FBANK) has nothing to weigh
+        return [1.0]
+    return [float(x) for x in torch.softmax(w.float(), dim=-1)]
+
+
+def _collect_asv(spec: TaskSpec, work: Path) -> dict:
+    """ASV: every saved checkpoint tested on the trials; the lowest EER is reported (s3prl's
+    own choice; there is no dev set, so dev_score repeats it)."""
+    results = []
+    for res in (work / "evaluate").glob("*/step_*/result.yaml"):
+        results.append((float(_read_yaml(res)["EER"]), int(res.parent.name.split("_")[-1]), res))
+    if not results:
+        raise DeepwideError(f"s3prl left no ASV test result under {work / 'evaluate'}")
+    eer, step, res = min(results)
+    metrics = {k: float(v) for k, v in _read_yaml(res).items()}
+    return {
+        "dev_score": eer * spec.scale,
+        "best_step": step,
+        "test_score": eer * spec.scale,
+        "test_metrics": metrics,
+        "dev_metrics": {"note": "ASV has no dev set; the best-EER checkpoint is reported"},
+        "layer_weights": _layer_weights(work / "train" / f"step_{step}"),
+        "test_set": f"{res.parent.parent.name}/{res.parent.name}",
+    }
+
+
+def collect(spec: TaskSpec, work: Path) -> dict:
+    """Dev score, best step, test score, layer weights from an s3prl target dir."""
+    if spec.name == "asv":
+        return _collect_asv(spec, work)
+    valid_best = work / "train" / "valid_best"
+    stats_file = valid_best / "training_stats.yaml"
+    if not stats_file.is_file():
+        raise DeepwideError(f"s3prl left no best-dev checkpoint in {valid_best} (did validation run?)")
+    stats = _read_yaml(stats_file)
+    dev = stats["valid_best_metrics"]
+    tests = sorted((work / "evaluate" / "valid_best").glob("*/result.yaml"))
+    if not tests:
+        raise DeepwideError(f"s3prl left no test result under {work / 'evaluate' / 'valid_best'}")
+    test = _read_yaml(tests[0])
+    return {
+        "dev_score": float(dev[spec.metric]) * spec.scale,
+        "best_step": int(stats["global_step"]),
+        "test_score": float(test[spec.metric]) * spec.scale,
+        "test_metrics": {k: float(v) for k, v in test.items()},
+        "dev_metrics": {k: float(v) for k, v in dev.items()},
+        "layer_weights": _layer_weights(valid_best),
+        "test_set": tests[0].parent.name,
+    }
+
+
+def _prepare_offline(task: str, root: Path, tcfg: dict, cache_root: Path, embedded: bool, fold: int | None) -> None:
+    from deepwide.superb import offline
+
+    if task in ("sid", "asv"):
+        offline.write_iden_split(root, cache_root, tcfg.get("split_file"), embedded=embedded)
+        if task == "asv":
+            # s3prl's VoxCeleb1SV reads both files from its cache_dir
+            offline.write_iden_split(root, cache_root / "data", tcfg.get("split_file"), embedded=embedded)
+            trial = Path(tcfg.get("trial_file") or root / "voxceleb1_test_v2.txt")
+            shutil.copyfile(trial, cache_root / "data" / "voxceleb1_test_v2.txt")
+    elif task == "er":
+        offline.write_er_metadata(root, cache_root / "data", fold, tcfg.get("metadata_dir"))
+    elif task == "pr":
+        splits = [*tcfg.get("train_sets", []), *tcfg.get("valid_sets", []), *tcfg.get("test_sets", [])]
+        offline.write_lexicon(cache_root / "download", root, splits, tcfg.get("lexicon") or None)
+
+
+class _S3prlSettings:
+    """Settings s3prl hard-codes, pointed at ours for the duration of one run.
+
+    - its download dir and the VoxCeleb1 split cache go to ``cache_root`` (not ~/.cache);
+    - ``get_info`` (ASR/PR length scan) uses ``n_jobs`` joblib workers instead of a fixed 6
+      (spawning six processes costs more than the scan itself on small machines).
+    """
+
+    def __init__(self, cache_root: Path, n_jobs: int):
+        self.cache_root = cache_root
+        self.n_jobs = n_jobs
+        self._undo = []
+
+    def _set(self, obj, name, value):
+        self._undo.append((obj, name, getattr(obj, name)))
+        setattr(obj, name, value)
+
+    def __enter__(self):
+        import functools
+
+        import s3prl.problem.asr.superb_asr as asr_mod
+        import s3prl.problem.asr.superb_pr as pr_mod
+        import s3prl.problem.common.superb_sid as sid_mod
+        import s3prl.util.download as dl
+
+        self._set(dl, "_download_dir", self.cache_root / "download")
+        original, root = sid_mod.VoxCeleb1SID, self.cache_root
+
+        def voxceleb1sid(dataset_root, n_jobs=4, cache_root=None):
+            return original(dataset_root, n_jobs, cache_root=root)
+
+        self._set(sid_mod, "VoxCeleb1SID", voxceleb1sid)
+        for mod in (asr_mod, pr_mod):
+            self._set(mod, "get_info", functools.partial(mod.get_info, n_jobs=self.n_jobs))
+        return self
+
+    def __exit__(self, *exc):
+        for obj, name, value in reversed(self._undo):
+            setattr(obj, name, value)
+        self._undo.clear()
+
+
+def run_s3prl(task: str, config: dict, work: Path, cache_root: Path) -> None:
+    """Run the task's Deepwide problem class on ``config`` (s3prl's structure)."""
+    from deepwide.superb.problems import problem_class
+
+    work.mkdir(parents=True, exist_ok=True)
+    cfg_path = work / "deepwide_s3prl_config.yaml"
+    cfg_path.write_text(yaml.safe_dump(config, sort_keys=True))
+    with _S3prlSettings(cache_root, max(1, int(config.get("num_workers", 0)))):
+        problem_class(task)().main(["--config", str(cfg_path)])
+
+
+def run_job(
+    *,
+    task: str,
+    upstream_name: str,
+    upstream: dict,
+    lr: float,
+    root: str | Path,
+    tcfg: dict,
+    out_dir: str | Path,
+    cache_root: str | Path,
+    device: str = "auto",
+    num_workers: int = 0,
+    seed: int = 0,
+    embedded: bool = False,
+) -> dict:
+    """Train + validate + test one (upstream, task, lr) and write ``out_dir/result.json``."""
+    spec = get_task(task)
+    if not spec.trainable:
+        raise DeepwideError(f"superb task {task} is not run through s3prl's trainer")
+    root = Path(root).resolve()
+    check_root(task, root, tcfg, embedded=embedded)
+    out_dir = Path(out_dir)
+    cache_root = Path(cache_root).resolve()
+    (cache_root / "data").mkdir(parents=True, exist_ok=True)
+    device = resolve_device(device)
+    os.environ.setdefault("NUMBA_CACHE_DIR", str(cache_root / "numba"))
+
+    t0 = time.time()
+    over = s3prl_overrides(spec, tcfg, lr, seed)
+    folds = list(tcfg.get("folds") or [None]) if task == "er" else [None]
+    ident = hashlib.sha256(
+        canonical_json({"over": over, "task": tcfg, "upstream": _upstream_identity(upstream), "root": str(root), "folds": folds}).encode()
+    ).hexdigest()[:12]
+    work_root = out_dir / f"work-{ident}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    s3prl_log = logging.getLogger("s3prl")
+    handler = logging.FileHandler(out_dir / "s3prl.log", mode="a")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    s3prl_log.addHandler(handler)
+    s3prl_log.setLevel(logging.INFO)
+    per_fold = []
+    try:
+        for fold in folds:
+            work = work_root if fold is None else work_root / f"fold{fold}"
+            _prepare_offline(task, root, tcfg, cache_root, embedded, 0 if fold is None else int(fold))
+            prep = prepare_args(task, root, tcfg)
+            if task in ("asr", "pr", "sid", "ic"):
+                prep["n_jobs"] = max(1, int(num_workers))  # corpus parsing workers (s3prl: 6)
+            if task == "er":
+                prep["test_fold"] = int(fold)
+            config = deep_merge(
+                {
+                    "target_dir": str(work.resolve()),
+                    "cache_dir": str(cache_root / "data"),
+                    "device": device,
+                    "num_workers": int(num_workers),
+                    "prepare_data": prep,
+                    "build_upstream": {"name": upstream_name, **upstream},
+                },
+                over,
+            )
+            log.info("superb %s / %s / lr %s%s: s3prl target dir %s", upstream_name, task, lr, "" if fold is None else f" / fold {fold}", work)
+            run_s3prl(task, config, work, cache_root)
+            res = collect(spec, work)
+            res["fold"] = fold
+            per_fold.append(res)
+            pred_dir = out_dir / "predictions" / ("" if fold is None else f"fold{fold}")
+            src = work / "evaluate" / ("" if task == "asv" else "valid_best") / res["test_set"]
+            if pred_dir.exists():
+                shutil.rmtree(pred_dir)
+            shutil.copytree(src, pred_dir)
+    finally:
+        s3prl_log.removeHandler(handler)
+        handler.close()
+
+    def mean(key):
+        return float(sum(r[key] for r in per_fold) / len(per_fold))
+
+    weights = [float(sum(ws) / len(per_fold)) for ws in zip(*(r["layer_weights"] for r in per_fold))]
+    import s3prl
+
+    result = {
+        "upstream": upstream_name,
+        "task": task,
+        "lr": float(lr),
+        "metric": spec.metric,
+        "unit": "%" if spec.scale == 100.0 else "",
+        "higher_is_better": spec.higher_is_better,
+        "dev_score": mean("dev_score"),
+        "best_step": per_fold[0]["best_step"],
+        "test_score": mean("test_score"),
+        "layer_weights": weights,
+        "runtime_s": round(time.time() - t0, 3),
+        "device": device,
+        "device_name": _device_name(device),
+        "s3prl_version": getattr(s3prl, "__version__", "0.4.18"),
+        "total_steps": int(tcfg["total_steps"]),
+        "work_dir": str(work_root),
+        "folds": [
+            {k: r[k] for k in ("fold", "dev_score", "best_step", "test_score", "test_metrics", "dev_metrics", "layer_weights")}
+            for r in per_fold
+        ],
+    }
+    if not all(math.isfinite(result[k]) for k in ("dev_score", "test_score")):
+        raise DeepwideError(f"superb {upstream_name}/{task}/lr{format_lr(lr)}: non-finite score {result['dev_score']}, {result['test_score']}")
+    atomic_write_text(out_dir / "result.json", json.dumps(result, indent=1) + "\n")
+    return result
+
+
+def _device_name(device: str) -> str:
+    import platform
+
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+
+
+def select(results: list[dict]) -> dict:
+    """The result with the best dev score (SUPERB practice: tune only the lr on dev)."""
+    if not results:
+        raise DeepwideError("superb select: no results to choose from")
+    hib = results[0]["higher_is_better"]
+    best = max(results, key=lambda r: (r["dev_score"] if hib else -r["dev_score"], -r["lr"]))
+    out = dict(best)
+    out["selected_lr"] = best["lr"]
+    out["candidates"] = [{"lr": r["lr"], "dev_score": r["dev_score"], "test_score": r["test_score"], "best_step": r["best_step"]} for r in results]
+    return out

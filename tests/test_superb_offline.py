@@ -1,0 +1,138 @@
+"""Files s3prl would download, written from the corpus; dataset-root checks; planning."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from deepwide.config import validate_config
+from deepwide.errors import DeepwideError
+from deepwide.superb import offline, plan
+from deepwide.superb.tasks import check_root
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _touch(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"")
+
+
+def _librispeech_text(root: Path):
+    lines = {"train-clean-100": "19-198-0000 HE SAID THE CHILDREN'S HOUSE\n19-198-0001 SHE WALKED HOME\n", "dev-clean": "84-121-0000 THE RIVER\n", "test-clean": "121-221-0000 A BOOK TONIGHT\n"}
+    for split, text in lines.items():
+        spk, chapter = text.split("-")[:2]
+        d = root / split / spk / chapter
+        d.mkdir(parents=True)
+        (d / f"{spk}-{chapter}.trans.txt").write_text(text)
+    (root / "SPEAKERS.TXT").write_text(";ID  |SEX| SUBSET |MINUTES| NAME\n19 | F | train-clean-100 | 1 | A\n")
+    return root
+
+
+def test_lexicon_covers_transcripts_and_feeds_s3prl_g2p(tmp_path):
+    root = _librispeech_text(tmp_path / "libri")
+    dl = tmp_path / "download"
+    files = offline.write_lexicon(dl, root, ["train-clean-100", "dev-clean", "test-clean"])
+    assert [f.name for f in files] == [offline.lexicon_cache_name(u) for u in offline.LEXICON_URLS]
+    # s3prl's own G2P, pointed at our download dir, phonemizes every transcript offline
+    import s3prl.util.download as dl_mod
+    from s3prl.dataio.encoder.g2p import G2P
+
+    old = dl_mod._download_dir
+    dl_mod.set_dir(dl)
+    try:
+        g2p = G2P()
+    finally:
+        dl_mod.set_dir(old)
+    out = g2p.encode("HE SAID THE CHILDREN'S HOUSE")
+    assert len(out.split()) >= 10 and "<UNK>" not in out
+    # user-supplied lexicons (real LibriSpeech) must cover every word
+    partial = tmp_path / "lex.txt"
+    partial.write_text("HE h i\n")
+    with pytest.raises(DeepwideError, match="does not cover"):
+        offline.write_lexicon(tmp_path / "dl2", root, ["train-clean-100"], [str(partial), str(partial)])
+
+
+def test_iden_split_derived_by_video(tmp_path):
+    root = tmp_path / "vox"
+    for s in range(2):
+        for v in range(3):
+            for u in range(2):
+                _touch(root / "dev" / "wav" / f"id1000{s + 1}" / f"vid{v}" / f"0000{u + 1}.wav")
+    _touch(root / "dev" / "wav" / "id10003" / "only" / "00001.wav")
+    lines = offline.derive_iden_split(root).split("\n")[:-1]
+    codes = {line.split()[1]: int(line.split()[0]) for line in lines}
+    assert codes["id10001/vid2/00001.wav"] == 3 and codes["id10001/vid1/00002.wav"] == 2 and codes["id10001/vid0/00001.wav"] == 1
+    assert codes["id10003/only/00001.wav"] == 1 and len(codes) == 13
+    dest = offline.write_iden_split(root, tmp_path / "cache", embedded=True)
+    assert dest.read_text() == offline.derive_iden_split(root)
+    with pytest.raises(DeepwideError, match="iden_split.txt not found"):
+        offline.write_iden_split(root, tmp_path / "cache2", embedded=False)
+
+
+def test_er_metadata_per_fold(tmp_path):
+    root = tmp_path / "iemocap"
+    emos = ["neu", "hap", "exc", "fru", "ang", "sad"]
+    for s in range(1, 6):
+        dialog = f"Ses0{s}F_impro01"
+        lines = []
+        for i, e in enumerate(emos):
+            _touch(root / f"Session{s}" / "sentences" / "wav" / dialog / f"{dialog}_F00{i}.wav")
+            lines.append(f"[0.0 - 1.0]\t{dialog}_F00{i}\t{e}\t[2.5, 2.5, 2.5]")
+        label = root / f"Session{s}" / "dialog" / "EmoEvaluation" / f"{dialog}.txt"
+        label.parent.mkdir(parents=True)
+        label.write_text("\n".join(lines) + "\n")
+    check_root("er", root)
+    offline.write_er_metadata(root, tmp_path / "cache", fold=2)
+    train = json.loads((tmp_path / "cache" / "test_session3_train_metadata.json").read_text())["meta_data"]
+    test = json.loads((tmp_path / "cache" / "test_session3_test_metadata.json").read_text())["meta_data"]
+    assert {Path(m["path"]).parts[0] for m in test} == {"Session3"}
+    assert "Session3" not in {Path(m["path"]).parts[0] for m in train} and len(train) == 4 * 5
+    assert {m["label"] for m in train} == {"neu", "hap", "ang", "sad"}  # exc merged, fru dropped
+
+
+def test_root_checks_name_task_and_path(tmp_path):
+    with pytest.raises(DeepwideError, match=r"superb\.asr: dataset root .*nowhere does not exist"):
+        check_root("asr", tmp_path / "nowhere")
+    (tmp_path / "libri").mkdir()
+    with pytest.raises(DeepwideError, match=r"superb\.pr: .*malformed: missing .*SPEAKERS.TXT"):
+        check_root("pr", tmp_path / "libri")
+    root = _librispeech_text(tmp_path / "libri2")
+    with pytest.raises(DeepwideError, match=r"superb\.pr\.lexicon"):
+        check_root("pr", root, {}, embedded=False)
+    check_root("pr", root, {}, embedded=True)
+    with pytest.raises(DeepwideError, match=r"superb\.ic: .*data/train_data.csv"):
+        check_root("ic", tmp_path / "libri")
+
+
+def test_config_plan_lrs_and_missing_root(tmp_path):
+    cfg = validate_config({"superb": {"ks": {"lr": [0.001, 0.01]}, "extra_upstreams": {"hf": "/x/hf"}}})
+    assert plan.lrs(cfg, "ks") == [0.001, 0.01] and [plan.format_lr(x) for x in plan.lrs(cfg, "ks")] == ["0.001", "0.01"]
+    ups = plan.upstreams(cfg, {"pred-2x64f256h2": "results/students/pred/2x64f256h2/student.pt"})
+    assert list(ups) == ["teacher", "fbank", "pred-2x64f256h2", "hf"]
+    assert len(plan.selected_targets(cfg, ups)) == 4 * 6
+    root, embedded = plan.task_root(cfg, "sid")
+    assert embedded and root == Path("results/corpora/voxceleb1")
+    bad = validate_config({"superb": {"tasks": ["ks", "er"], "er": {"root": str(tmp_path / "no_iemocap")}}})
+    with pytest.raises(DeepwideError, match=r"superb\.er: dataset root .*no_iemocap does not exist"):
+        plan.check_config(bad)
+
+
+def test_snakemake_rejects_missing_root_before_any_job(tmp_path):
+    smoke = yaml.safe_load((REPO / "workflow" / "configs" / "smoke.yaml").read_text())
+    smoke["results"] = str(tmp_path / "results")
+    smoke["superb"]["ks"]["root"] = str(tmp_path / "missing_speech_commands")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(smoke))
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    proc = subprocess.run(
+        [str(Path(sys.executable).with_name("snakemake")), "-n", "--cores", "1", "--configfile", str(cfg)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode != 0
+    assert "superb.ks" in proc.stderr + proc.stdout and "missing_speech_commands" in proc.stderr + proc.stdout
+    assert not (tmp_path / "results").exists()

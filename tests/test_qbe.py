@@ -21,6 +21,7 @@ from deepwide.superb.qbe import (
     load_audio,
     load_quesst14,
     local_distance,
+    main,
     mtwv,
     register_qbe,
     result_record,
@@ -32,6 +33,15 @@ from deepwide.superb.qbe import (
 from real_extra_trees import DOC_VOICE, QUERY_VOICE, quesst14_tree, say
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: one torch thread is faster than two fighting over a shared box."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def brute_force_cost(d: np.ndarray) -> float:
@@ -197,7 +207,7 @@ def _tiny_checkpoint(path: Path) -> Path:
     return path
 
 
-def test_cli_writes_result_json(quesst_root, tmp_path):
+def test_cli_writes_result_json(quesst_root, tmp_path, capsys):
     ckpt = _tiny_checkpoint(tmp_path / "student.pt")
     out = tmp_path / "superb" / "pred-2x32" / "qbe" / "lr1.0" / "result.json"
     cmd = [sys.executable, "-m", "deepwide.superb.qbe", "qbe", "--upstream", str(ckpt), "--upstream-name", "pred-2x32",
@@ -215,19 +225,21 @@ def test_cli_writes_result_json(quesst_root, tmp_path):
     assert stdlist.count("<term ") == 2 * 6 and 'termid="quesst14_eval_0001"' in stdlist
     assert not (out.parent / ".qbe_work").exists()
 
-    # errors a user can fix: exit 2 with the path or value named, nothing written
-    bad = subprocess.run(cmd[:-1] + [str(tmp_path / "y.json")], capture_output=True, text=True, cwd=REPO)
-    assert bad.returncode == 2 and "must name a result.json" in bad.stderr
-    missing = cmd.copy()
+    # errors a user can fix: exit 2 with the path or value named, nothing written (same entry, in-process)
+    args = cmd[3:]
+    assert main(args[:-1] + [str(tmp_path / "y.json")]) == 2
+    assert "must name a result.json" in capsys.readouterr().err
+    missing = args.copy()
     missing[missing.index("--root") + 1] = str(tmp_path / "nope")
-    bad = subprocess.run(missing, capture_output=True, text=True, cwd=REPO)
-    assert bad.returncode == 2 and "QUESST14 root" in bad.stderr and "nope" in bad.stderr
-    layer = cmd.copy()
+    assert main(missing) == 2
+    err = capsys.readouterr().err
+    assert "QUESST14 root" in err and "nope" in err
+    layer = args.copy()
     layer[layer.index("--select-on-dev")] = "--layer=7"
     out2 = tmp_path / "l7" / "result.json"
     layer[layer.index("--out") + 1] = str(out2)
-    bad = subprocess.run(layer, capture_output=True, text=True, cwd=REPO)
-    assert bad.returncode == 2 and "layer 7 out of range" in bad.stderr and not out2.exists()
+    assert main(layer) == 2
+    assert "layer 7 out of range" in capsys.readouterr().err and not out2.exists()
 
 
 def test_register_qbe_plugs_into_a_stage_parser():

@@ -15,6 +15,7 @@ import torchaudio.compliance.kaldi as kaldi
 from deepwide.errors import DeepwideError
 from deepwide.superb.qbe import (
     DTWConfig,
+    FeatureStore,
     GroundTruth,
     ModuleExtractor,
     dtw_score_matrix,
@@ -71,6 +72,32 @@ def test_dtw_recursion_matches_brute_force():
     assert c == pytest.approx(cost[0].item(), rel=1e-6) and stop == end[0].item() and 0 <= start <= stop
 
 
+def test_scores_match_dtw_python_with_superb_settings():
+    """SUPERB's QbE (s3prl quesst14_dtw) scores pairs with dtw-python: global standardisation,
+    scipy's cosine distance mapped by exp(d) - 1, min-max per query frame, asymmetric steps,
+    open begin and end, normalizedDistance; then z-normalises per query. Ours must agree."""
+    from dtw import dtw
+    from scipy.spatial import distance
+
+    gen = torch.Generator().manual_seed(3)
+    queries = [torch.randn(n, 10, generator=gen) for n in (6, 9)]
+    docs = [torch.randn(n, 10, generator=gen) + 0.3 for n in (7, 15, 31, 12)]
+    feats = torch.cat([*queries, *docs])
+    mean, std = feats.mean(0), feats.std(0)
+    ref = np.zeros((len(queries), len(docs)))
+    for i, q in enumerate(queries):
+        for j, d in enumerate(docs):
+            dist = np.exp(distance.cdist(((q - mean) / std).numpy(), ((d - mean) / std).numpy(), "cosine")) - 1
+            lo, hi = dist.min(1)[:, None], dist.max(1)[:, None]
+            dist = (dist - lo) / np.clip(hi - lo, 1e-9, None)
+            res = dtw(x=dist, step_pattern="asymmetric", keep_internals=False, distance_only=False,
+                      open_begin=True, open_end=True)
+            ref[i, j] = -res.normalizedDistance
+    ref = (ref - ref.mean(1, keepdims=True)) / ref.std(1, keepdims=True)
+    ours = dtw_score_matrix(queries, docs, DTWConfig(bucket_elements=200))  # several length buckets
+    assert np.allclose(ours, ref, atol=1e-5)
+
+
 def test_dtw_finds_embedded_query_in_synthetic_features():
     gen = torch.Generator().manual_seed(0)
     doc = torch.randn(120, 24, generator=gen)
@@ -113,6 +140,31 @@ def test_dtw_finds_spoken_word_across_two_voices(tmp_path):
     mean, std = feats.mean(0), feats.std(0)
     _, start, end = subsequence_dtw_path(local_distance((query - mean) / std, ((doc - mean) / std)[None])[:, 0])
     assert word_start - 10 <= start and end <= word_end + 10 and end - start > 0.5 * (word_end - word_start)
+
+
+def test_feature_store_on_disk_equals_in_memory(tmp_path):
+    gen = torch.Generator().manual_seed(5)
+    utts = [[torch.randn(n, 6, generator=gen), torch.randn(n, 4, generator=gen)] for n in (5, 9, 3)]
+    mem, disk = FeatureStore(), FeatureStore(tmp_path / "f")
+    for u in utts:
+        mem.add(u)
+        disk.add(u)
+    mem.finish()
+    disk.finish()
+    assert sorted(p.name for p in (tmp_path / "f").iterdir()) == ["layer0.f16", "layer1.f16"]
+    for layer in (0, 1):
+        for i, u in enumerate(utts):
+            assert torch.equal(mem.get(layer, i), disk.get(layer, i))
+            assert torch.allclose(disk.get(layer, i), u[layer], atol=1e-2)  # float16 storage
+        mean, std = disk.layer_stats(layer, [0, 2])
+        ref = torch.cat([disk.get(layer, 0), disk.get(layer, 2)])
+        assert torch.allclose(mean, ref.mean(0), atol=1e-5) and torch.allclose(std, ref.std(0), atol=1e-5)
+    store = FeatureStore()
+    store.add(utts[0])
+    with pytest.raises(DeepwideError, match="upstream returned 1 layers, earlier 2"):
+        store.add(utts[0][:1])
+    with pytest.raises(DeepwideError, match=r"layer 1 features have shape \(5, 5\), expected \(5, 4\)"):
+        store.add([utts[0][0], torch.zeros(5, 5)])
 
 
 # ------------------------------------------------------------------ MTWV
@@ -211,7 +263,8 @@ def test_cli_writes_result_json(quesst_root, tmp_path, capsys):
     ckpt = _tiny_checkpoint(tmp_path / "student.pt")
     out = tmp_path / "superb" / "pred-2x32" / "qbe" / "lr1.0" / "result.json"
     cmd = [sys.executable, "-m", "deepwide.superb.qbe", "qbe", "--upstream", str(ckpt), "--upstream-name", "pred-2x32",
-           "--root", str(quesst_root), "--select-on-dev", "--device", "cpu", "--threads", "1", "--out", str(out)]
+           "--root", str(quesst_root), "--select-on-dev", "--device", "cpu", "--threads", "1", "--feature-cache",
+           "--out", str(out)]
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     assert res.returncode == 0, res.stderr[-2000:]
     rec = json.loads(out.read_text())

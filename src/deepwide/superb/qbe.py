@@ -162,44 +162,51 @@ class FeatureStore:
     """Per-layer features of many utterances, kept as one float16 array per layer.
 
     ``add`` takes the per-layer features of one utterance; ``get(layer, i)`` returns the
-    (frames, dim) float32 tensor of utterance ``i``. With ``directory`` the arrays are
-    memory-mapped files there (full-scale QUESST: about 1 GB per 768-d layer).
+    (frames, dim) float32 tensor of utterance ``i``. With ``directory`` each layer is
+    streamed to a raw float16 file there and memory-mapped (full-scale QUESST: about
+    1 GB per 768-d layer), so the features of all layers need not fit in memory.
     """
 
     def __init__(self, directory: str | Path | None = None):
         self.directory = Path(directory) if directory is not None else None
         self._chunks: list[list[np.ndarray]] = []
+        self._files: list = []
+        self._dims: list[int] = []
         self.lengths: list[int] = []
         self.arrays: list[np.ndarray] = []
         self.offsets = np.zeros(1, dtype=np.int64)
 
     def add(self, feats: Sequence[Tensor]) -> None:
-        if not self._chunks:
+        if not self._dims:
+            self._dims = [int(f.shape[1]) for f in feats]
             self._chunks = [[] for _ in feats]
-        if len(feats) != len(self._chunks):
-            raise DeepwideError(f"upstream returned {len(feats)} layers, earlier {len(self._chunks)}")
+            if self.directory is not None:
+                self.directory.mkdir(parents=True, exist_ok=True)
+                self._files = [open(self.directory / f"layer{k}.f16", "wb") for k in range(len(feats))]
+        if len(feats) != len(self._dims):
+            raise DeepwideError(f"upstream returned {len(feats)} layers, earlier {len(self._dims)}")
         n = int(feats[0].shape[0])
         for k, f in enumerate(feats):
-            if f.shape[0] != n:
-                raise DeepwideError(f"layer {k} has {f.shape[0]} frames, layer 0 {n}")
-            self._chunks[k].append(f.detach().to("cpu", torch.float16).numpy())
+            if tuple(f.shape) != (n, self._dims[k]):
+                raise DeepwideError(f"layer {k} features have shape {tuple(f.shape)}, expected ({n}, {self._dims[k]})")
+            a = f.detach().to("cpu", torch.float16).numpy()
+            if self._files:
+                self._files[k].write(np.ascontiguousarray(a).tobytes())
+            else:
+                self._chunks[k].append(a)
         self.lengths.append(n)
 
     def finish(self) -> "FeatureStore":
         self.offsets = np.concatenate([[0], np.cumsum(self.lengths)]).astype(np.int64)
-        for k, chunks in enumerate(self._chunks):
-            dim = chunks[0].shape[1]
-            if self.directory is not None:
-                self.directory.mkdir(parents=True, exist_ok=True)
-                arr = np.lib.format.open_memmap(self.directory / f"layer{k}.npy", mode="w+", dtype=np.float16,
-                                                shape=(int(self.offsets[-1]), dim))
-                for i, c in enumerate(chunks):
-                    arr[self.offsets[i]:self.offsets[i + 1]] = c
-                arr.flush()
+        total = int(self.offsets[-1])
+        for k, dim in enumerate(self._dims):
+            if self._files:
+                self._files[k].close()
+                arr = np.memmap(self.directory / f"layer{k}.f16", dtype=np.float16, mode="r", shape=(total, dim))
             else:
-                arr = np.concatenate(chunks, axis=0)
+                arr = np.concatenate(self._chunks[k], axis=0)
             self.arrays.append(arr)
-        self._chunks = []
+        self._chunks, self._files = [], []
         return self
 
     @property

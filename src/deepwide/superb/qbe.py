@@ -293,25 +293,42 @@ def subsequence_dtw_path(dist: Tensor) -> tuple[float, int, int]:
 
 
 def local_distance(q: Tensor, docs: Tensor, metric: str = "cosine_exp", minmax: bool = True,
-                   doc_lens: Tensor | None = None) -> Tensor:
-    """(N, B, L) distances between query frames ``q`` (N, D) and padded ``docs`` (B, L, D)."""
-    qn = torch.nn.functional.normalize(q, dim=-1, eps=1e-12)
-    dn = torch.nn.functional.normalize(docs, dim=-1, eps=1e-12)
-    d = 1.0 - torch.einsum("nd,bld->nbl", qn, dn)
-    d = d.clamp(min=0.0, max=2.0)
+                   doc_lens: Tensor | None = None, unit: bool = False) -> Tensor:
+    """(N, B, L) distances between query frames ``q`` (N, D) and padded ``docs`` (B, L, D).
+
+    ``unit``: rows of ``q`` and ``docs`` are already unit vectors. Padding frames
+    (beyond ``doc_lens``) are ignored by the min-max normalisation and set to +inf.
+    """
+    if not unit:
+        q = torch.nn.functional.normalize(q, dim=-1, eps=1e-12)
+        docs = torch.nn.functional.normalize(docs, dim=-1, eps=1e-12)
+    b, length, dim = docs.shape
+    sim = torch.matmul(docs.reshape(b * length, dim), q.T)  # (B*L, N)
+    d = sim.T.reshape(q.shape[0], b, length).neg_().add_(1.0).clamp_(0.0, 2.0)
     if metric == "cosine_exp":
-        d = torch.expm1(d)
+        d = d.expm1_()
     elif metric != "cosine":
         raise DeepwideError(f"QbE distance must be cosine or cosine_exp, got {metric!r}")
+    pad = None
+    if doc_lens is not None:
+        pad = (torch.arange(length, device=d.device)[None, :] >= doc_lens.to(d.device)[:, None])[None]
     if minmax:
-        if doc_lens is not None:
-            pad = (torch.arange(d.shape[-1], device=d.device)[None, :] >= doc_lens.to(d.device)[:, None])[None]
+        if pad is not None:
             lo = d.masked_fill(pad, math.inf).amin(-1, keepdim=True)
             hi = d.masked_fill(pad, -math.inf).amax(-1, keepdim=True)
         else:
             lo, hi = d.amin(-1, keepdim=True), d.amax(-1, keepdim=True)
-        d = (d - lo) / (hi - lo).clamp(min=1e-9)
+        d = d.sub_(lo).div_((hi - lo).clamp_(min=1e-9))
+    if pad is not None:
+        d = d.masked_fill_(pad, math.inf)
     return d
+
+
+def _edge_padded(feats: Sequence[Tensor]) -> Tensor:
+    """(B, L, D) with each sequence padded by repeating its first frame: padding then never
+    changes a row's min or max distance, so the min-max needs no mask."""
+    length = max(f.shape[0] for f in feats)
+    return torch.stack([torch.cat([f, f[:1].expand(length - f.shape[0], -1)]) for f in feats])
 
 
 @dataclass
@@ -352,8 +369,8 @@ def dtw_score_matrix(queries: Sequence[Tensor], docs: Sequence[Tensor], cfg: DTW
     cfg = cfg or DTWConfig()
     device = torch.device(device)
     if cfg.normalize == "global" and (mean is None or std is None):
-        allf = torch.cat([*queries, *docs]).double()
-        mean, std = allf.mean(0).float(), allf.std(0).float().clamp(min=1e-9)
+        std, mean = torch.std_mean(torch.cat([*queries, *docs]).float(), dim=0)
+        std = std.clamp(min=1e-9)
     if mean is not None:
         mean, std = mean.to(device), std.to(device)
     dq = [_standardise(q.to(device).float(), cfg.normalize, mean, std) for q in queries]
@@ -373,15 +390,18 @@ def dtw_score_matrix(queries: Sequence[Tensor], docs: Sequence[Tensor], cfg: DTW
         buckets.append(cur)
     del cur_len
     padded = []
-    for idx in buckets:
+    for idx in buckets:  # unit-length frames, edge-padded, with the padding mask, made once
         lens = torch.tensor([dd[i].shape[0] for i in idx], device=device)
-        padded.append((idx, lens, torch.nn.utils.rnn.pad_sequence([dd[i] for i in idx], batch_first=True)))
+        block = torch.nn.functional.normalize(_edge_padded([dd[i] for i in idx]), dim=-1, eps=1e-12)
+        pad = (torch.arange(block.shape[1], device=device)[None, :] >= lens[:, None])[None]
+        padded.append((idx, pad, block))
     for qi, q in enumerate(tqdm(dq, desc="DTW", mininterval=10, disable=not progress)):
         if q.shape[0] < cfg.min_query_frames:
             continue  # too short to match: score 0 for every document (as s3prl)
-        for idx, lens, block in padded:
-            dist = local_distance(q, block, cfg.metric, cfg.minmax, lens)
-            cost, _ = subsequence_dtw(dist, lens)
+        qn = torch.nn.functional.normalize(q, dim=-1, eps=1e-12)
+        for idx, pad, block in padded:
+            dist = local_distance(qn, block, cfg.metric, cfg.minmax, unit=True)
+            cost, _ = subsequence_dtw(dist.masked_fill_(pad, math.inf))
             scores[qi, idx] = -cost.double().cpu().numpy()
     if cfg.znorm:
         mu = scores.mean(axis=1, keepdims=True)

@@ -11,6 +11,8 @@ import torch
 
 from deepwide.corpus.prepare import write_manifests
 from deepwide.corpus.real_extra import (
+    extra_config,
+    main,
     manifest_splits_extra,
     prepare_extra,
     prepare_librimix,
@@ -178,3 +180,35 @@ def test_snips_bad_label_file(tmp_path):
         prepare_snips(root)
     with pytest.raises(DeepwideError, match="unknown corpus 'timit'"):
         prepare_extra("timit", root, {})
+
+
+# ------------------------------------------------------------------ CLI hook
+def test_prepare_extra_cli_writes_manifests_and_sd_dirs(librimix_base, tmp_path, capsys):
+    import json
+
+    out, sd = tmp_path / "m", tmp_path / "sd"
+    cfg = json.dumps({"rttm_dir": str(librimix_base / "metadata" / "LibriSpeech"), "max_reject_share": 0.5})
+    rc = main(["prepare-extra", "--corpus", "librimix", "--root", str(librimix_base), "--config-json", cfg,
+               "--out-dir", str(out), "--sd-data-dir", str(sd)])
+    assert rc == 0
+    counts = json.loads(capsys.readouterr().out)
+    assert counts["train"] == 1 and counts["sd_segments"] == {"train": 2, "dev": 2, "test": 2}
+    assert sorted(p.name for p in (sd / "dev").iterdir()) == ["reco2dur", "rttm", "segments", "spk2utt", "utt2spk", "wav.scp"]
+    assert len(pd.read_csv(out / "rejects.tsv", sep="\t")) == 1
+    # the default reject share (1 %) fails on 1 bad mixture of 4, keeping rejects.tsv
+    assert main(["prepare-extra", "--corpus", "librimix", "--root", str(librimix_base), "--out-dir", str(tmp_path / "m2")]) == 2
+    assert "1 of 4 audio files rejected" in capsys.readouterr().err and (tmp_path / "m2" / "rejects.tsv").is_file()
+    assert main(["prepare-extra", "--corpus", "snips", "--root", str(tmp_path), "--config-json", '{"mode": "max"}',
+                 "--out-dir", str(tmp_path / "m3")]) == 2
+    assert "corpus.snips.mode: unknown key" in capsys.readouterr().err
+
+
+def test_extra_config_defaults_and_types():
+    assert extra_config("quesst14", {}) == {"root": None, "languages": ["nnenglish"], "max_reject_share": 0.01}
+    assert extra_config("quesst14", {"languages": None})["languages"] is None
+    with pytest.raises(DeepwideError, match=r"corpus.librimix.mode: must be max or min"):
+        extra_config("librimix", {"mode": "both"})
+    with pytest.raises(DeepwideError, match=r"corpus.snips.speakers: must map train, valid and test"):
+        extra_config("snips", {"speakers": {"train": ["Ivy"]}})
+    with pytest.raises(DeepwideError, match=r"corpus.quesst14.max_reject_share: must be a number"):
+        extra_config("quesst14", {"max_reject_share": 2})

@@ -430,3 +430,87 @@ def prepare_extra(corpus: str, root: str | Path, cfg: dict, jobs: int = 1) -> Pr
     if corpus == "snips":
         return prepare_snips(root, cfg.get("speakers"), jobs)
     raise DeepwideError(f"unknown corpus {corpus!r} (expected one of {', '.join(EXTRA_CORPORA)})")
+
+
+# ------------------------------------------------------------------ config and CLI hook
+EXTRA_DEFAULTS = {
+    "quesst14": {"root": None, "languages": ["nnenglish"], "max_reject_share": 0.01},
+    "librimix": {"root": None, "mode": "max", "rttm_dir": None, "max_reject_share": 0.01},
+    "snips": {"root": None, "speakers": None, "max_reject_share": 0.01},
+}
+
+
+def extra_config(corpus: str, cfg: dict) -> dict:
+    """The ``corpus.<name>`` section of an extra corpus with defaults filled; unknown keys
+    and wrong types fail naming the dotted key (until the corpus schema carries them)."""
+    if corpus not in EXTRA_DEFAULTS:
+        raise DeepwideError(f"unknown corpus {corpus!r} (expected one of {', '.join(EXTRA_CORPORA)})")
+    out = dict(EXTRA_DEFAULTS[corpus])
+    for key, value in cfg.items():
+        where = f"corpus.{corpus}.{key}"
+        if key not in out:
+            raise DeepwideError(f"{where}: unknown key (allowed: {', '.join(sorted(out))})")
+        if key == "max_reject_share" and not (isinstance(value, (int, float)) and 0 <= value <= 1):
+            raise DeepwideError(f"{where}: must be a number in [0, 1], got {value!r}")
+        if key == "mode" and value not in ("max", "min"):
+            raise DeepwideError(f"{where}: must be max or min, got {value!r}")
+        if key == "languages" and value is not None and not (isinstance(value, list) and value and all(isinstance(v, str) for v in value)):
+            raise DeepwideError(f"{where}: must be a non-empty list of language keys (e.g. [nnenglish]) or null, got {value!r}")
+        if key == "speakers" and value is not None and not (
+                isinstance(value, dict) and set(value) == {"train", "valid", "test"} and all(isinstance(v, list) for v in value.values())):
+            raise DeepwideError(f"{where}: must map train, valid and test to lists of speaker names, got {value!r}")
+        if key in ("root", "rttm_dir") and value is not None and not isinstance(value, str):
+            raise DeepwideError(f"{where}: must be a path or null, got {value!r}")
+        out[key] = value
+    return out
+
+
+def cmd_prepare_extra(args) -> int:
+    import json
+
+    from deepwide.corpus.prepare import write_manifests
+
+    try:
+        cfg = extra_config(args.corpus, json.loads(args.config_json))
+    except json.JSONDecodeError as err:
+        raise DeepwideError(f"--config-json is not valid JSON: {err}") from None
+    prepared = prepare_extra(args.corpus, args.root, cfg, max(1, args.jobs))
+    counts = write_manifests(args.corpus, prepared, args.out_dir, manifest_splits_extra(args.corpus), cfg["max_reject_share"])
+    if args.sd_data_dir:
+        if args.corpus != "librimix":
+            raise DeepwideError("--sd-data-dir is for --corpus librimix only")
+        counts["sd_segments"] = write_sd_kaldi_dirs(prepared.tables["segments"], args.sd_data_dir)
+    print(json.dumps(counts, sort_keys=True))
+    return 0
+
+
+def register_extra(cmds) -> None:
+    """Add ``prepare-extra`` to the corpus stage's subparsers (``python -m deepwide corpus prepare-extra``)."""
+    q = cmds.add_parser("prepare-extra", help="QUESST14, LibriMix or SNIPS root -> Parquet manifests (+ SD Kaldi dirs)")
+    q.add_argument("--corpus", required=True, choices=EXTRA_CORPORA)
+    q.add_argument("--config-json", default="{}", help="the corpus.NAME section as JSON (languages / mode, rttm_dir / speakers, max_reject_share)")
+    q.add_argument("--root", required=True)
+    q.add_argument("--out-dir", required=True, help="folder for {split}.parquet and rejects.tsv")
+    q.add_argument("--sd-data-dir", default=None, help="librimix: also write s3prl SuperbSD's Kaldi dirs (train/dev/test) here")
+    q.add_argument("--jobs", type=int, default=1)
+    q.set_defaults(func=cmd_prepare_extra)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Standalone entry (``python -m deepwide.corpus.real_extra prepare-extra ...``) with the CLI's error handling."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="deepwide.corpus.real_extra")
+    register_extra(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except DeepwideError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -338,7 +338,7 @@ class DTWConfig:
     minmax: bool = True
     min_query_frames: int = MIN_QUERY_FRAMES
     znorm: bool = True
-    bucket_elements: int = 1 << 22  # query-frames x doc-frames per step block (memory bound)
+    bucket_elements: int | None = None  # query x doc frames per block; None: 4M on CPU, 64M on CUDA
 
     def __post_init__(self):
         if self.normalize not in ("global", "utterance", "none"):
@@ -375,20 +375,19 @@ def dtw_score_matrix(queries: Sequence[Tensor], docs: Sequence[Tensor], cfg: DTW
         mean, std = mean.to(device), std.to(device)
     dq = [_standardise(q.to(device).float(), cfg.normalize, mean, std) for q in queries]
     dd = [_standardise(d.to(device).float(), cfg.normalize, mean, std) for d in docs]
+    budget = cfg.bucket_elements or (1 << 26 if device.type == "cuda" else 1 << 22)
     order = sorted(range(len(dd)), key=lambda i: dd[i].shape[0])
     scores = np.zeros((len(dq), len(dd)), dtype=np.float64)
     max_q = max((q.shape[0] for q in dq), default=1)
-    buckets, cur, cur_len = [], [], 0
+    buckets, cur = [], []
     for i in order:  # docs sorted by length: a bucket holds B docs of length <= L with N*B*L bounded
         length = dd[i].shape[0]
-        if cur and max_q * (len(cur) + 1) * length > cfg.bucket_elements:
+        if cur and max_q * (len(cur) + 1) * length > budget:
             buckets.append(cur)
             cur = []
         cur.append(i)
-        cur_len = length
     if cur:
         buckets.append(cur)
-    del cur_len
     padded = []
     for idx in buckets:  # unit-length frames, edge-padded, with the padding mask, made once
         lens = torch.tensor([dd[i].shape[0] for i in idx], device=device)

@@ -179,7 +179,8 @@ def snips_tree(base: Path) -> Path:
     """``base/SNIPS`` with all.iob.snips.txt and {train,valid,test} wav folders.
 
     Extra files: a train speaker outside s3prl's lists (skipped, as s3prl does), a wav with
-    no label line, a label line whose IOB count mismatches, and an 8 kHz file (rejected).
+    no label line, a label line whose IOB count mismatches, a stereo file (all rejected)
+    and an 8 kHz file (kept).
     """
     root = base / "SNIPS"
     lines = []
@@ -192,8 +193,13 @@ def snips_tree(base: Path) -> Path:
     say("no label here", "en-us", root / "train" / "Joey-snips-train-7.wav")  # no label line
     say("two words", "en-us", root / "train" / "Joey-snips-train-8.wav")
     lines.append("Joey-snips-train-8 BOS two words EOS\tO O PlayMusic")  # 2 words, 1 tag
-    say("slow rate", "en-us", root / "test" / "Emma-snips-test-3.wav", rate=8000)
-    lines.append("Emma-snips-test-3 BOS slow rate EOS\tO O O GetWeather")
+    say("slow rate", "en-us", root / "test" / "Emma-snips-test-3.wav", rate=8000)  # kept: s3prl resamples
+    lines.append("Emma-snips-test-3 BOS slow rate EOS\tO O B-timeRange GetWeather")
+    stereo = root / "test" / "Emma-snips-test-4.wav"
+    say("two channels", "en-us", stereo)
+    mono, sr = sf.read(stereo, dtype="float32")
+    sf.write(stereo, np.stack([mono, mono], axis=1), sr, subtype="PCM_16")
+    lines.append("Emma-snips-test-4 BOS two channels EOS\tO O O GetWeather")
     (root / "all.iob.snips.txt").write_text("\n".join(lines) + "\n")
     return root
 

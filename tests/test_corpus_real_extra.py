@@ -146,11 +146,12 @@ def test_snips_real_layout_matches_s3prl(tmp_path):
     for r in p.records:
         ids[r["split"]].append(r["id"])
     assert ids == {"train": ["Ivy-snips-train-0", "Ivy-snips-train-1"], "valid": ["Aditi-snips-valid-0"],
-                   "test": ["Brian-snips-test-0"]}
+                   "test": ["Brian-snips-test-0", "Emma-snips-test-3"]}
     r = reasons(p)
     assert r["Joey-snips-train-7.wav"] == "no line in all.iob.snips.txt"
     assert r["Joey-snips-train-8.wav"].startswith("label: 2 words but 1 IOB tags")
-    assert r["Emma-snips-test-3.wav"] == "sample rate 8000 Hz, expected 16000"
+    assert r["Emma-snips-test-4.wav"] == "2 channels, expected mono"
+    assert next(x for x in p.records if x["id"] == "Emma-snips-test-3")["sample_rate"] == 8000
     assert "Zed-snips-train-5.wav" not in r  # speaker outside the split's list: skipped, as s3prl does
     rec = next(x for x in p.records if x["id"] == "Ivy-snips-train-1")
     assert (rec["text"], rec["iob"], rec["intent"]) == ("book a table in paris", "O O O O B-city", "BookRestaurant")
@@ -164,10 +165,10 @@ def test_snips_real_layout_matches_s3prl(tmp_path):
         assert Path(t["wav_path"]).resolve() == Path(x["path"])
 
     counts = write_manifests("snips", p, tmp_path / "m", manifest_splits_extra("snips"), max_reject_share=0.5)
-    assert counts == {"train": 2, "valid": 1, "test": 1}
+    assert counts == {"train": 2, "valid": 1, "test": 2}
     df = pd.read_parquet(tmp_path / "m" / "train.parquet")
     assert {"iob", "intent", "phones"} <= set(df.columns) and df.phones.str.len().min() > 0
-    with pytest.raises(DeepwideError, match="corpus snips: 3 of 7 audio files rejected"):
+    with pytest.raises(DeepwideError, match="corpus snips: 3 of 8 audio files rejected"):
         write_manifests("snips", p, tmp_path / "m2", manifest_splits_extra("snips"), max_reject_share=0.1)
 
 

@@ -19,7 +19,8 @@ One pure ``prepare_<corpus>(root, ...) -> Prepared`` per corpus, in the style of
   s3prl's ``SuperbSD`` reads as ``prepare_data.data_dir``.
 - ``prepare_snips``: SUPERB's Audio SNIPS (``all.iob.snips.txt`` + ``train/valid/test``
   wav folders, files ``{speaker}-snips-{split}-{n}.wav``), speakers per split as in s3prl's
-  ``SuperbSF``; text, IOB slot tags and intent per utterance.
+  ``SuperbSF``; text, IOB slot tags and intent per utterance; any sample rate (s3prl's
+  loader resamples), mono.
 """
 
 from __future__ import annotations
@@ -378,7 +379,8 @@ def prepare_snips(root: str | Path, speakers: dict[str, list[str]] | None = None
 
     Like s3prl's corpus reader, a split keeps the files of its speakers (``speakers``,
     default s3prl's SuperbSF lists); files of other speakers are skipped. Columns beyond
-    the base ones: iob (slot tags, one per word), intent.
+    the base ones: iob (slot tags, one per word), intent. Audio at any sample rate is
+    kept (s3prl's SF loader resamples to 16 kHz with librosa); it must be mono.
     """
     root = _require_dir(Path(root), "SNIPS root")
     labels, bad = _snips_labels(_require_file(root / "all.iob.snips.txt", "SNIPS all.iob.snips.txt"))
@@ -398,7 +400,7 @@ def prepare_snips(root: str | Path, speakers: dict[str, list[str]] | None = None
                 rejects.append(dict(id=uid, path=str(wav), split=split, reason="no line in all.iob.snips.txt"))
             else:
                 cands.append(dict(id=uid, path=wav, split=split, speaker=spk, **labels[uid]))
-    out = _check_all(cands, jobs, "SNIPS")
+    out = _check_all_any_rate(cands, jobs)  # any rate: s3prl's LoadAudio resamples to 16 kHz
     out.rejects += rejects
     return out
 

@@ -23,13 +23,20 @@ SUPERB's recipe (s3prl ``quesst14_dtw``), followed here with our own code:
   thresholds, averaging over every term of the tlist that occurs in the rttm (trials
   that were not scored, e.g. non-English queries, count as never detected, as the
   official scorer does with its default score). ``beta`` defaults to 999.9 (NIST STD
-  2006: C/V = 0.1, P_target = 1e-4). A NIST ``stdlist.xml`` is written beside the
-  result so the official MediaEval scorer can re-score it.
+  2006: C/V = 0.1, P_target = 1e-4); the MediaEval QUESST scorer's own cost setting
+  was not verifiable offline, so the NIST ``stdlist.xml`` files written beside the
+  result can be re-scored with the dataset's ``scoring/score-TWV-Cnxe.sh DIR
+  groundtruth_quesst14_eval -10`` (Java) for numbers comparable with published ones.
 - layer choice: a given layer, or the layer with the best dev MTWV (``select_on_dev``);
   the test score is the eval-query MTWV at that layer.
 
 The DTW runs vectorised over documents and document frames (one tensor step per query
-frame, documents bucketed by length), on CUDA when available.
+frame, documents bucketed by length), on CUDA when available; tests check it against
+dtw-python (the library s3prl's recipe calls) with SUPERB's settings.
+
+CLI: :func:`register_qbe` adds ``qbe`` to a stage's subparsers (``python -m deepwide
+superb qbe --upstream CKPT --root QUESST_ROOT --layer L|--select-on-dev --out
+.../result.json``); ``python -m deepwide.superb.qbe qbe ...`` runs it standalone.
 """
 
 from __future__ import annotations

@@ -561,6 +561,9 @@ def run_qbe(upstream, data: QbEData, layer: int | None = None, select_on_dev: bo
     if (layer is None) == (not select_on_dev):
         raise DeepwideError("QbE: give either a layer or select_on_dev, not both or neither")
     extractor = make_extractor(upstream, device)
+    known = getattr(extractor, "num_layers", None)  # checkpoints know their depth: fail before extracting
+    if layer is not None and known is not None and not 0 <= layer < known:
+        raise DeepwideError(f"QbE: layer {layer} out of range: the upstream has {known} hidden states (0..{known - 1})")
     items = list(data.docs) + data.queries["dev"] + data.queries["eval"]
     t0 = time.time()
     store = extract_features(extractor, [p for _, p in items], feature_dir)

@@ -208,6 +208,9 @@ class LocalSlurm:
         return proc
 
     def _start(self) -> None:
+        # unix sockets (munge, MariaDB) live under root: their paths must stay < 108 bytes
+        if len(str(self.root)) > 70:
+            raise SlurmUnavailable(f"state folder path too long for unix sockets (keep it under 70 characters): {self.root}")
         if self.root.exists():
             shutil.rmtree(self.root)
         r = self.root
@@ -316,6 +319,8 @@ GresTypes=gpu
 ReturnToService=2
 MinJobAge=300
 KillWait=5
+# the node may promise more CPUs than the machine has (test jobs mostly wait)
+SlurmdParameters=config_overrides
 InactiveLimit=0
 NodeName={self.node} NodeAddr=127.0.0.1 CPUs={self.cpus} RealMemory={self.mem_mb} Gres=gpu:{self.gpus} State=UNKNOWN
 PartitionName={PARTITIONS[0]} Nodes={self.node} Default=YES MaxTime=INFINITE State=UP

@@ -180,6 +180,8 @@ class LocalSlurm:
                     proc.wait(timeout=10)
         self.procs.clear()
         self._kill_own_stepds()
+        # the database (~120 MB) is of no use once its server is gone; logs and configs stay
+        shutil.rmtree(self.root / "db", ignore_errors=True)
 
     def __enter__(self) -> "LocalSlurm":
         return self.start()

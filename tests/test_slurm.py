@@ -21,8 +21,10 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -62,6 +64,10 @@ def _env(base: dict | None = None) -> dict:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     root = tmp_path_factory.mktemp("slurm") / "cluster"
+    short = None
+    if len(str(root)) > 70:  # unix socket paths are short; a long TMPDIR gets a /tmp folder
+        short = Path(tempfile.mkdtemp(prefix="dwslurm-", dir="/tmp"))
+        root = short / "cluster"
     try:
         # 4 CPUs on a 2-core box: the jobs mostly start Python and wait
         c = LocalSlurm(root, cpus=4).start()
@@ -73,6 +79,8 @@ def cluster(tmp_path_factory):
         yield c
     finally:
         c.stop()
+        if short is not None:
+            shutil.rmtree(short, ignore_errors=True)
 
 
 class Requeuer(threading.Thread):

@@ -134,18 +134,19 @@ def _start(cmd: list[str], env: dict, log: Path) -> subprocess.Popen:
         return subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, text=True)
 
 
-def _jobs_from_log(text: str) -> dict[str, dict]:
-    """SLURM job id -> {rule, resources} from a snakemake log of a cluster run."""
+def _jobs_from_log(text: str) -> tuple[dict[str, dict], dict[str, dict]]:
+    """(SLURM job id -> {rule, resources}, snakemake job id -> {rule, resources, local}) from
+    the log of a cluster run."""
     blocks = {}
-    for m in re.finditer(r"^(?:local)?rule (\S+):\n((?:    .*\n)+)", text, re.M):
-        fields = dict(re.findall(r"^    (\w+): (.*)$", m.group(2), re.M))
+    for m in re.finditer(r"^(local)?rule (\S+):\n((?:    .*\n)+)", text, re.M):
+        fields = dict(re.findall(r"^    (\w+): (.*)$", m.group(3), re.M))
         if "jobid" in fields:
             res = dict(kv.split("=", 1) for kv in fields.get("resources", "").split(", ") if "=" in kv)
-            blocks[fields["jobid"]] = {"rule": m.group(1), "resources": res}
-    out = {}
+            blocks[fields["jobid"]] = {"rule": m.group(2), "resources": res, "local": bool(m.group(1))}
+    submitted = {}
     for jobid, slurm_id in re.findall(r"Job (\d+) has been submitted with SLURM jobid (\d+)", text):
-        out[slurm_id] = blocks[jobid]
-    return out
+        submitted[slurm_id] = blocks[jobid]
+    return submitted, blocks
 
 
 @pytest.fixture(scope="module")
@@ -195,7 +196,8 @@ def runs(cluster, tmp_path_factory):
     out = {"base": base, "logs": logs, "requeuer": requeuer, "dup_rows": dup_rows, "walls": walls}
     for name in ("toy_slurm", "smoke_slurm"):
         uuid = re.search(r"SLURM run ID: (\S+)", logs[name]).group(1)
-        out[name] = {"rows": [r for r in rows if r["JobName"] == uuid], "jobs": _jobs_from_log(logs[name])}
+        jobs, blocks = _jobs_from_log(logs[name])
+        out[name] = {"rows": [r for r in rows if r["JobName"] == uuid], "jobs": jobs, "blocks": blocks}
     by_rule = {out["toy_slurm"]["jobs"][r["JobIDRaw"]]["rule"]: r for r in out["toy_slurm"]["rows"]}
     out["toy_slurm"]["by_rule"] = by_rule
     print("\nwall seconds (all started together):", walls)
@@ -218,9 +220,11 @@ def _check_submitted(run: dict, log: str):
         assert f"-A {ACCOUNT}" in line and r["Account"] == ACCOUNT, (rule, r)
         assert f"-p {PARTITIONS[1]}" in line and r["Partition"] == PARTITIONS[1], (rule, r)
         assert "--requeue" in line, (rule, line)
-    # nothing but `rule all` ran outside SLURM
-    local_rules = set(re.findall(r"^localrule (\S+):", log, re.M))
-    assert local_rules <= {"all"}, local_rules
+    # every job of the DAG went to SLURM, except the rules the workflow marks local (`all`)
+    remote = [b for b in run["blocks"].values() if not b["local"]]
+    assert len(remote) == len(jobs), (remote, jobs)
+    total = int(re.search(r"^total\s+(\d+)$", log, re.M).group(1))
+    assert total == len(run["blocks"]), (total, run["blocks"])
 
 
 def _check_gpu_requests(run: dict):

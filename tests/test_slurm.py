@@ -6,9 +6,12 @@ side by side (both mostly wait on SLURM status polls):
 
 - the pipeline itself on workflow/configs/smoke.yaml (every rule main has), compared with a
   local run of the same config;
-- tests/slurm_workflow (CPU rule -> resumable GPU training rule -> CPU rule): while its
-  training job runs, `scontrol requeue` kills and requeues it; it must resume from its
-  checkpoint and end with the weights of an uninterrupted local run.
+- tests/slurm_workflow (CPU rule -> resumable GPU training rule -> CPU rule, its requests
+  from the config's `resources` section): while its training job runs, `scontrol requeue`
+  kills and requeues it; it must resume from its checkpoint and end with the weights of an
+  uninterrupted local run.
+- once workflow/rules/distill.smk exists (distill stage merged), the pipeline run is kept
+  to one corpus and one 400-step student, and that real distillation job is requeued too.
 
 The checks read SLURM's own accounting (sacct: SubmitLine, ReqTRES, requeue records).
 Needs root (slurmd) and Debian's slurm/munge/mariadb packages, which the harness installs
@@ -47,6 +50,17 @@ FAST_POLL = ["--slurm-init-seconds-before-status-checks", "1", "--latency-wait",
 # corpus.smk sizes `threads` from workflow.cores, which snakemake leaves undefined on a
 # cluster unless --cores is given; one thread per job also fits the 4-CPU test node
 PIPELINE_CORES = ["--cores", "4", "--max-threads", "1"]
+
+# Once the distill stage is in the pipeline, its real trainer is requeued too. The overlay
+# keeps that run small (one corpus, one student) and the student's job long enough to be
+# caught mid-run; the same overlay goes to the local reference run.
+HAS_DISTILL = (REPO / "workflow" / "rules" / "distill.smk").is_file()
+DISTILL_OVERLAY = {
+    "corpus": {name: {"enabled": False} for name in ("voxceleb1", "speech_commands", "fluent_speech_commands", "iemocap")},
+    "distill": {"methods": ["pred"], "students": {"shapes": [{"depth": 1, "width": 32, "ffn": 64, "heads": 2}]},
+                "train": {"steps": 400, "checkpoint_every": 50, "log_every": 10}},
+}
+DISTILL_LOG = Path("results/smoke/logs/distill/pred/1x32f64h2.log")
 
 pytestmark = pytest.mark.slow
 
@@ -157,11 +171,16 @@ def runs(cluster, tmp_path_factory):
     env_slurm.update(SBATCH_ACCOUNT=ACCOUNT, SBATCH_PARTITION=PARTITIONS[1])
     toy_cfg = ["--config", f"steps={STEPS}", f"every={EVERY}"]
     smoke_cfg = ["--configfile", str(SMOKE)]
+    if HAS_DISTILL:
+        overlay = base / "distill_overlay.yaml"
+        overlay.write_text(json.dumps(DISTILL_OVERLAY))  # JSON is YAML
+        smoke_cfg.append(str(overlay))
     procs = {
         "toy_local": _start([*SNAKEMAKE, "-s", str(TOY), "-d", str(base / "toy_local"), "--cores", "1", *toy_cfg],
                             env_local, base / "toy_local.out"),
+        # same threads per job as on SLURM: trainers are bit-reproducible only at equal thread counts
         "smoke_local": _start([*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(base / "smoke_local"),
-                               "--cores", "2", *smoke_cfg], env_local, base / "smoke_local.out"),
+                               *PIPELINE_CORES, *smoke_cfg], env_local, base / "smoke_local.out"),
         "toy_slurm": _start([*SNAKEMAKE, "--profile", str(PROFILE), "-s", str(TOY), "-d", str(base / "toy_slurm"),
                              *toy_cfg, "step_sleep=0.25", *FAST_POLL], env_slurm, base / "toy_slurm.out"),
         "smoke_slurm": _start([*SNAKEMAKE, "--profile", str(PROFILE), "-s", str(REPO / "Snakefile"),
@@ -170,6 +189,10 @@ def runs(cluster, tmp_path_factory):
     }
     requeuer = Requeuer(cluster, "train", base / "toy_slurm" / "logs" / "train.log", "checkpoint saved at step")
     requeuer.start()
+    distill_requeuer = None
+    if HAS_DISTILL:
+        distill_requeuer = Requeuer(cluster, "distill", base / "smoke_slurm" / DISTILL_LOG, "step 50/400 ", timeout=320)
+        distill_requeuer.start()
     t0 = time.monotonic()
     walls = {}
     try:
@@ -185,15 +208,18 @@ def runs(cluster, tmp_path_factory):
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-        requeuer.stop_event.set()
-        requeuer.join(timeout=10)
+        for rq in (requeuer, distill_requeuer):
+            if rq is not None:
+                rq.stop_event.set()
+                rq.join(timeout=10)
     logs = {name: (base / f"{name}.out").read_text() for name in procs}
     for name, proc in procs.items():
         assert proc.returncode == 0, f"{name} failed (rc {proc.returncode}):\n{logs[name][-6000:]}"
 
     rows = cluster.sacct("-X")
     dup_rows = cluster.sacct("-X", "--duplicates")
-    out = {"base": base, "logs": logs, "requeuer": requeuer, "dup_rows": dup_rows, "walls": walls}
+    out = {"base": base, "logs": logs, "requeuer": requeuer, "distill_requeuer": distill_requeuer,
+           "dup_rows": dup_rows, "walls": walls}
     for name in ("toy_slurm", "smoke_slurm"):
         uuid = re.search(r"SLURM run ID: (\S+)", logs[name]).group(1)
         jobs, blocks = _jobs_from_log(logs[name])
@@ -248,7 +274,20 @@ def test_pipeline_gpu_request_only_on_gpu_rules(runs):
 
 
 def _normalized(path: Path, root: Path):
-    """File content with this run's absolute results path replaced (manifests hold absolute paths)."""
+    """What must match between a local and a SLURM run, or None when the file is not compared.
+
+    Corpora and manifests: their content, with this run's absolute path replaced (manifests
+    hold absolute paths). Model checkpoints (teacher, students): their weights. The rest
+    (training curves, info.json, work files) holds wall times and is only checked to exist.
+    """
+    parts = path.relative_to(root).parts
+    if path.suffix == ".pt":
+        blob = torch.load(path, map_location="cpu", weights_only=False)
+        if isinstance(blob, dict) and str(blob.get("format", "")).startswith("deepwide-encoder"):
+            return {"arch": blob["arch"], "state_dict": blob["state_dict"]}
+        return None
+    if "corpora" not in parts and "manifests" not in parts and "data" not in parts:
+        return None
     if path.suffix == ".parquet":
         df = pd.read_parquet(path)
         for col in df.columns:
@@ -259,19 +298,33 @@ def _normalized(path: Path, root: Path):
     return hashlib.sha256(data.replace(str(root).encode(), b"<RUN>")).hexdigest()
 
 
-def test_pipeline_outputs_equal_local_run(runs):
-    local, remote = runs["base"] / "smoke_local", runs["base"] / "smoke_slurm"
-    files = {p.relative_to(remote) for p in remote.rglob("*") if p.is_file()
-             and ".snakemake" not in p.parts and "logs" not in p.parts}
-    files_local = {p.relative_to(local) for p in local.rglob("*") if p.is_file()
-                   and ".snakemake" not in p.parts and "logs" not in p.parts}
-    assert files == files_local and files
+def _assert_same_outputs(local: Path, remote: Path) -> int:
+    def outputs(d):
+        return {p.relative_to(d) for p in d.rglob("*") if p.is_file() and ".snakemake" not in p.parts
+                and "logs" not in p.parts and "resume" not in p.parts}
+
+    files = outputs(remote)
+    assert files and files == outputs(local), sorted(files ^ outputs(local))
+    compared = 0
     for rel in sorted(files):
         a, b = _normalized(local / rel, local.resolve()), _normalized(remote / rel, remote.resolve())
+        if a is None:
+            continue
+        compared += 1
         if isinstance(a, pd.DataFrame):
             pd.testing.assert_frame_equal(a, b, obj=str(rel))
+        elif isinstance(a, dict):
+            assert a["arch"] == b["arch"] and a["state_dict"].keys() == b["state_dict"].keys(), rel
+            for key, value in a["state_dict"].items():
+                assert torch.equal(value, b["state_dict"][key]), f"{rel}: weight {key} differs"
         else:
             assert a == b, f"{rel} differs between the local and the SLURM run"
+    return compared
+
+
+def test_pipeline_outputs_equal_local_run(runs):
+    compared = _assert_same_outputs(runs["base"] / "smoke_local", runs["base"] / "smoke_slurm")
+    assert compared > 0
 
 
 def test_toy_jobs_all_submitted_with_sbatch(runs):
@@ -298,6 +351,7 @@ def test_toy_gpu_request_only_on_gpu_rules(runs, repo_root):
 
 def test_toy_outputs_equal_local_run(runs):
     local, remote = runs["base"] / "toy_local", runs["base"] / "toy_slurm"
+    assert _assert_same_outputs(local, remote) == 2  # data/wavs.npy, model/student.pt
     assert (remote / "data" / "wavs.npy").read_bytes() == (local / "data" / "wavs.npy").read_bytes()
     assert json.loads((remote / "summary.json").read_text()) == json.loads((local / "summary.json").read_text())
     a = torch.load(local / "model" / "student.pt", weights_only=False)
@@ -332,3 +386,21 @@ def test_requeued_training_resumes_from_checkpoint(runs):
     assert "starting at step 0" not in after, "the requeued job restarted from scratch"
     assert f"step {step + 1}/{STEPS} " in after and f"step {step}/{STEPS} " not in after, after
     assert f"finished {STEPS} steps" in after
+
+
+@pytest.mark.skipif(not HAS_DISTILL, reason="the pipeline has no distill stage yet (workflow/rules/distill.smk)")
+def test_requeued_distill_resumes_from_checkpoint(runs):
+    """The real trainer: SIGTERM from the requeue saves its state, the rerun resumes there,
+    and the student's weights equal the uninterrupted local run's (test_pipeline_outputs...)."""
+    rq = runs["distill_requeuer"]
+    assert rq.error is None, rq.error
+    records = [r for r in runs["dup_rows"] if r["JobIDRaw"] == rq.jobid]
+    assert [r["State"] for r in records] == ["REQUEUED", "COMPLETED"], records
+    text = (runs["base"] / "smoke_slurm" / DISTILL_LOG).read_text()
+    steps = lambda t: [l for l in t.splitlines() if re.search(r"step \d+/\d+ |resumed from|signal|done:", l)]
+    print("\ndistill log when `scontrol requeue` was sent:\n" + "\n".join(steps(rq.log_before)))
+    print("distill log after the run:\n" + "\n".join(steps(text)))
+    assert "step 50/400 " in rq.log_before
+    resumed = [int(s) for s in re.findall(r"resumed from \S+ at step (\d+)", text)]
+    assert len(resumed) == 1 and resumed[0] >= 50, text
+    assert "done:" in text and "starting from step 0" not in text

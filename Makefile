@@ -14,7 +14,7 @@ CONFIG ?= config.yaml
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.cache/numba
 export MPLBACKEND ?= Agg
 
-.PHONY: setup sysdeps run test clean-results
+.PHONY: setup sysdeps run test clean-results install-profile
 
 setup: sysdeps $(STAMP)
 
@@ -47,6 +47,18 @@ run: setup
 
 test: setup
 	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+
+# `snakemake --profile slurm` from anywhere: link the repository's SLURM profile into the
+# user's snakemake config folder (an existing different profile there is left alone).
+SNAKEMAKE_PROFILE_DIR ?= $(or $(XDG_CONFIG_HOME),$(HOME)/.config)/snakemake
+install-profile:
+	@mkdir -p "$(SNAKEMAKE_PROFILE_DIR)"
+	@dest="$(SNAKEMAKE_PROFILE_DIR)/slurm"; src="$(CURDIR)/workflow/profiles/slurm"; \
+	if [ -L "$$dest" ] || [ ! -e "$$dest" ]; then \
+	  ln -sfn "$$src" "$$dest" && echo "linked $$dest -> $$src"; \
+	else \
+	  echo "error: $$dest exists and is not a link; move it away or use --profile $$src" >&2; exit 1; \
+	fi
 
 clean-results:
 	rm -rf results .snakemake

@@ -12,10 +12,10 @@ configfile: "config.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/resources.smk"
 include: "workflow/rules/corpus.smk"
+include: "workflow/rules/teacher.smk"
 include: "workflow/rules/distill.smk"
 include: "workflow/rules/superb.smk"
 include: "workflow/rules/report.smk"
-include: "workflow/rules/teacher.smk"
 
 
 rule all:

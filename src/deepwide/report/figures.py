@@ -18,6 +18,8 @@ import math
 import re
 from pathlib import Path
 
+import logging
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -30,6 +32,8 @@ from deepwide.report.score import FAMILIES, METRIC, SCORE_KEYS, TASKS  # noqa: E
 from deepwide.utils.io import atomic_path  # noqa: E402
 
 FIGURES = ("depth", "heatmap", "layer_weights", "cka", "pareto")
+log = logging.getLogger(__name__)
+
 DEFAULTS = {"dpi": 150, "panel_width": 4.0, "panel_height": 3.2, "font_size": 9, "cmap": "viridis",
             "reference": "normalised", "show_published": False}
 
@@ -285,8 +289,11 @@ def write_figures(results: pd.DataFrame, layer_weights: pd.DataFrame, cka: pd.Da
     summary = analysis.model_summary(best)
     sc = analysis.scores(best, summary)
     if opts["reference"] == "normalised" and sc["normalised"].isna().all():
-        raise DeepwideError("report figures: the normalised score needs teacher and fbank results on the same "
-                            "tasks; set report.figures.reference: leaderboard")
+        # e.g. a smoke run where teacher and FBANK tie on every task: the score figures stay
+        # empty (and say why) but the per-task figures are still worth drawing
+        log.warning("report figures: no task has distinct teacher and FBANK results, so the normalised "
+                    "score is undefined; score-vs-depth and Pareto figures stay empty "
+                    "(report.figures.reference: leaderboard uses SUPERB's constants instead)")
     out_dir = Path(out_dir)
     written = []
     written += depth_figure(sc, opts, out_dir / "depth")

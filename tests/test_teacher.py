@@ -181,6 +181,7 @@ def test_pretrain_micro_teacher(corpus, tmp_path):
     assert arch.depth == 2 and arch.width == 32 and arch.conv[0] == (16, 10, 5)
     assert info["params"] == sum(p.numel() for p in model.parameters())
     assert meta["source"] == "pretrain" and meta["valid_masked_acc"] == info["valid_masked_acc"]
+    assert meta["normalize"] is False
     wavs = torch.randn(2, 16000)
     with torch.no_grad():
         states, lengths = hidden_states(model, wavs)

@@ -498,6 +498,7 @@ def pretrain(
 
     meta = {k: info[k] for k in ("source", "params", "steps", "n_clusters", "valid_masked_acc", "majority_rate", "valid_source")}
     meta["config"] = cfg
+    meta["normalize"] = False  # trained on raw waveforms (like HuBERT Base), see models.convert
     save_checkpoint(out, w2v, arch, meta)
     log.info("teacher %s: %d params, held-out masked acc %.4f vs majority %.4f, %.0f s -> %s",
              arch.name, info["params"], info["valid_masked_acc"], info["majority_rate"], info["wall_time_s"], out)

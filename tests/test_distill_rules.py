@@ -149,19 +149,37 @@ def test_sigkill_then_rerun_gives_identical_weights_and_reruns_follow_config(tmp
     assert "rule targets" in r.stdout  # l2l's layer set changed: its cache is re-extracted
 
 
-def _placeholder_tree(root: Path) -> dict:
-    """Empty files in the real datasets' layouts, and an empty HuBERT checkpoint file."""
-    ls = root / "LibriSpeech"
-    for split in ("train-clean-100", "train-clean-360", "train-other-500", "dev-clean", "test-clean"):
-        d = ls / split / "19" / "198"
-        d.mkdir(parents=True)
-        (d / "19-198-0000.flac").touch()
-        (d / "19-198.trans.txt").touch()
-    (ls / "SPEAKERS.TXT").touch()
-    ckpt = root / "models" / "hubert_base_ls960.pt"
-    ckpt.parent.mkdir(parents=True)
-    ckpt.touch()
-    return {"librispeech": ls, "teacher": ckpt}
+PLACEHOLDER_FILES = [
+    # every file and folder the stages check before any job runs, in the real layouts
+    *[f"LibriSpeech/{s}/19/198/19-198-0000.flac" for s in
+      ("train-clean-100", "train-clean-360", "train-other-500", "dev-clean", "test-clean")],
+    *[f"LibriSpeech/{s}/19/198/19-198.trans.txt" for s in
+      ("train-clean-100", "train-clean-360", "train-other-500", "dev-clean", "test-clean")],
+    "LibriSpeech/SPEAKERS.TXT",
+    "superb/lexicon/librispeech-lexicon-200k-g2p.txt", "superb/lexicon/librispeech-lexicon-allothers-g2p.txt",
+    "VoxCeleb1/dev/wav/id10001/1zcIwhmdeo4/00001.wav", "VoxCeleb1/test/wav/id10270/5r0dWxy17C8/00001.wav", "VoxCeleb1/iden_split.txt", "VoxCeleb1/voxceleb1_test_v2.txt",
+    "speech_commands_v0.01/_background_noise_/white_noise.wav", "speech_commands_v0.01/yes/0a7c2a8d_nohash_0.wav",
+    "speech_commands_test_set_v0.01/yes/0a7c2a8d_nohash_0.wav",
+    *[f"fluent_speech_commands_dataset/data/{s}_data.csv" for s in ("train", "valid", "test")],
+    "fluent_speech_commands_dataset/wavs/speakers/2BqVo8kVB2Skwgyb/0a3129c0-4474-11e9-a9a5-5dbec3b8816a.wav",
+    *[f"IEMOCAP_full_release/Session{i}/dialog/EmoEvaluation/Ses0{i}F_impro01.txt" for i in range(1, 6)],
+    *[f"IEMOCAP_full_release/Session{i}/sentences/wav/Ses0{i}F_impro01/Ses0{i}F_impro01_F000.wav" for i in range(1, 6)],
+    *[f"superb/librimix/data/{s}/{f}" for s in ("train", "dev", "test") for f in ("wav.scp", "reco2dur", "segments", "utt2spk")],
+    "superb/SNIPS/all.iob.snips.txt",
+    "quesst14Database/scoring/groundtruth_quesst14_dev/quesst14_dev.ecf.xml",
+    "models/hubert_base_ls960.pt",
+]
+
+
+def _placeholders(node, data: Path):
+    """The config with every /data/... path moved under ``data`` (a tmp folder)."""
+    if isinstance(node, dict):
+        return {k: _placeholders(v, data) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_placeholders(v, data) for v in node]
+    if isinstance(node, str) and node.startswith("/data/"):
+        return str(data / node[len("/data/"):])
+    return node
 
 
 @pytest.mark.slow
@@ -169,17 +187,11 @@ def test_paper_config_dry_run_lists_every_job(tmp_path):
     from deepwide.config import load_config
     from deepwide.distill.plan import study_plan
 
-    paths = _placeholder_tree(tmp_path / "data")
-    cfg = yaml.safe_load(PAPER.read_text())
-    for name, c in cfg.get("corpus", {}).items():
-        if isinstance(c, dict) and c.get("root"):
-            c["root"] = str(paths[name]) if name in paths else str(tmp_path / "data" / name)
-            Path(c["root"]).mkdir(parents=True, exist_ok=True)
-            if c.get("test_root"):
-                c["test_root"] = str(Path(c["root"]) / "test")
-                Path(c["test_root"]).mkdir(exist_ok=True)
-    if "teacher" in cfg:
-        cfg["teacher"]["import"]["path"] = str(paths["teacher"])
+    data = tmp_path / "data"
+    for rel in PLACEHOLDER_FILES:  # empty files: a dry run reads none of them
+        (data / rel).parent.mkdir(parents=True, exist_ok=True)
+        (data / rel).touch()
+    cfg = _placeholders(yaml.safe_load(PAPER.read_text()), data)
     path = tmp_path / "paper.yaml"
     path.write_text(yaml.safe_dump(cfg))
 
@@ -203,3 +215,9 @@ def test_paper_config_dry_run_lists_every_job(tmp_path):
         assert f"results/students/{m}/{s}/info.json" in out, (m, s)
     assert out.count("rule distill:") == len(plan.jobs()) == 20
     assert out.count("rule targets:") == 1  # pred cached; l2l online (12 dense layers)
+    # the stages before and after are in the same DAG: real-root manifests, the imported
+    # teacher, and every student's SUPERB jobs
+    for rule in ("prepare_librispeech", "teacher_import"):
+        assert f"rule {rule}:" in out, rule
+    for m, s in plan.jobs():
+        assert f"results/superb/{m}-{s}/" in out, (m, s)

@@ -50,3 +50,24 @@ def test_defaults_filled_inside_ref_schema_with_own_dollar_schema(tmp_path):
     assert validate_config({}, tmp_path) == {"stage": {"x": 3}}
     with pytest.raises(DeepwideError, match=r"config key stage.y: unknown key"):
         validate_config({"stage": {"y": 1}}, tmp_path)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    pass
+
+
+def _no_duplicates(loader, node, deep=False):
+    keys = [loader.construct_object(k, deep=deep) for k, _ in node.value]
+    dupes = sorted({k for k in keys if keys.count(k) > 1})
+    assert not dupes, f"duplicate keys {dupes} at line {node.start_mark.line + 1}"
+    return loader.construct_mapping(node, deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "workflow/configs/smoke.yaml", "workflow/configs/paper.yaml"])
+def test_shipped_configs_have_no_duplicate_keys(repo_root, name):
+    """Stages append sections to these files; a repeated key would silently win over the first."""
+    with open(repo_root / name) as f:
+        yaml.load(f, Loader=_UniqueKeyLoader)

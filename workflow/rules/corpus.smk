@@ -30,7 +30,10 @@ for _name in synthesized(config["corpus"]):
             tts=config_slice("corpus", "tts"),
             seed=config["seed"],
             code=code_hash("corpus"),
-        threads: min(max(1, int(workflow.cores or 1)), 32)
+        # snakemake scales threads down to --cores locally; on a cluster this is the request
+        threads: config["corpus"]["threads"]
+        resources:
+            **cpu_job(f"synth_{_name}"),
         log:
             LOGS / "corpus" / f"synth_{_name}.log",
         shell:
@@ -56,7 +59,9 @@ for _name in enabled(config["corpus"]):
             test_root=f"--test-root {_test_root}" if _test_root else "",
             out_dir=str(MANIFESTS / _name),
             code=code_hash("corpus"),
-        threads: min(max(1, int(workflow.cores or 1)), 32)
+        threads: config["corpus"]["threads"]
+        resources:
+            **cpu_job(f"prepare_{_name}"),
         log:
             LOGS / "corpus" / f"prepare_{_name}.log",
         shell:

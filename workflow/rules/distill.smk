@@ -47,7 +47,7 @@ rule targets:
         LOGS / "targets" / "{key}.log",
     threads: config["distill"]["train"]["cpu_threads"]
     resources:
-        gpu=1,
+        **gpu_job("targets"),
     shell:
         "{PY} -m deepwide targets extract --threads {threads} --teacher {input.teacher} {params.manifests}"
         " --method {params.method} --method-config {params.method_cfg:q} --student-depths {params.depths}"
@@ -76,7 +76,7 @@ rule distill:
         LOGS / "distill" / "{method}" / "{shape}.log",
     threads: config["distill"]["train"]["cpu_threads"]
     resources:
-        gpu=1,
+        **gpu_job("distill"),
     shell:
         "{PY} -m deepwide distill train --threads {threads} --job {params.job:q} --teacher {input.teacher} {params.manifests}"
         " {params.targets} --resume-dir {params.resume} --hf {output.hf}"

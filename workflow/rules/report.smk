@@ -92,7 +92,7 @@ rule report_cost:
         cfg=config_slice("report", "cost"),
         code=code_hash("report", "models"),
     resources:
-        gpu=1,
+        **gpu_job("report_cost"),
     log:
         LOGS / "report_cost" / "{report_upstream}.log",
     shell:
@@ -111,7 +111,7 @@ rule report_cka:
         cfg=config_slice("report", "cka"),
         code=code_hash("report", "models"),
     resources:
-        gpu=1,
+        **gpu_job("report_cka"),
     log:
         LOGS / "report_cka" / "{report_upstream}.log",
     shell:
@@ -130,6 +130,8 @@ rule report_collect:
         weights=REPORT / "layer_weights.parquet",
     params:
         code=code_hash("report"),
+    resources:
+        **cpu_job("report_collect"),
     log:
         LOGS / "report_collect" / "collect.log",
     shell:
@@ -154,6 +156,8 @@ rule report_tables:
     params:
         cfg=canonical_json({**config["report"]["tables"], "reference": config["report"]["reference"]}),
         code=code_hash("report"),
+    resources:
+        **cpu_job("report_tables"),
     log:
         LOGS / "report_tables" / "tables.log",
     shell:
@@ -180,6 +184,8 @@ rule report_figures:
     params:
         cfg=canonical_json({**config["report"]["figures"], "reference": config["report"]["reference"]}),
         code=code_hash("report"),
+    resources:
+        **cpu_job("report_figures"),
     log:
         LOGS / "report_figures" / "figures.log",
     shell:

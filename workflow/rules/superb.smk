@@ -62,7 +62,7 @@ rule superb_run:
         LOGS / "superb_run" / "{upstream}" / "{task}" / "lr{lr}.log",
     threads: max(1, config["superb"]["threads"])
     resources:
-        gpu=1,
+        **gpu_job("superb_run"),
     shell:
         "NUMBA_CACHE_DIR=${{NUMBA_CACHE_DIR:-{params.cache}/numba}} "
         "{PY} -m deepwide superb run --task {wildcards.task} --upstream-name {wildcards.upstream} "
@@ -77,6 +77,8 @@ rule superb_select:
         RESULTS / "superb" / "{upstream}" / "{task}" / "selected.json",
     params:
         code=code_hash("superb"),
+    resources:
+        **cpu_job("superb_select"),
     log:
         LOGS / "superb_select" / "{upstream}" / "{task}.log",
     shell:

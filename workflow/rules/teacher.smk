@@ -17,6 +17,8 @@ if config["teacher"]["source"] == "import":
             fmt=TEACHER_IMPORT_FORMAT,
             cfg=config_slice("teacher", "import"),
             code=code_hash("teacher", "models"),
+        resources:
+            **cpu_job("teacher_import"),
         log:
             LOGS / "teacher_import" / "teacher.log",
         shell:
@@ -41,7 +43,7 @@ else:
             # resume state (pseudo-labels, optimizer, RNG): outside the declared outputs
             workdir=TEACHER / "work",
         resources:
-            gpu=1,
+            **gpu_job("teacher_pretrain"),
         # snakemake scales this down to --cores on a laptop
         threads: config["teacher"]["pretrain"]["threads"] or 8
         log:

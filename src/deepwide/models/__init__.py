@@ -1,6 +1,27 @@
-"""HuBERT-style encoders (teacher and students) on torchaudio's wav2vec2 components."""
+"""HuBERT-style encoders (teacher and students) on torchaudio's wav2vec2 components.
 
-from deepwide.models.arch import ArchConfig, build_model, hidden_states  # noqa: F401
-from deepwide.models.checkpoint import load_checkpoint, save_checkpoint  # noqa: F401,E402
-from deepwide.models.solver import count_params, solve  # noqa: F401,E402
-from deepwide.models.convert import export_hf, import_checkpoint  # noqa: F401,E402
+Names are resolved lazily so that ``import deepwide.models.solver`` (and every CLI start)
+does not pay for importing torch.
+"""
+
+import importlib
+
+_EXPORTS = {
+    "ArchConfig": "arch",
+    "build_model": "arch",
+    "hidden_states": "arch",
+    "load_checkpoint": "checkpoint",
+    "save_checkpoint": "checkpoint",
+    "count_params": "solver",
+    "solve": "solver",
+    "export_hf": "convert",
+    "import_checkpoint": "convert",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"deepwide.models.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'deepwide.models' has no attribute {name!r}")

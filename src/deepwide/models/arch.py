@@ -12,8 +12,11 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch is imported where it is used: CLI start-up stays fast
+    import torch
+    from torch import Tensor
 
 from deepwide.errors import DeepwideError
 
@@ -128,6 +131,8 @@ def normalize_waveforms(wavs: Tensor, lengths: Tensor | None = None, eps: float 
     For teachers whose checkpoint meta has ``normalize: true`` (e.g. HuBERT Large): the
     same as s3prl's hubert upstream (``layer_norm`` of each unpadded waveform).
     """
+    import torch
+
     if lengths is None:
         return torch.nn.functional.layer_norm(wavs, wavs.shape[-1:], eps=eps)
     valid = (torch.arange(wavs.shape[-1], device=wavs.device)[None] < lengths[:, None]).to(wavs.dtype)

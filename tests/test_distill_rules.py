@@ -166,7 +166,8 @@ PLACEHOLDER_FILES = [
     *[f"IEMOCAP_full_release/Session{i}/sentences/wav/Ses0{i}F_impro01/Ses0{i}F_impro01_F000.wav" for i in range(1, 6)],
     *[f"superb/librimix/data/{s}/{f}" for s in ("train", "dev", "test") for f in ("wav.scp", "reco2dur", "segments", "utt2spk")],
     "superb/SNIPS/all.iob.snips.txt",
-    "quesst14Database/scoring/groundtruth_quesst14_dev/quesst14_dev.ecf.xml",
+    *[f"quesst14Database/scoring/{f}" for f in ("language_key_utterances.lst", "language_key_dev.lst", "language_key_eval.lst")],
+    *[f"quesst14Database/scoring/groundtruth_quesst14_{s}/quesst14.ecf.xml" for s in ("dev", "eval")],
     "models/hubert_base_ls960.pt",
 ]
 
@@ -221,3 +222,6 @@ def test_paper_config_dry_run_lists_every_job(tmp_path):
         assert f"rule {rule}:" in out, rule
     for m, s in plan.jobs():
         assert f"results/superb/{m}-{s}/" in out, (m, s)
+        assert f"results/superb/{m}-{s}/qbe/lr1/result.json" in out, (m, s)
+    # QbE by DTW: one job per upstream (students, teacher, FBANK), on the QUESST14 root
+    assert out.count("rule superb_qbe:") == len(plan.jobs()) + 2

@@ -4,6 +4,7 @@
 # Generic over the upstreams, tasks and learning rates the other rule files define: it reads
 #   SUPERB_UPSTREAMS  {upstream name: source} of superb.smk (teacher, fbank, students,
 #                     extra upstreams), with superb's task list and lrs from config, or
+#                     plus superb/{upstream}/qbe/lr{lr}/result.json when QbE is enabled, or
 #   SUPERB_RESULTS    an explicit list of superb/{upstream}/{task}/lr{lr}/result.json paths.
 # Cost and CKA run for every upstream whose source is a deepwide checkpoint (*.pt); student
 # info.json sits beside its student.pt. Include this file after superb.smk.
@@ -31,7 +32,7 @@ def report_result_files():
         for task in superb_plan_.enabled_tasks(config)
         if SUPERB_TASKS_[task].trainable
         for lr in superb_plan_.lrs(config, task)
-    ]
+    ] + superb_plan_.qbe_targets(config, ups)
 
 
 def report_upstreams():

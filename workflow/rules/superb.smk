@@ -3,6 +3,8 @@
 # Include after distill.smk: students are DISTILL.jobs() -> upstream "{method}-{shape}" with
 # results/students/{method}/{shape}/student.pt (or an explicit STUDENT_CHECKPOINTS
 # {name: path}). Embedded corpora come from the corpus rules' directory outputs.
+import shlex
+
 from deepwide.superb import plan as superb_plan
 
 # a real dataset root that is missing or malformed fails here, naming task and path
@@ -85,4 +87,30 @@ rule superb_select:
         "{PY} -m deepwide superb select --inputs {input:q} --out {output:q} > {log:q} 2>&1"
 
 
+# QbE on QUESST14 by DTW (no training, one job per upstream) when superb.qbe.root is set;
+# its result.json has the same keys as every task's and the report reads it with them.
+SUPERB_QBE_RESULTS = superb_plan.qbe_targets(config, SUPERB_UPSTREAMS)
+if SUPERB_QBE_RESULTS:
+
+    rule superb_qbe:
+        input:
+            upstream=superb_upstream_input,
+        output:
+            superb_plan.qbe_result(config, "{upstream}"),
+        params:
+            cfg=config_slice("superb", "qbe"),
+            code=code_hash("superb"),
+            source=lambda w: SUPERB_UPSTREAMS[w.upstream],
+            args=" ".join(shlex.quote(a) for a in superb_plan.qbe_args(config)),
+        log:
+            LOGS / "superb_qbe" / "{upstream}.log",
+        threads: max(1, config["superb"]["threads"])
+        resources:
+            **gpu_job("superb_qbe"),
+        shell:
+            "{PY} -m deepwide superb qbe --upstream {params.source:q} --upstream-name {wildcards.upstream} "
+            "{params.args} --out {output:q} > {log:q} 2>&1"
+
+
 ALL_TARGETS.extend(superb_plan.selected_targets(config, SUPERB_UPSTREAMS))
+ALL_TARGETS.extend(SUPERB_QBE_RESULTS)

@@ -3,6 +3,7 @@
     deepwide corpus synth --corpus NAME --config-json JSON --tts-json JSON --seed N --out DIR [--jobs N]
     deepwide corpus prepare --corpus NAME --config-json JSON --root DIR [--test-root DIR] --out-dir DIR [--jobs N]
     deepwide corpus check --config-json JSON   (the whole corpus section: roots and programs)
+    deepwide corpus prepare-extra --corpus quesst14|librimix|snips --root DIR --out-dir DIR [--sd-data-dir DIR]
 
 ``--config-json`` is the corpus's config section (``corpus.NAME``) as the Snakefile passes
 it; it is validated against the schema with defaults filled, so a hand-written call gets
@@ -91,3 +92,7 @@ def register(sub):
     c = cmds.add_parser("check", help="check real roots and TTS programs of a corpus config section")
     c.add_argument("--config-json", required=True, help="the whole corpus config section as JSON")
     c.set_defaults(func=cmd_check)
+
+    from deepwide.corpus.real_extra import register_extra
+
+    register_extra(cmds)

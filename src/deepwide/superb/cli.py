@@ -3,6 +3,7 @@
 - ``superb run``: one (upstream, task, lr) job -> ``result.json`` (+ predictions, logs).
 - ``superb select``: pick the lr with the best dev score among a task's results.
 - ``superb check``: validate the superb section of a config (roots of real datasets).
+- ``superb qbe``: QbE on QUESST14 by DTW (no training; :mod:`deepwide.superb.qbe`).
 """
 
 from __future__ import annotations
@@ -109,3 +110,7 @@ def register(sub):
     c = cmds.add_parser("check", help="validate the superb config (dataset roots)")
     c.add_argument("--configfile", default="config.yaml")
     c.set_defaults(func=_check)
+
+    from deepwide.superb.qbe import register_qbe
+
+    register_qbe(cmds)

@@ -74,7 +74,10 @@ def check_config(config: dict) -> list[str]:
     presence in the plan is reported.
     """
     lines = []
-    for task in enabled_tasks(config):
+    tasks = enabled_tasks(config)
+    if qbe_enabled(config) and "qbe" not in tasks:
+        tasks.append("qbe")
+    for task in tasks:
         root, embedded = task_root(config, task)
         tcfg = task_config(config, task)
         if not TASKS[task].trainable:
@@ -126,3 +129,39 @@ def selected_targets(config: dict, upstream_names) -> list[str]:
         for task in enabled_tasks(config)
         if TASKS[task].trainable
     ]
+
+
+# ------------------------------------------------------------------ QbE (DTW, no training)
+def qbe_enabled(config: dict) -> bool:
+    """QbE runs when superb.qbe.root is set or qbe is in superb.tasks (then the root must be)."""
+    sup = config["superb"]
+    return bool((sup.get("qbe") or {}).get("root")) or "qbe" in sup["tasks"]
+
+
+def qbe_result(config: dict, upstream: str) -> str:
+    lr = format_lr(config["superb"]["qbe"]["lr"])
+    return str(Path(config["results"]) / "superb" / upstream / "qbe" / f"lr{lr}" / "result.json")
+
+
+def qbe_targets(config: dict, upstream_names) -> list[str]:
+    """One QbE result.json per upstream, or none when QbE is not enabled."""
+    if not qbe_enabled(config):
+        return []
+    return [qbe_result(config, up) for up in upstream_names]
+
+
+def qbe_args(config: dict) -> list[str]:
+    """``deepwide superb qbe`` options from superb.qbe (and superb.device / threads)."""
+    sup = config["superb"]
+    q = sup["qbe"]
+    root, _ = task_root(config, "qbe")
+    args = ["--root", str(root)]
+    args += ["--layer", str(int(q["layer"]))] if q.get("layer") is not None else ["--select-on-dev"]
+    args += ["--languages", *q["languages"], "--normalize", q["normalize"], "--distance", q["distance"],
+             "--beta", repr(float(q["beta"])), "--lr", format_lr(q["lr"]), "--device", sup["device"]]
+    threads = int(sup.get("threads") or 0)
+    if threads:
+        args += ["--threads", str(threads), "--jobs", str(threads)]
+    if q.get("feature_cache"):
+        args.append("--feature-cache")
+    return args

@@ -38,7 +38,7 @@ TASKS: dict[str, TaskSpec] = {
         TaskSpec("asv", "SuperbASV", "voxceleb1", "EER", False),  # embedded voxceleb1 ships the trial list
         TaskSpec("sd", "SuperbSD", "librimix", "der", False, embedded=False),
         TaskSpec("sf", "SuperbSF", "snips", "slot_type_f1", True, embedded=False),
-        TaskSpec("qbe", "DTW", "quesst14", "maxTWV", True, scale=1.0, trainable=False, embedded=False),
+        TaskSpec("qbe", "DTW", "quesst14", "mtwv", True, scale=1.0, trainable=False, embedded=False),
     ]
 }
 
@@ -114,7 +114,14 @@ def check_root(task: str, root: str | Path, tcfg: dict | None = None, embedded: 
     elif task == "sf":
         _need(task, root, "all.iob.snips.txt", "SNIPS slot file")
     elif task == "qbe":
+        from deepwide.corpus.real_extra import QUESST_LISTS, _quesst_root
+
+        root = _quesst_root(root)  # quesst14Database itself, or the folder holding it
         _need(task, root, "scoring", "QUESST14 scoring folder")
+        for name in QUESST_LISTS.values():
+            _need(task, root, f"scoring/{name}", "QUESST14 language key")
+        for split in ("dev", "eval"):
+            _need(task, root, f"scoring/groundtruth_quesst14_{split}", f"QUESST14 {split} ground truth folder")
 
 
 def prepare_args(task: str, root: str | Path, tcfg: dict) -> dict:

@@ -115,8 +115,7 @@ def test_superb_qbe_rule_runs_a_checkpoint(quesst_root, tmp_path):
     assert rec["dtw"] == {"normalize": "global", "metric": "cosine_exp", "minmax": True, "min_query_frames": rec["dtw"]["min_query_frames"],
                           "znorm": rec["dtw"]["znorm"], "beta": 999.9}
     assert (target.parent / "eval.stdlist.xml").is_file()
-    assert (tmp_path / "results" / "logs" / "superb_qbe" / "tiny.log").is_file() or any(
-        (tmp_path).rglob("superb_qbe/tiny.log"))
+    assert "layer 1" in (tmp_path / "results" / "logs" / "superb_qbe" / "tiny.log").read_text()
     # the report reads it like every task's result
     from deepwide.report.collect import read_result
 

@@ -93,6 +93,6 @@ def register(sub):
     c.add_argument("--config-json", required=True, help="the whole corpus config section as JSON")
     c.set_defaults(func=cmd_check)
 
-    from deepwide.corpus.real_extra import register_extra
+    from deepwide.corpus.real_extra_cli import register_extra
 
     register_extra(cmds)

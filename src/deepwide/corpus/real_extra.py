@@ -406,7 +406,7 @@ def prepare_snips(root: str | Path, speakers: dict[str, list[str]] | None = None
 
 
 # ------------------------------------------------------------------ dispatch
-EXTRA_CORPORA = ("quesst14", "librimix", "snips")
+from deepwide.corpus.real_extra_cli import EXTRA_CORPORA, register_extra  # noqa: E402,F401  (pandas-free CLI)
 
 
 def manifest_splits_extra(corpus: str) -> list[str]:
@@ -484,18 +484,6 @@ def cmd_prepare_extra(args) -> int:
         counts["sd_segments"] = write_sd_kaldi_dirs(prepared.tables["segments"], args.sd_data_dir)
     print(json.dumps(counts, sort_keys=True))
     return 0
-
-
-def register_extra(cmds) -> None:
-    """Add ``prepare-extra`` to the corpus stage's subparsers (``python -m deepwide corpus prepare-extra``)."""
-    q = cmds.add_parser("prepare-extra", help="QUESST14, LibriMix or SNIPS root -> Parquet manifests (+ SD Kaldi dirs)")
-    q.add_argument("--corpus", required=True, choices=EXTRA_CORPORA)
-    q.add_argument("--config-json", default="{}", help="the corpus.NAME section as JSON (languages / mode, rttm_dir / speakers, max_reject_share)")
-    q.add_argument("--root", required=True)
-    q.add_argument("--out-dir", required=True, help="folder for {split}.parquet and rejects.tsv")
-    q.add_argument("--sd-data-dir", default=None, help="librimix: also write s3prl SuperbSD's Kaldi dirs (train/dev/test) here")
-    q.add_argument("--jobs", type=int, default=1)
-    q.set_defaults(func=cmd_prepare_extra)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,6 +19,7 @@ import report_fixtures as fx
 SNAKEFILE = """\
 configfile: "config.yaml"
 include: "workflow/rules/common.smk"
+include: "workflow/rules/resources.smk"
 SUPERB_RESULTS = {results!r}
 include: "workflow/rules/report.smk"
 rule all:

@@ -12,7 +12,6 @@ import torch
 from deepwide.corpus.prepare import write_manifests
 from deepwide.corpus.real_extra import (
     extra_config,
-    main,
     manifest_splits_extra,
     prepare_extra,
     prepare_librimix,
@@ -24,6 +23,13 @@ from deepwide.corpus.real_extra import (
 )
 from deepwide.errors import DeepwideError
 from real_extra_trees import DEV_TERMS, libri2mix_tree, quesst14_tree, s3prl_module, say, snips_tree
+
+
+def main(argv):
+    """`python -m deepwide corpus ...` in-process."""
+    from deepwide.cli import main as cli_main
+
+    return cli_main(["corpus", *argv])
 
 
 def reasons(prepared):

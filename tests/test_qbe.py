@@ -22,7 +22,6 @@ from deepwide.superb.qbe import (
     load_audio,
     load_quesst14,
     local_distance,
-    main,
     mtwv,
     register_qbe,
     result_record,
@@ -43,6 +42,13 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def main(argv):
+    """`python -m deepwide superb ...` in-process."""
+    from deepwide.cli import main as cli_main
+
+    return cli_main(["superb", *argv])
 
 
 def brute_force_cost(d: np.ndarray) -> float:
@@ -262,7 +268,7 @@ def _tiny_checkpoint(path: Path) -> Path:
 def test_cli_writes_result_json(quesst_root, tmp_path, capsys):
     ckpt = _tiny_checkpoint(tmp_path / "student.pt")
     out = tmp_path / "superb" / "pred-2x32" / "qbe" / "lr1.0" / "result.json"
-    cmd = [sys.executable, "-m", "deepwide.superb.qbe", "qbe", "--upstream", str(ckpt), "--upstream-name", "pred-2x32",
+    cmd = [sys.executable, "-m", "deepwide", "superb", "qbe", "--upstream", str(ckpt), "--upstream-name", "pred-2x32",
            "--root", str(quesst_root), "--select-on-dev", "--device", "cpu", "--threads", "1", "--feature-cache",
            "--out", str(out)]
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
@@ -279,7 +285,7 @@ def test_cli_writes_result_json(quesst_root, tmp_path, capsys):
     assert not (out.parent / ".qbe_work").exists()
 
     # errors a user can fix: exit 2 with the path or value named, nothing written (same entry, in-process)
-    args = cmd[3:]
+    args = cmd[4:]
     assert main(args[:-1] + [str(tmp_path / "y.json")]) == 2
     assert "must name a result.json" in capsys.readouterr().err
     missing = args.copy()

@@ -484,23 +484,3 @@ def cmd_prepare_extra(args) -> int:
         counts["sd_segments"] = write_sd_kaldi_dirs(prepared.tables["segments"], args.sd_data_dir)
     print(json.dumps(counts, sort_keys=True))
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Standalone entry (``python -m deepwide.corpus.real_extra prepare-extra ...``) with the CLI's error handling."""
-    import argparse
-    import sys
-
-    parser = argparse.ArgumentParser(prog="deepwide.corpus.real_extra")
-    register_extra(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        return int(args.func(args) or 0)
-    except DeepwideError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -96,11 +96,10 @@ class ArchConfig:
         return cls(**d)
 
 
-def build_model(arch: ArchConfig) -> torch.nn.Module:
-    """A torchaudio Wav2Vec2Model of this shape (randomly initialised)."""
-    from torchaudio.models import wav2vec2_model
-
-    return wav2vec2_model(
+def encoder_kwargs(arch: ArchConfig) -> dict:
+    """The keyword arguments torchaudio's ``wav2vec2_model`` and ``hubert_pretrain_model``
+    share, for an encoder of shape ``arch``."""
+    return dict(
         extractor_mode=arch.extractor_mode,
         extractor_conv_layer_config=[tuple(c) for c in arch.conv],
         extractor_conv_bias=arch.conv_bias,
@@ -116,8 +115,14 @@ def build_model(arch: ArchConfig) -> torch.nn.Module:
         encoder_dropout=arch.dropout,
         encoder_layer_norm_first=arch.layer_norm_first,
         encoder_layer_drop=arch.layer_drop,
-        aux_num_out=None,
     )
+
+
+def build_model(arch: ArchConfig) -> "torch.nn.Module":
+    """A torchaudio Wav2Vec2Model of this shape (randomly initialised)."""
+    from torchaudio.models import wav2vec2_model
+
+    return wav2vec2_model(**encoder_kwargs(arch), aux_num_out=None)
 
 
 def frontend_features(model: torch.nn.Module, wavs: Tensor, lengths: Tensor | None = None):

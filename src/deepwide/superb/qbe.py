@@ -36,7 +36,7 @@ dtw-python (the library s3prl's recipe calls) with SUPERB's settings.
 
 CLI: :func:`register_qbe` adds ``qbe`` to a stage's subparsers (``python -m deepwide
 superb qbe --upstream CKPT --root QUESST_ROOT --layer L|--select-on-dev --out
-.../result.json``); ``python -m deepwide.superb.qbe qbe ...`` runs it standalone.
+.../result.json``); ``python -m deepwide superb qbe ...`` runs it.
 """
 
 from __future__ import annotations
@@ -676,23 +676,3 @@ def _cmd_qbe(args) -> int:
     log.info("superb qbe %s: layer %d, dev MTWV %.4f, test MTWV %.4f, %.1f s on %s", args.upstream_name, res["layer"],
              res["dev_score"], res["test_score"], rec["runtime_s"], name)
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Standalone entry (``python -m deepwide.superb.qbe qbe ...``) with the CLI's error handling."""
-    import argparse
-    import sys
-
-    parser = argparse.ArgumentParser(prog="deepwide.superb.qbe")
-    register_qbe(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        return int(args.func(args) or 0)
-    except DeepwideError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

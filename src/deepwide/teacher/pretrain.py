@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from deepwide.errors import DeepwideError
-from deepwide.models.arch import ArchConfig, conv_layers
+from deepwide.models.arch import ArchConfig, conv_layers, encoder_kwargs
 from deepwide.teacher.data import SAMPLE_RATE, BatchPlan, Labels, Utterances, crop_batch, read_manifest
 from deepwide.teacher.features import MFCCFeaturizer, layer_features
 from deepwide.teacher.labels import fit_kmeans_labels
@@ -75,21 +75,7 @@ def build_pretrain_model(arch: ArchConfig, num_classes: int, t: dict) -> torch.n
     from torchaudio.models import hubert_pretrain_model
 
     model = hubert_pretrain_model(
-        extractor_mode=arch.extractor_mode,
-        extractor_conv_layer_config=[tuple(c) for c in arch.conv],
-        extractor_conv_bias=arch.conv_bias,
-        encoder_embed_dim=arch.width,
-        encoder_projection_dropout=arch.projection_dropout,
-        encoder_pos_conv_kernel=arch.pos_conv_kernel,
-        encoder_pos_conv_groups=arch.pos_conv_groups,
-        encoder_num_layers=arch.depth,
-        encoder_num_heads=arch.heads,
-        encoder_attention_dropout=arch.attention_dropout,
-        encoder_ff_interm_features=arch.ffn,
-        encoder_ff_interm_dropout=arch.activation_dropout,
-        encoder_dropout=arch.dropout,
-        encoder_layer_norm_first=arch.layer_norm_first,
-        encoder_layer_drop=arch.layer_drop,
+        **encoder_kwargs(arch),
         mask_prob=t["mask_prob"],
         mask_selection="static",
         mask_other=0.0,

@@ -23,33 +23,9 @@ import numpy as np
 import torch
 
 from deepwide.errors import DeepwideError
+from deepwide.models.arch import hop, num_frames, receptive_field  # noqa: F401 (this module's API too)
 
 SAMPLE_RATE = 16000
-
-
-def receptive_field(conv: Sequence[Sequence[int]]) -> int:
-    """Samples seen by one output frame of the conv stack (400 for HuBERT)."""
-    rf, jump = 1, 1
-    for _, k, s in conv:
-        rf += (k - 1) * jump
-        jump *= s
-    return rf
-
-
-def hop(conv: Sequence[Sequence[int]]) -> int:
-    """Samples between output frames (320 for HuBERT: 20 ms at 16 kHz)."""
-    out = 1
-    for _, _, s in conv:
-        out *= s
-    return out
-
-
-def num_frames(samples: int, conv: Sequence[Sequence[int]]) -> int:
-    """Frames the conv stack outputs for ``samples`` input samples (torchaudio's rule)."""
-    n = int(samples)
-    for _, k, s in conv:
-        n = (n - k) // s + 1 if n >= k else 0
-    return max(n, 0)
 
 
 def samples_for_frames(frames: int, conv: Sequence[Sequence[int]]) -> int:

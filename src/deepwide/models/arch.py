@@ -29,6 +29,35 @@ def conv_layers(channels: int) -> list[tuple[int, int, int]]:
     return [(channels, k, s) for _, k, s in HUBERT_CONV]
 
 
+
+# Conv front-end geometry over (channels, kernel, stride) lists, shared by the teacher's
+# MFCC alignment and the distiller's frame-aligned crops.
+def receptive_field(conv) -> int:
+    """Samples seen by one output frame of the conv stack (400 for HuBERT)."""
+    field, jump = 1, 1
+    for _, kernel, stride in conv:
+        field += (kernel - 1) * jump
+        jump *= stride
+    return field
+
+
+def hop(conv) -> int:
+    """Samples between output frames (320 for HuBERT: 20 ms at 16 kHz)."""
+    out = 1
+    for _, _, stride in conv:
+        out *= stride
+    return out
+
+
+def num_frames(samples: int, conv) -> int:
+    """Frames the conv stack outputs for ``samples`` input samples (no padding, torchaudio's rule)."""
+    n = int(samples)
+    for _, kernel, stride in conv:
+        n = (n - kernel) // stride + 1
+        if n <= 0:
+            return 0
+    return n
+
 @dataclass
 class ArchConfig:
     """Shape of one encoder. Sizes follow HuBERT's naming.
@@ -72,10 +101,7 @@ class ArchConfig:
 
     @property
     def downsample_rate(self) -> int:
-        rate = 1
-        for _, _, stride in self.conv:
-            rate *= stride
-        return rate
+        return hop(self.conv)
 
     @property
     def name(self) -> str:

@@ -14,7 +14,6 @@ and an accuracy or F1 above 1 is refused (percent mislabelled as a fraction). Th
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 from deepwide.errors import DeepwideError
+from deepwide.utils.io import read_json_object
 from deepwide.report.score import HIGHER_IS_BETTER, METRIC, PUBLISHED, canonical_task
 
 RESULT_KEYS = ["upstream", "task", "lr", "metric", "dev_score", "test_score", "layer_weights"]
@@ -42,19 +42,6 @@ COLUMNS = [
     "task", "key", "metric", "higher_is_better", "lr", "seed", "dev", "test", "best_step",
     "published", "runtime_s", "device", "source",
 ]
-
-
-def read_json(path: str | Path, what: str) -> dict[str, Any]:
-    path = Path(path)
-    try:
-        obj = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DeepwideError(f"{what} not found: {path}") from None
-    except json.JSONDecodeError as err:
-        raise DeepwideError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(obj, dict):
-        raise DeepwideError(f"{path}: expected a JSON object, got {type(obj).__name__}")
-    return obj
 
 
 def parse_upstream(name: str) -> dict[str, Any]:
@@ -111,7 +98,7 @@ def _scale(path, metric: str, value: float, unit: str | None) -> float:
 def read_result(path: str | Path) -> tuple[list[dict[str, Any]], list[float]]:
     """Rows of one SUPERB result.json (two for SF when it also carries the CER)."""
     path = Path(path)
-    obj = read_json(path, "SUPERB result")
+    obj = read_json_object(path, "SUPERB result")
     for key in RESULT_KEYS:
         if key not in obj:
             raise DeepwideError(f"{path}: missing key {key!r} (a SUPERB result.json needs {', '.join(RESULT_KEYS)})")
@@ -160,7 +147,7 @@ def read_result(path: str | Path) -> tuple[list[dict[str, Any]], list[float]]:
 def read_info(path: str | Path) -> dict[str, Any]:
     """Params and shape of a student from its ``info.json`` (students/{method}/{shape}/)."""
     path = Path(path)
-    obj = read_json(path, "student info")
+    obj = read_json_object(path, "student info")
     if "params" not in obj:
         raise DeepwideError(f"{path}: missing key 'params'")
     method, shape = path.parent.parent.name, path.parent.name
@@ -181,7 +168,7 @@ def read_info(path: str | Path) -> dict[str, Any]:
 
 def read_cost(path: str | Path) -> dict[str, Any]:
     path = Path(path)
-    obj = read_json(path, "cost file")
+    obj = read_json_object(path, "cost file")
     for key in ("upstream", "params", "macs_per_second", "rtf", "machine"):
         if key not in obj:
             raise DeepwideError(f"{path}: missing key {key!r}")

@@ -11,12 +11,12 @@ percent; QbE as MTWV (0-1).
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Mapping
 
 from deepwide.errors import DeepwideError
+from deepwide.utils.io import read_json_object
 
 # score keys, in SUPERB's order; SF has two
 SCORE_KEYS = ["PR", "ASR", "KS", "QbE", "SID", "ASV", "SD", "IC", "SF_F1", "SF_CER", "ER"]
@@ -122,15 +122,7 @@ def superb_score(metrics: Mapping[str, float], low=FBANK, high=SOTA, require_all
 
 def load_metrics_json(path: str | Path) -> dict[str, float]:
     """Read a JSON object of per-task metrics for ``score superb``; errors name the key."""
-    path = Path(path)
-    try:
-        obj = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DeepwideError(f"metrics file not found: {path}") from None
-    except json.JSONDecodeError as err:
-        raise DeepwideError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(obj, dict):
-        raise DeepwideError(f"{path}: expected a JSON object of task metrics, got {type(obj).__name__}")
+    obj = read_json_object(path, "metrics file")
     out = {}
     for key in SCORE_KEYS:
         if key not in obj:

@@ -9,31 +9,12 @@ is aligned to :func:`conv_num_frames`.
 
 from __future__ import annotations
 
-from typing import Sequence
 
 import numpy as np
 import torch
 
 from deepwide.errors import DeepwideError
-
-
-def conv_num_frames(num_samples: int, conv: Sequence[Sequence[int]]) -> int:
-    """Output frames of a conv front end (no padding) for ``num_samples`` input samples."""
-    n = int(num_samples)
-    for _, kernel, stride in conv:
-        n = (n - kernel) // stride + 1
-        if n <= 0:
-            return 0
-    return n
-
-
-def receptive_field(conv: Sequence[Sequence[int]]) -> int:
-    """Samples seen by one output frame of the conv front end."""
-    field, jump = 1, 1
-    for _, kernel, stride in conv:
-        field += (kernel - 1) * jump
-        jump *= stride
-    return field
+from deepwide.models.arch import num_frames as conv_num_frames, receptive_field  # noqa: F401
 
 
 class MFCCFeaturizer:

@@ -54,6 +54,22 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
 
 
+def read_json_object(path: str | os.PathLike, what: str = "JSON file") -> dict[str, Any]:
+    """A JSON object from ``path``; a missing file, bad JSON or a non-object is a DeepwideError."""
+    from deepwide.errors import DeepwideError
+
+    path = Path(path)
+    try:
+        obj = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DeepwideError(f"{what} not found: {path}") from None
+    except json.JSONDecodeError as err:
+        raise DeepwideError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(obj, dict):
+        raise DeepwideError(f"{path}: expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -6,7 +6,11 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config.yaml"
+# `--configfile F` is the whole study: F alone, the schema defaults for what it does not
+# set (never config.yaml's values), the same as `python -m deepwide ... --config F`.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
 
 
 include: "workflow/rules/common.smk"
@@ -20,5 +24,5 @@ include: "workflow/rules/report.smk"
 
 rule all:
     input:
-        ALL_TARGETS,
+        STUDY.all_targets(),
     default_target: True

@@ -137,7 +137,7 @@ def pipeline_loop(teacher_ckpt, arch, manifest, cache, batch, seconds, steps, wa
         "targets": {"mode": "cached", "frontend": True},
     }
     with tempfile.TemporaryDirectory() as tmp:
-        info = train(job, teacher_ckpt, [manifest], Path(tmp) / "out", Path(tmp) / "resume", targets_dir=cache,
+        info = train(job, teacher_ckpt, [manifest], Path(tmp) / "out", Path(tmp) / "resume", targets_dirs=cache,
                      device=str(dev))
         curve = pd.read_parquet(Path(tmp) / "out" / "curve.parquet")
     # steady state: from the first log row (after `warmup` steps) to the end

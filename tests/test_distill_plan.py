@@ -1,4 +1,4 @@
-"""The study a config describes: students from shapes + solver grid, per-job settings."""
+"""The students a config describes: shapes + solver grid, per-job settings (through the Study)."""
 
 import copy
 import json
@@ -8,10 +8,15 @@ import sys
 import pytest
 
 from deepwide.config import load_config, validate_config
-from deepwide.distill.plan import layers_for, study_plan
+from deepwide.distill.plan import layers_for
 from deepwide.errors import DeepwideError
 from deepwide.models.arch import build_model
 from deepwide.models.solver import count_params, parse_budget
+from deepwide.study import Study
+
+
+def study_plan(cfg):
+    return Study(cfg)
 
 
 def test_embedded_default_students_match_the_solver(repo_root):
@@ -19,7 +24,7 @@ def test_embedded_default_students_match_the_solver(repo_root):
     plan = study_plan(cfg)
     grid = cfg["distill"]["students"]["grid"]
     assert sorted(a.depth for a in plan.students.values()) == grid["depths"] == [1, 2, 4, 8]
-    assert plan.methods == ["pred", "l2l"] and len(plan.jobs()) == 8
+    assert plan.methods == ["pred", "l2l"] and len(plan.student_jobs) == 8
     budget = parse_budget(grid["budget"])
     for name, a in plan.students.items():
         n = count_params(a)
@@ -41,6 +46,10 @@ def _cfg(**distill):
     return validate_config({"distill": distill})
 
 
+def _ident(study, method, shape, seed=0):
+    return study.params("distill", **study.student_identity(study.student_job(method, shape, seed)))
+
+
 def test_job_settings_are_per_method_and_shape():
     base = {"students": {"shapes": [{"depth": 2, "width": 64, "ffn": 256, "heads": 2},
                                     {"depth": 4, "width": 64, "ffn": 256, "heads": 2}]}}
@@ -49,23 +58,26 @@ def test_job_settings_are_per_method_and_shape():
     changed["l2l"] = {"student_layers": [2]}
     b = study_plan(_cfg(**changed))
     for shape in a.students:
-        assert a.job_json("pred", shape) == b.job_json("pred", shape)
-        assert a.job_json("l2l", shape) != b.job_json("l2l", shape)
-    # adding a student changes no existing job
+        assert _ident(a, "pred", shape) == _ident(b, "pred", shape)
+        assert _ident(a, "l2l", shape) != _ident(b, "l2l", shape)
+    # adding a student or a seed changes no existing job
     more = copy.deepcopy(base)
     more["students"]["shapes"].append({"depth": 8, "width": 64, "ffn": 256, "heads": 2})
+    more["seeds"] = [0, 3]
     c = study_plan(_cfg(**more))
-    for m, s in a.jobs():
-        assert a.job_json(m, s) == c.job_json(m, s)
-    assert a.targets_key("pred") == c.targets_key("pred")  # pred targets do not depend on student depths
-    assert a.job("pred", "2x64f256h2")["train"]["seed"] == 0
+    for j in a.student_jobs:
+        assert _ident(a, j.method, j.shape) == _ident(c, j.method, j.shape)
+    assert len(c.student_jobs) == 2 * 3 * 2
+    assert a.targets_key == c.targets_key
+    assert c.student_identity(c.student_job("pred", "2x64f256h2", 3))["train"]["seed"] == 3
 
 
 def test_online_methods_have_no_cache():
     p = study_plan(_cfg(students={"shapes": [{"depth": 2, "width": 64, "ffn": 256, "heads": 2}]},
                         targets={"online_methods": ["l2l"]}))
-    assert p.targets_key("l2l") is None and p.targets_key("pred") in p.targets
-    assert p.job("l2l", "2x64f256h2")["targets"]["mode"] == "online"
+    assert p.student_targets(p.student_job("l2l", "2x64f256h2", 0)) == []
+    assert p.student_targets(p.student_job("pred", "2x64f256h2", 0))
+    assert p.student_identity(p.student_job("l2l", "2x64f256h2", 0))["targets"]["mode"] == "online"
 
 
 def test_layers_for_methods():
@@ -75,14 +87,14 @@ def test_layers_for_methods():
 
 def test_bad_study_configs():
     with pytest.raises(DeepwideError, match="frozen.*needs distill.init"):
-        study_plan(_cfg(init="random", frontend="frozen"))
+        study_plan(_cfg(init="random", frontend="frozen")).students
     with pytest.raises(DeepwideError, match=r"distill.students.shapes\[0\].*heads"):
-        study_plan(_cfg(students={"shapes": [{"depth": 2, "width": 64, "ffn": 256, "heads": 3}]}))
+        study_plan(_cfg(students={"shapes": [{"depth": 2, "width": 64, "ffn": 256, "heads": 3}]})).students
     with pytest.raises(DeepwideError, match="already used"):
         study_plan(_cfg(students={"shapes": [{"depth": 2, "width": 64, "ffn": 256, "heads": 2},
-                                             {"depth": 2, "width": 64, "ffn": 256, "heads": 2, "conv_channels": 64}]}))
+                                             {"depth": 2, "width": 64, "ffn": 256, "heads": 2, "conv_channels": 64}]})).students
     with pytest.raises(DeepwideError, match="distill.students.grid"):
-        study_plan(_cfg(students={"grid": {"budget": "1k", "depths": [2]}}))
+        study_plan(_cfg(students={"grid": {"budget": "1k", "depths": [2]}})).students
     with pytest.raises(DeepwideError, match="config key distill.methods"):
         validate_config({"distill": {"methods": ["fitnets"]}})
 
@@ -108,15 +120,17 @@ def test_every_embedded_student_trains_from_the_embedded_teacher_shape(repo_root
                            pos_conv_groups=t["pos_conv_groups"])
     manifest = make_corpus(tmp_path / "corpus", n=6)
     plan = study_plan(cfg)
+    assert plan.teacher_depth == t["depth"]
     caches = {}
-    for m in plan.methods:
-        spec = plan.targets[plan.targets_key(m)]
-        layers = layers_for(m, spec["method_config"], spec["student_depths"], t["depth"])
-        caches[m] = targets.extract(teacher, [manifest], layers, tmp_path / m, frontend=spec["frontend"]) and tmp_path / m
-    for m, shape in plan.jobs():
-        job = plan.job(m, shape)
-        job["train"].update(steps=2, log_every=1)
-        info = train(job, teacher, [manifest], tmp_path / "s" / m / shape, tmp_path / "r" / m / shape,
-                     targets_dir=caches[m])
+    for part in plan.targets_parts:
+        layers = [] if part == "frontend" else [int(part[5:])]
+        targets.extract(teacher, [manifest], layers, tmp_path / part, frontend=part == "frontend")
+        caches[part] = tmp_path / part
+    for j in plan.student_jobs:
+        job = plan.student_identity(j)
+        job["train"].update(steps=2, log_every=1, checkpoint_every=1, num_workers=0, cpu_threads=1, compile=False)
+        dirs = [caches[p.rsplit("/", 1)[-1]] for p in plan.student_targets(j)]
+        info = train(job, teacher, [manifest], tmp_path / "s" / j.method / j.shape, tmp_path / "r" / j.method / j.shape,
+                     targets_dirs=dirs)
         assert info["mode"] == "cached-targets+cached-frontend"
-        assert info["params"] == count_params(plan.students[shape])
+        assert info["params"] == count_params(plan.students[j.shape])

@@ -37,6 +37,9 @@ def snakemake(workdir: Path, configfile: Path, *args, targets=(), wait=True, tim
 
 def study_config(tmp: Path, steps=120) -> Path:
     cfg = yaml.safe_load(SMOKE.read_text())
+    # the test teacher's shape (the Study plans its target layers from the teacher's depth)
+    cfg["teacher"]["pretrain"]["arch"] = {"depth": 3, "width": 64, "ffn": 128, "heads": 2, "conv_channels": 32,
+                                          "pos_conv_kernel": 16, "pos_conv_groups": 4}
     cfg["distill"] = {
         "methods": ["pred", "l2l"],
         "students": {**STUDENT_DEFAULTS, "shapes": [{"depth": 2, "width": 32, "ffn": 64, "heads": 2}]},
@@ -70,7 +73,7 @@ def workdir(tmp: Path, inputs) -> Path:
 
 
 def student_targets(wd, method):
-    return [str(wd / "results" / "students" / method / SHAPE / "info.json")]
+    return [str(wd / "results" / "students" / method / SHAPE / "seed0" / "info.json")]
 
 
 ONLY_OURS = ["--allowed-rules", "targets", "distill"]  # manifests and teacher are given
@@ -101,13 +104,13 @@ def test_sigkill_then_rerun_gives_identical_weights_and_reruns_follow_config(tmp
     # uninterrupted
     r = snakemake(a, cfg, "--cores", "1", *ONLY_OURS, targets=student_targets(a, "l2l") + student_targets(a, "pred"))
     assert r.returncode == 0, r.stderr[-3000:]
-    info = json.loads((a / f"results/students/l2l/{SHAPE}/info.json").read_text())
+    info = json.loads((a / f"results/students/l2l/{SHAPE}/seed0/info.json").read_text())
     assert info["mode"] == "cached-targets+cached-frontend" and info["steps"] == 120
-    assert (a / f"results/students/l2l/{SHAPE}/hf/config.json").is_file()
-    assert (a / f"results/logs/distill/l2l/{SHAPE}.log").read_text().count("step 120/120") == 1
+    assert (a / f"results/students/l2l/{SHAPE}/seed0/hf/config.json").is_file()
+    assert (a / f"results/logs/distill/l2l/{SHAPE}/seed0.log").read_text().count("step 120/120") == 1
 
     # killed with SIGKILL after a checkpoint, then the same command again
-    resume = b / f"results/resume/distill/l2l/{SHAPE}/state.pt"
+    resume = b / f"results/resume/distill/l2l/{SHAPE}/seed0/state.pt"
     p = snakemake(b, cfg, "--cores", "1", *ONLY_OURS, targets=student_targets(b, "l2l"), wait=False)
     pid = _pid_of(str(b / "results" / "resume"))
     t0 = time.time()
@@ -119,14 +122,14 @@ def test_sigkill_then_rerun_gives_identical_weights_and_reruns_follow_config(tmp
     assert p.returncode != 0
     killed_at = torch.load(resume, weights_only=False)["step"]
     assert 4 <= killed_at < 120
-    assert not (b / f"results/students/l2l/{SHAPE}/student.pt").exists()
+    assert not (b / f"results/students/l2l/{SHAPE}/seed0/student.pt").exists()
     r = snakemake(b, cfg, "--cores", "1", *ONLY_OURS, targets=student_targets(b, "l2l"))
     assert r.returncode == 0, r.stderr[-3000:]
-    log = (b / f"results/logs/distill/l2l/{SHAPE}.log").read_text()
+    log = (b / f"results/logs/distill/l2l/{SHAPE}/seed0.log").read_text()
     assert f"resumed from {resume} at step {killed_at} " in log  # not a restart from step 0
 
-    wa = torch.load(a / f"results/students/l2l/{SHAPE}/student.pt", weights_only=False)["state_dict"]
-    wb = torch.load(b / f"results/students/l2l/{SHAPE}/student.pt", weights_only=False)["state_dict"]
+    wa = torch.load(a / f"results/students/l2l/{SHAPE}/seed0/student.pt", weights_only=False)["state_dict"]
+    wb = torch.load(b / f"results/students/l2l/{SHAPE}/seed0/student.pt", weights_only=False)["state_dict"]
     assert wa.keys() == wb.keys()
     for k in wa:
         assert torch.equal(wa[k], wb[k]), k
@@ -142,69 +145,37 @@ def test_sigkill_then_rerun_gives_identical_weights_and_reruns_follow_config(tmp
     r = snakemake(a, changed, "-n", "--cores", "1", *ONLY_OURS, targets=targets_all)
     assert r.returncode == 0, r.stderr
     assert "method=l2l" in r.stdout and "method=pred" not in r.stdout
+    # the student now regresses teacher layer 3 from its layer 2 alone: a layer already cached
+    assert "rule targets" not in r.stdout
     c["distill"]["train"]["lr"] = 0.001
     changed.write_text(yaml.safe_dump(c))
     r = snakemake(a, changed, "-n", "--cores", "1", *ONLY_OURS, targets=targets_all)
     assert "method=l2l" in r.stdout and "method=pred" in r.stdout
-    assert "rule targets" in r.stdout  # l2l's layer set changed: its cache is re-extracted
-
-
-PLACEHOLDER_FILES = [
-    # every file and folder the stages check before any job runs, in the real layouts
-    *[f"LibriSpeech/{s}/19/198/19-198-0000.flac" for s in
-      ("train-clean-100", "train-clean-360", "train-other-500", "dev-clean", "test-clean")],
-    *[f"LibriSpeech/{s}/19/198/19-198.trans.txt" for s in
-      ("train-clean-100", "train-clean-360", "train-other-500", "dev-clean", "test-clean")],
-    "LibriSpeech/SPEAKERS.TXT",
-    "superb/lexicon/librispeech-lexicon-200k-g2p.txt", "superb/lexicon/librispeech-lexicon-allothers-g2p.txt",
-    "VoxCeleb1/dev/wav/id10001/1zcIwhmdeo4/00001.wav", "VoxCeleb1/test/wav/id10270/5r0dWxy17C8/00001.wav", "VoxCeleb1/iden_split.txt", "VoxCeleb1/voxceleb1_test_v2.txt",
-    "speech_commands_v0.01/_background_noise_/white_noise.wav", "speech_commands_v0.01/yes/0a7c2a8d_nohash_0.wav",
-    "speech_commands_test_set_v0.01/yes/0a7c2a8d_nohash_0.wav",
-    *[f"fluent_speech_commands_dataset/data/{s}_data.csv" for s in ("train", "valid", "test")],
-    "fluent_speech_commands_dataset/wavs/speakers/2BqVo8kVB2Skwgyb/0a3129c0-4474-11e9-a9a5-5dbec3b8816a.wav",
-    *[f"IEMOCAP_full_release/Session{i}/dialog/EmoEvaluation/Ses0{i}F_impro01.txt" for i in range(1, 6)],
-    *[f"IEMOCAP_full_release/Session{i}/sentences/wav/Ses0{i}F_impro01/Ses0{i}F_impro01_F000.wav" for i in range(1, 6)],
-    *[f"superb/librimix/data/{s}/{f}" for s in ("train", "dev", "test") for f in ("wav.scp", "reco2dur", "segments", "utt2spk")],
-    "superb/SNIPS/all.iob.snips.txt",
-    *[f"quesst14Database/scoring/{f}" for f in ("language_key_utterances.lst", "language_key_dev.lst", "language_key_eval.lst")],
-    *[f"quesst14Database/scoring/groundtruth_quesst14_{s}/quesst14.ecf.xml" for s in ("dev", "eval")],
-    "models/hubert_base_ls960.pt",
-]
-
-
-def _placeholders(node, data: Path):
-    """The config with every /data/... path moved under ``data`` (a tmp folder)."""
-    if isinstance(node, dict):
-        return {k: _placeholders(v, data) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_placeholders(v, data) for v in node]
-    if isinstance(node, str) and node.startswith("/data/"):
-        return str(data / node[len("/data/"):])
-    return node
+    assert "rule targets" not in r.stdout  # the trainer's settings change no target
+    # the loader's workers, threads and log/checkpoint cadence change nothing
+    c = yaml.safe_load(cfg.read_text())
+    c["distill"]["train"].update(num_workers=1, cpu_threads=2, log_every=7, checkpoint_every=9)
+    changed.write_text(yaml.safe_dump(c))
+    r = snakemake(a, changed, "-n", "--cores", "1", *ONLY_OURS, targets=targets_all)
+    assert "Nothing to be done" in r.stdout + r.stderr, r.stdout
 
 
 @pytest.mark.slow
 def test_paper_config_dry_run_lists_every_job(tmp_path):
-    from deepwide.config import load_config
-    from deepwide.distill.plan import study_plan
+    from paper_placeholders import paper_config
 
-    data = tmp_path / "data"
-    for rel in PLACEHOLDER_FILES:  # empty files: a dry run reads none of them
-        (data / rel).parent.mkdir(parents=True, exist_ok=True)
-        (data / rel).touch()
-    cfg = _placeholders(yaml.safe_load(PAPER.read_text()), data)
-    path = tmp_path / "paper.yaml"
-    path.write_text(yaml.safe_dump(cfg))
+    from deepwide.study import Study
 
-    plan = study_plan(load_config(path))
-    depths = sorted(a.depth for a in plan.students.values())
+    path = paper_config(tmp_path)
+    study = Study.from_file(path)
+    depths = sorted(a.depth for a in study.students.values())
     assert depths == [2, 2, 3, 3, 4, 6, 8, 12, 16, 24]  # grid (12x384 is also 12-L Half) + 2x768, 3x768
     for name in ("2x768f3072h12", "3x768f3072h12", "12x384f1536h6"):
-        assert name in plan.students
+        assert name in study.students
     from deepwide.models.solver import count_params
 
-    assert count_params(plan.students["12x384f1536h6"]) == 26_872_960
-    for a in plan.students.values():
+    assert count_params(study.students["12x384f1536h6"]) == 26_872_960
+    for a in study.students.values():
         assert abs(count_params(a) - 26.87e6) / 26.87e6 < 0.25 or a.width == 768
 
     r = snakemake(tmp_path, path, "-n", "--cores", "1", "--quiet", "rules")
@@ -212,16 +183,19 @@ def test_paper_config_dry_run_lists_every_job(tmp_path):
     r = snakemake(tmp_path, path, "-n", "--cores", "1")
     assert r.returncode == 0, r.stderr[-3000:] + r.stdout[-3000:]
     out = r.stdout
-    for m, s in plan.jobs():
-        assert f"results/students/{m}/{s}/info.json" in out, (m, s)
-    assert out.count("rule distill:") == len(plan.jobs()) == 20
-    assert out.count("rule targets:") == 1  # pred cached; l2l online (12 dense layers)
+    jobs = study.student_jobs
+    for j in jobs:
+        assert f"results/students/{j.method}/{j.shape}/seed{j.seed}/info.json" in out, j
+    assert out.count("rule distill:") == len(jobs) == 20
+    # pred cached (teacher layers 4, 8, 12, one job each); l2l online (12 dense layers)
+    assert study.targets_parts == ["layer4", "layer8", "layer12"]
+    assert out.count("rule targets:") == 3
     # the stages before and after are in the same DAG: real-root manifests, the imported
     # teacher, and every student's SUPERB jobs
     for rule in ("prepare_librispeech", "teacher_import"):
         assert f"rule {rule}:" in out, rule
-    for m, s in plan.jobs():
-        assert f"results/superb/{m}-{s}/" in out, (m, s)
-        assert f"results/superb/{m}-{s}/qbe/lr1/result.json" in out, (m, s)
+    for j in jobs:
+        assert f"results/superb/{j.upstream}/" in out, j
+        assert f"results/superb/{j.upstream}/qbe/lr1/result.json" in out, j
     # QbE by DTW: one job per upstream (students, teacher, FBANK), on the QUESST14 root
-    assert out.count("rule superb_qbe:") == len(plan.jobs()) + 2
+    assert out.count("rule superb_qbe:") == len(jobs) + 2

@@ -118,3 +118,30 @@ def test_bad_layers_and_missing_manifest(corpus, teacher, tmp_path):
                         "--manifest", str(tmp_path / "nope.parquet"), "--layers", "1", "--out", str(tmp_path / "c")],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "manifest not found" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_per_layer_caches_read_as_one(corpus, teacher, tmp_path):
+    """The pipeline extracts each teacher layer (and the front end) on its own: read
+    together they equal one cache holding them all, bit for bit."""
+    whole = targets.extract(teacher, [corpus], [1, 3], tmp_path / "whole", frontend=True, shard_seconds=8)
+    for k in (1, 3):
+        targets.extract(teacher, [corpus], [k], tmp_path / f"layer{k}", shard_seconds=8)
+    fe_only = targets.extract(teacher, [corpus], [], tmp_path / "frontend", frontend=True, shard_seconds=8)
+    assert fe_only["layers"] == [] and not list((tmp_path / "frontend").glob("*.layers.npy"))
+    ref = targets.TargetCache(tmp_path / "whole")
+    parts = targets.TargetCacheSet([tmp_path / "layer3", tmp_path / "frontend", tmp_path / "layer1"])
+    assert parts.layers == [1, 3]
+    parts.check(whole["teacher_sha256"], [1, 3], True, whole["manifest_sha256"])
+    for uid in list(ref.index["id"])[:4]:
+        assert torch.equal(parts.targets(uid, 2, 9, [1, 3]), ref.targets(uid, 2, 9, [1, 3]))
+        assert torch.equal(parts.targets(uid, 0, 5, [3]), ref.targets(uid, 0, 5, [3]))
+        assert torch.equal(parts.frontend(uid, 1, 6), ref.frontend(uid, 1, 6))
+    assert [u.id for u in parts.utterances()] == [u.id for u in ref.utterances()]
+    with pytest.raises(DeepwideError, match=r"lack teacher layer\(s\) \[2\]"):
+        parts.check(whole["teacher_sha256"], [1, 2], False)
+    with pytest.raises(DeepwideError, match="no front-end"):
+        targets.TargetCacheSet([tmp_path / "layer1"]).check(whole["teacher_sha256"], [1], True)
+    other = make_teacher(tmp_path / "other.pt", seed=4)
+    targets.extract(other, [corpus], [2], tmp_path / "other2", shard_seconds=8)
+    with pytest.raises(DeepwideError, match="differ in teacher_sha256"):
+        targets.TargetCacheSet([tmp_path / "layer1", tmp_path / "other2"])

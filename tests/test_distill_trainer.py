@@ -68,7 +68,7 @@ def run_cli(job, teacher, corpus, out, resume, cache=None, wait=True, extra=()):
 
 @pytest.mark.parametrize("method", ["pred", "l2l"])
 def test_both_methods_reduce_their_loss(method, corpus, teacher, cache, tmp_path):
-    info = train(make_job(method, steps=60), teacher, [corpus], tmp_path / "out", tmp_path / "resume", targets_dir=cache)
+    info = train(make_job(method, steps=60), teacher, [corpus], tmp_path / "out", tmp_path / "resume", targets_dirs=cache)
     curve = pd.read_parquet(tmp_path / "out" / "curve.parquet")
     first, last = curve["loss"].iloc[0], curve["loss"].iloc[-1]
     assert last < 0.75 * first, (first, last)
@@ -95,7 +95,7 @@ def test_both_methods_reduce_their_loss(method, corpus, teacher, cache, tmp_path
 )
 def test_modes(mode, frontend, init, expect, corpus, teacher, cache, tmp_path):
     job = make_job("l2l", steps=4, frontend=frontend, init=init, mode=mode, cached_frontend=False, log_every=2)
-    info = train(job, teacher, [corpus], tmp_path / "o", tmp_path / "r", targets_dir=cache if mode == "cached" else None)
+    info = train(job, teacher, [corpus], tmp_path / "o", tmp_path / "r", targets_dirs=cache if mode == "cached" else None)
     assert info["mode"] == expect
     assert info["init_copied"] == ([] if init == "random" else ["feature_extractor"])
     student = load_checkpoint(tmp_path / "o" / "student.pt")[0]
@@ -110,9 +110,9 @@ def test_frozen_cached_frontend_matches_audio_path(corpus, teacher, cache, tmp_p
     One uncropped utterance per batch: the front end's GroupNorm then sees the same samples
     in both paths (crops and padding change its statistics)."""
     kw = dict(steps=3, batch_seconds=0.1, max_seconds=30.0, log_every=1)
-    a = train(make_job("pred", **kw), teacher, [corpus], tmp_path / "a", tmp_path / "ra", targets_dir=cache)
+    a = train(make_job("pred", **kw), teacher, [corpus], tmp_path / "a", tmp_path / "ra", targets_dirs=cache)
     b = train(make_job("pred", cached_frontend=False, **kw), teacher, [corpus], tmp_path / "b", tmp_path / "rb",
-              targets_dir=cache)
+              targets_dirs=cache)
     assert (a["mode"], b["mode"]) == ("cached-targets+cached-frontend", "cached-targets")
     ca = pd.read_parquet(tmp_path / "a" / "curve.parquet")
     cb = pd.read_parquet(tmp_path / "b" / "curve.parquet")
@@ -124,8 +124,8 @@ def test_loader_workers_do_not_change_the_weights(corpus, teacher, cache, tmp_pa
     """Batches are a pure function of (seed, step): worker processes give the same run."""
     a = make_job("l2l", steps=6, num_workers=0, frontend="scaled", cached_frontend=False)
     b = make_job("l2l", steps=6, num_workers=2, frontend="scaled", cached_frontend=False)
-    train(a, teacher, [corpus], tmp_path / "a", tmp_path / "ra", targets_dir=cache)
-    train(b, teacher, [corpus], tmp_path / "b", tmp_path / "rb", targets_dir=cache)
+    train(a, teacher, [corpus], tmp_path / "a", tmp_path / "ra", targets_dirs=cache)
+    train(b, teacher, [corpus], tmp_path / "b", tmp_path / "rb", targets_dirs=cache)
     wa = load_checkpoint(tmp_path / "a" / "student.pt")[0].state_dict()
     wb = load_checkpoint(tmp_path / "b" / "student.pt")[0].state_dict()
     for k in wa:
@@ -136,14 +136,14 @@ def test_conv_mismatch_is_a_clear_error(corpus, teacher, cache, tmp_path):
     job = make_job("pred", steps=2)
     job["arch"]["conv"] = [list(c) for c in conv_layers(16)]
     with pytest.raises(DeepwideError, match=r"init teacher_frontend: student .* conv front end .*conv_channels to 32"):
-        train(job, teacher, [corpus], tmp_path / "o", tmp_path / "r", targets_dir=cache)
+        train(job, teacher, [corpus], tmp_path / "o", tmp_path / "r", targets_dirs=cache)
     assert not (tmp_path / "o").exists()
 
 
 def test_stale_or_missing_targets(corpus, teacher, cache, tmp_path):
     other = make_teacher(tmp_path / "other.pt", seed=5)
     with pytest.raises(DeepwideError, match="stale targets"):
-        train(make_job("pred", steps=2), other, [corpus], tmp_path / "o", tmp_path / "r", targets_dir=cache)
+        train(make_job("pred", steps=2), other, [corpus], tmp_path / "o", tmp_path / "r", targets_dirs=cache)
     with pytest.raises(DeepwideError, match="needs --targets"):
         train(make_job("pred", steps=2), teacher, [corpus], tmp_path / "o", tmp_path / "r")
 

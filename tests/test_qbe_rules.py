@@ -62,7 +62,9 @@ def test_config_time_root_check(quesst_root, tmp_path):
     cfg = load_config(_config(tmp_path, {"root": str(quesst_root)}))
     assert plan.qbe_enabled(cfg)
     assert any(line.startswith("qbe:") for line in plan.check_config(cfg))
-    assert plan.qbe_targets(cfg, ["teacher", "fbank"]) == [
+    from deepwide.study import Study
+
+    assert [Study(cfg).qbe_result(u) for u in ("teacher", "fbank")] == [
         str(Path(cfg["results"]) / "superb" / u / "qbe" / "lr1" / "result.json") for u in ("teacher", "fbank")]
     args = plan.qbe_args(cfg)
     assert "--select-on-dev" in args and "--layer" not in args and args[args.index("--beta") + 1] == "999.9"
@@ -87,7 +89,9 @@ def test_dry_run_lists_qbe_for_every_upstream_and_the_report(quesst_root, tmp_pa
     path = _config(tmp_path, {"root": str(quesst_root)})
     r = _snakemake(tmp_path, path, "-n", "--cores", "1")
     assert r.returncode == 0, r.stderr[-3000:] + r.stdout[-3000:]
-    ups = plan.upstreams(load_config(path), {})  # teacher, fbank (+ the smoke students below)
+    from deepwide.study import Study
+
+    ups = Study(load_config(path)).upstreams  # teacher, fbank and the smoke students
     assert r.stdout.count("rule superb_qbe:") >= len(ups) >= 2
     for up in ups:
         assert f"superb/{up}/qbe/lr1/result.json" in r.stdout, up

@@ -1,8 +1,9 @@
 """The report rules in a real Snakemake run on a tiny study tree.
 
-A throwaway workflow folder links this repo's ``src/`` and ``workflow/`` and defines
-``SUPERB_RESULTS`` (as superb.smk does) over fixture result.json files; checkpoints,
-info.json and the held-out manifest are real files from ``report_fixtures``.
+A throwaway workflow folder links this repo's ``src/`` and ``workflow/`` and includes only
+the report rules; the Study of its config names every input, and the test writes them at
+those paths: fixture result.json files, real checkpoints, info.json and the held-out
+manifest from ``report_fixtures``.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -20,12 +22,46 @@ SNAKEFILE = """\
 configfile: "config.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/resources.smk"
-SUPERB_RESULTS = {results!r}
 include: "workflow/rules/report.smk"
 rule all:
-    input: ALL_TARGETS
+    input: STUDY.report_outputs
     default_target: True
 """
+
+
+def write_study_inputs(cfg: dict) -> None:
+    """What the report reads, at the paths the Study names: checkpoints, info.json, results."""
+    import copy
+    import json
+
+    import numpy as np
+
+    from deepwide.models.arch import build_model
+    from deepwide.models.checkpoint import save_checkpoint
+    from deepwide.study import Study
+
+    study = Study.from_config(copy.deepcopy(cfg))
+    save_checkpoint(study.teacher_ckpt, build_model(fx.TEACHER), fx.TEACHER, {"kind": "test"})
+    dims = {"fbank": (0, 0), "teacher": (fx.TEACHER.depth, fx.TEACHER.width)}
+    for j in study.student_jobs:
+        arch = study.students[j.shape]
+        model = build_model(arch)
+        save_checkpoint(study.student_ckpt(j), model, arch, {"method": j.method})
+        Path(study.student_info(j.upstream)).write_text(json.dumps({
+            "params": sum(p.numel() for p in model.parameters()), "arch": arch.to_dict(), "wall_time_s": 1.0}))
+        dims[j.upstream] = (arch.depth, arch.width)
+    for job in study.superb_jobs:
+        metric, higher = fx.TASKS[job.task.upper()]
+        depth, width = dims[job.upstream]
+        q = fx.metric_value(job.task.upper(), job.upstream, depth, width, job.seed, float(job.lr))
+        score = q if higher else 1 - q
+        w = np.ones(depth + 1) / (depth + 1)
+        path = Path(study.superb_result(job.upstream, job.task, job.lr, job.seed))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({
+            "upstream": job.upstream, "task": job.task, "lr": float(job.lr), "seed": job.seed, "metric": metric,
+            "unit": "%", "higher_is_better": higher, "dev_score": 100 * score, "best_step": 100,
+            "test_score": 100 * score, "layer_weights": w.tolist(), "runtime_s": 1.0, "device": "cpu"}))
 
 
 def _snakemake(wf, *args, timeout=600):
@@ -44,14 +80,19 @@ def test_report_rules_run_rerun_and_html(tmp_path, repo_root):
     results = tmp_path / "results"
     results.mkdir()
     fx.write_manifest(results, n=2)
-    fx.write_checkpoints(results)
-    ups = {"fbank": (0, 0), "teacher": (4, 64), "l2l-4x32f64h2": (4, 32)}
-    paths = fx.write_results(results, ups, lrs=(1e-4, 1e-3))
+    t = fx.TEACHER
     cfg = {"results": str(results),
+           "teacher": {"pretrain": {"arch": {"depth": t.depth, "width": t.width, "ffn": t.ffn, "heads": t.heads,
+                                             "conv_channels": 16, "pos_conv_kernel": 8, "pos_conv_groups": 4}}},
+           "distill": {"methods": ["l2l"], "students": {"conv_channels": 16, "pos_conv_kernel": 8, "pos_conv_groups": 4,
+                                                         "shapes": [{"depth": 4, "width": 32, "ffn": 64, "heads": 2}]}},
+           "superb": {"tasks": ["pr", "ks", "sid"], "pr": {"lr": [1e-4, 1e-3]}, "ks": {"lr": [1e-4, 1e-3]},
+                      "sid": {"lr": [1e-4, 1e-3]}},
            "report": {"cost": {"utterances": 2, "repeats": 1}, "cka": {"utterances": 2, "max_frames": 200},
                       "figures": {"dpi": 60}}}
+    write_study_inputs(cfg)
     (wf / "config.yaml").write_text(yaml.safe_dump(cfg))
-    (wf / "Snakefile").write_text(SNAKEFILE.format(results=[str(p) for p in paths]))
+    (wf / "Snakefile").write_text(SNAKEFILE)
 
     proc = _snakemake(wf)
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -62,8 +103,8 @@ def test_report_rules_run_rerun_and_html(tmp_path, repo_root):
     for name in ("results", "grid", "families", "score", "trend"):
         for ext in ("md", "csv", "tex"):
             assert (report / "tables" / f"{name}.{ext}").is_file()
-    assert sorted(p.stem for p in (report / "cost").glob("*.json")) == ["l2l-4x32f64h2", "teacher"]
-    assert sorted(p.stem for p in (report / "cka").glob("*.parquet")) == ["l2l-4x32f64h2"]
+    assert sorted(p.stem for p in (report / "cost").glob("*.json")) == ["l2l-4x32f64h2-seed0", "teacher"]
+    assert sorted(p.stem for p in (report / "cka").glob("*.parquet")) == ["l2l-4x32f64h2-seed0"]
     for rule in ("report_cost", "report_cka", "report_collect", "report_tables", "report_figures"):
         assert (results / "logs" / rule).is_dir(), rule
 

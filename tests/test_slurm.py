@@ -62,7 +62,7 @@ DISTILL_OVERLAY = {
     # SUPERB's embedded tasks need the corpora switched off above (its own tests cover it)
     "superb": {"tasks": []},
 }
-DISTILL_LOG = Path("results/smoke/logs/distill/pred/1x32f64h2.log")
+DISTILL_LOG = Path("results/smoke/logs/distill/pred/1x32f64h2/seed0.log")
 
 pytestmark = pytest.mark.slow
 

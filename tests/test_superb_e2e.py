@@ -106,18 +106,17 @@ def test_pr_with_fbank_on_smoke_librispeech(tmp_path):
         cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    from deepwide.config import validate_config
-    from deepwide.superb.plan import job_cfg
+    from deepwide.study import Study
 
-    cfg = validate_config(smoke)
+    study = Study.from_config(smoke)
     home_cache_before = _home_s3prl_cache()
-    job = job_cfg(cfg, "pr")
+    job = study.superb_identity("fbank", "pr", "0.01", 0)  # what the superb_run rule passes as --cfg
     job["task"].update(total_steps=6, eval_step=3, batch_size=4)
     out = results / "superb" / "fbank" / "pr" / "lr0.01" / "result.json"
     proc = subprocess.run(
         [sys.executable, "-m", "deepwide", "superb", "run", "--task", "pr", "--upstream-name", "fbank", "--upstream", "fbank",
          "--lr", "0.01", "--root", str(results / "corpora" / "librispeech"), "--embedded", "--cfg", json.dumps(job),
-         "--cache", str(results / "superb" / "cache"), "--threads", "1", "--out", str(out)],
+         "--exec-json", study.execution_json("superb"), "--cache", str(results / "superb" / "cache"), "--threads", "1", "--out", str(out)],
         cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]

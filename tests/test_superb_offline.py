@@ -112,9 +112,14 @@ def test_root_checks_name_task_and_path(tmp_path):
 def test_config_plan_lrs_and_missing_root(tmp_path):
     cfg = validate_config({"superb": {"ks": {"lr": [0.001, 0.01]}, "extra_upstreams": {"hf": "/x/hf"}}})
     assert plan.lrs(cfg, "ks") == [0.001, 0.01] and [plan.format_lr(x) for x in plan.lrs(cfg, "ks")] == ["0.001", "0.01"]
-    ups = plan.upstreams(cfg, {"pred-2x64f256h2": "results/students/pred/2x64f256h2/student.pt"})
-    assert list(ups) == ["teacher", "fbank", "pred-2x64f256h2", "hf"]
-    assert len(plan.selected_targets(cfg, ups)) == 4 * 6
+    from deepwide.study import Study
+
+    cfg["distill"]["students"]["shapes"] = [{"depth": 2, "width": 64, "ffn": 256, "heads": 2}]
+    cfg["distill"]["methods"] = ["pred"]
+    study = Study(cfg)
+    assert list(study.upstreams) == ["teacher", "fbank", "pred-2x64f256h2-seed0", "hf"]
+    assert study.upstreams["pred-2x64f256h2-seed0"] == "results/students/pred/2x64f256h2/seed0/student.pt"
+    assert len(study.superb_jobs) == 4 * (6 + 1)  # ks has two lrs
     root, embedded = plan.task_root(cfg, "sid")
     assert embedded and root == Path("results/corpora/voxceleb1")
     bad = validate_config({"superb": {"tasks": ["ks", "er"], "er": {"root": str(tmp_path / "no_iemocap")}}})

@@ -1,116 +1,78 @@
-# superb stage: every upstream (teacher, FBANK, each student) on each SUPERB task through
-# s3prl's own recipes; one job per (upstream, task, lr), then the lr with the best dev score.
-# Include after distill.smk: students are DISTILL.jobs() -> upstream "{method}-{shape}" with
-# results/students/{method}/{shape}/student.pt (or an explicit STUDENT_CHECKPOINTS
-# {name: path}). Embedded corpora come from the corpus rules' directory outputs.
+# superb stage: every upstream (teacher, FBANK, each student and seed) on each SUPERB task
+# through s3prl's own recipes; one job per (upstream, task, lr, head seed), then the lr with
+# the best mean dev score. A job's identity is its own lr and seed, never the task's lists.
 import shlex
 
-from deepwide.superb import plan as superb_plan
+from deepwide.superb.plan import qbe_args, qbe_exec_args
 
 # a real dataset root that is missing or malformed fails here, naming task and path
-superb_plan.check_config(config)
-if "STUDENT_CHECKPOINTS" in globals():
-    _superb_students = dict(STUDENT_CHECKPOINTS)
-elif "DISTILL" in globals():
-    _superb_students = {
-        f"{m}-{s}": str(RESULTS / "students" / m / s / "student.pt") for m, s in DISTILL.jobs()
-    }
-else:
-    _superb_students = {}
-SUPERB_UPSTREAMS = superb_plan.upstreams(config, _superb_students)
-
-
-def superb_upstream_input(wildcards):
-    src = SUPERB_UPSTREAMS[wildcards.upstream]
-    return [] if src == "fbank" else [src]
-
-
-def superb_corpus_input(wildcards):
-    root, embedded = superb_plan.task_root(config, wildcards.task)
-    if embedded:
-        corpus = superb_plan.get_task(wildcards.task).corpus
-        return globals().get("CORPUS_OUTPUTS", {}).get(corpus, [str(root)])
-    return []
-
-
-def superb_lr_results(wildcards):
-    return expand(
-        RESULTS / "superb" / wildcards.upstream / wildcards.task / "lr{lr}" / "result.json",
-        lr=[superb_plan.format_lr(x) for x in superb_plan.lrs(config, wildcards.task)],
-    )
-
+STUDY.check_superb()
 
 wildcard_constraints:
     upstream="[A-Za-z0-9_.+-]+",
     task="asr|pr|sid|ks|ic|er|asv|sd|sf",
     lr="[0-9.e+-]+",
+    seed=r"\d+",
 
 
 rule superb_run:
     input:
-        upstream=superb_upstream_input,
-        corpus=superb_corpus_input,
+        upstream=lambda w: STUDY.upstream_inputs(w.upstream),
+        corpus=lambda w: STUDY.superb_corpus_inputs(w.task),
     output:
-        RESULTS / "superb" / "{upstream}" / "{task}" / "lr{lr}" / "result.json",
+        STUDY.superb_result("{upstream}", "{task}", "{lr}", "{seed}"),
     params:
-        cfg=lambda w: canonical_json(superb_plan.job_cfg(config, w.task)),
-        code=code_hash("superb", "models"),
-        source=lambda w: SUPERB_UPSTREAMS[w.upstream],
-        root=lambda w: superb_plan.task_root(config, w.task)[0],
-        embedded=lambda w: "--embedded" if superb_plan.task_root(config, w.task)[1] else "",
-        cache=RESULTS / "superb" / "cache",
-        torch_threads=config["superb"]["threads"],
+        identity=lambda w: STUDY.params("superb", **STUDY.superb_identity(w.upstream, w.task, w.lr, w.seed)),
+        source=lambda w: STUDY.upstream_source(w.upstream),
+        root=lambda w: STUDY.superb_task_root(w.task)[0],
+        embedded=lambda w: "--embedded" if STUDY.superb_task_root(w.task)[1] else "",
     log:
-        LOGS / "superb_run" / "{upstream}" / "{task}" / "lr{lr}.log",
+        STUDY.log("superb_run", "{upstream}/{task}/lr{lr}-seed{seed}"),
     threads: max(1, config["superb"]["threads"])
     resources:
         **gpu_job("superb_run"),
     shell:
-        "NUMBA_CACHE_DIR=${{NUMBA_CACHE_DIR:-{params.cache}/numba}} "
+        "NUMBA_CACHE_DIR=${{NUMBA_CACHE_DIR:-{STUDY.superb_cache}/numba}} "
         "{PY} -m deepwide superb run --task {wildcards.task} --upstream-name {wildcards.upstream} "
         "--upstream {params.source:q} --lr {wildcards.lr} --root {params.root:q} {params.embedded} "
-        "--cfg {params.cfg:q} --cache {params.cache:q} --threads {params.torch_threads} --out {output:q} > {log:q} 2>&1"
+        "--cfg {params.identity:q} --exec-json {EXEC[superb]:q} --cache {STUDY.superb_cache:q} "
+        "--threads {config[superb][threads]} --out {output:q} > {log:q} 2>&1"
 
 
 rule superb_select:
     input:
-        superb_lr_results,
+        lambda w: STUDY.superb_task_results(w.upstream, w.task),
     output:
-        RESULTS / "superb" / "{upstream}" / "{task}" / "selected.json",
+        STUDY.superb_selected("{upstream}", "{task}"),
     params:
-        code=code_hash("superb"),
+        identity=STUDY.params("superb"),
     resources:
         **cpu_job("superb_select"),
     log:
-        LOGS / "superb_select" / "{upstream}" / "{task}.log",
+        STUDY.log("superb_select", "{upstream}/{task}"),
     shell:
         "{PY} -m deepwide superb select --inputs {input:q} --out {output:q} > {log:q} 2>&1"
 
 
 # QbE on QUESST14 by DTW (no training, one job per upstream) when superb.qbe.root is set;
 # its result.json has the same keys as every task's and the report reads it with them.
-SUPERB_QBE_RESULTS = superb_plan.qbe_targets(config, SUPERB_UPSTREAMS)
-if SUPERB_QBE_RESULTS:
+if STUDY.qbe_enabled:
+    QBE_EXEC = " ".join(shlex.quote(a) for a in qbe_exec_args(config))
 
     rule superb_qbe:
         input:
-            upstream=superb_upstream_input,
+            upstream=lambda w: STUDY.upstream_inputs(w.upstream),
         output:
-            superb_plan.qbe_result(config, "{upstream}"),
+            STUDY.qbe_result("{upstream}"),
         params:
-            cfg=config_slice("superb", "qbe"),
-            code=code_hash("superb"),
-            source=lambda w: SUPERB_UPSTREAMS[w.upstream],
-            args=" ".join(shlex.quote(a) for a in superb_plan.qbe_args(config)),
+            identity=STUDY.params("qbe", cfg=STUDY.identity("superb.qbe")),
+            source=lambda w: STUDY.upstream_source(w.upstream),
+            args=" ".join(shlex.quote(a) for a in qbe_args(config)),
         log:
-            LOGS / "superb_qbe" / "{upstream}.log",
+            STUDY.log("superb_qbe", "{upstream}"),
         threads: max(1, config["superb"]["threads"])
         resources:
             **gpu_job("superb_qbe"),
         shell:
             "{PY} -m deepwide superb qbe --upstream {params.source:q} --upstream-name {wildcards.upstream} "
-            "{params.args} --out {output:q} > {log:q} 2>&1"
-
-
-ALL_TARGETS.extend(superb_plan.selected_targets(config, SUPERB_UPSTREAMS))
-ALL_TARGETS.extend(SUPERB_QBE_RESULTS)
+            "{params.args} {QBE_EXEC} --out {output:q} > {log:q} 2>&1"

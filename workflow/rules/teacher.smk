@@ -1,57 +1,48 @@
 # teacher stage: pretrain a tiny HuBERT on the LibriSpeech-layout corpus (embedded default)
-# or import a real checkpoint (hf | fairseq | s3prl-hubert). Both write RESULTS/teacher/teacher.pt.
-from deepwide.teacher.rules import import_source, pretrain_manifests
+# or import a real checkpoint (hf | fairseq | s3prl-hubert). Both write STUDY.teacher_ckpt.
 
-TEACHER = RESULTS / "teacher"
-
-if config["teacher"]["source"] == "import":
+if STUDY.teacher_source == "import":
     # fails at config time, naming teacher.import.path, when the checkpoint is missing
-    TEACHER_IMPORT_FORMAT, TEACHER_IMPORT_PATH = import_source(config)
+    _fmt, _src = STUDY.teacher_import()
 
     rule teacher_import:
         input:
-            src=str(TEACHER_IMPORT_PATH),
+            src=str(_src),
         output:
-            ckpt=TEACHER / "teacher.pt",
+            ckpt=STUDY.teacher_ckpt,
         params:
-            fmt=TEACHER_IMPORT_FORMAT,
-            cfg=config_slice("teacher", "import"),
-            code=code_hash("teacher", "models"),
+            fmt=_fmt,
+            identity=STUDY.params("teacher", cfg=STUDY.identity("teacher.import")),
         resources:
             **cpu_job("teacher_import"),
         log:
-            LOGS / "teacher_import" / "teacher.log",
+            STUDY.log("teacher_import", "teacher"),
         shell:
             "{PY} -m deepwide teacher import --format {params.fmt} {input.src:q} --out {output.ckpt:q} > {log:q} 2>&1"
 
-    ALL_TARGETS.append(TEACHER / "teacher.pt")
-
 else:
-    TEACHER_MANIFESTS = pretrain_manifests(config, RESULTS)
 
     rule teacher_pretrain:
         input:
-            **TEACHER_MANIFESTS,
+            **STUDY.teacher_pretrain_manifests(),
         output:
-            ckpt=TEACHER / "teacher.pt",
-            info=TEACHER / "info.json",
-            curve=TEACHER / "curve.parquet",
+            ckpt=STUDY.teacher_ckpt,
+            info=str(STUDY.teacher_dir / "info.json"),
+            curve=str(STUDY.teacher_dir / "curve.parquet"),
         params:
-            cfg=config_slice("teacher", "pretrain"),
-            code=code_hash("teacher", "models/arch.py", "models/checkpoint.py", "utils"),
+            cfg=STUDY.identity_json("teacher.pretrain"),
+            identity=STUDY.params("teacher"),
             valid=lambda wildcards, input: f"--valid-manifest '{input.valid}'" if "valid" in input.keys() else "",
             # resume state (pseudo-labels, optimizer, RNG): outside the declared outputs
-            workdir=TEACHER / "work",
+            workdir=str(STUDY.teacher_dir / "work"),
         resources:
             **gpu_job("teacher_pretrain"),
         # snakemake scales this down to --cores on a laptop
         threads: config["teacher"]["pretrain"]["threads"] or 8
         log:
-            LOGS / "teacher_pretrain" / "teacher.log",
+            STUDY.log("teacher_pretrain", "teacher"),
         # passive OpenMP waits: with spinning threads a busy 2-core machine ran 5x slower
         shell:
             "OMP_WAIT_POLICY=PASSIVE {PY} -m deepwide teacher pretrain --manifest {input.train:q} {params.valid}"
-            " --config-json {params.cfg:q} --workdir {params.workdir:q} --threads {threads}"
+            " --config-json {params.cfg:q} --exec-json {EXEC[teacher]:q} --workdir {params.workdir:q} --threads {threads}"
             " --out {output.ckpt:q} --info {output.info:q} --curve {output.curve:q} > {log:q} 2>&1"
-
-    ALL_TARGETS.extend([TEACHER / "teacher.pt", TEACHER / "info.json"])

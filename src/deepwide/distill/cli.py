@@ -44,6 +44,8 @@ def cmd_extract(args) -> int:
     _set_threads(args)
     if args.layers:
         layers = _int_list(args.layers)
+    elif args.frontend and not args.method:
+        layers = []  # the front end's output alone
     elif args.method:
         _, tarch, _ = load_checkpoint(args.teacher)
         mcfg = _json_arg(args.method_config, "--method-config")
@@ -66,9 +68,11 @@ def cmd_train(args) -> int:
     from deepwide.distill.trainer import Preempted, train
 
     _set_threads(args)
-    job = _json_arg(args.job, "--job")
+    from deepwide.study import with_execution
+
+    job = with_execution(_json_arg(args.job, "--job"), args.exec_json)
     try:
-        train(job, args.teacher, args.manifest, args.out, args.resume_dir, targets_dir=args.targets,
+        train(job, args.teacher, args.manifest, args.out, args.resume_dir, targets_dirs=args.targets or (),
               hf_dir=args.hf, device=args.device)
     except Preempted as p:
         print(f"preempted: {p}", file=sys.stderr)
@@ -77,13 +81,12 @@ def cmd_train(args) -> int:
 
 
 def cmd_students(args) -> int:
-    from deepwide.config import load_config
-    from deepwide.distill.plan import study_plan
     from deepwide.models.arch import build_model
+    from deepwide.study import Study
 
-    plan = study_plan(load_config(args.config))
+    study = Study.from_file(args.config)
     rows = []
-    for name, a in plan.students.items():
+    for name, a in study.students.items():
         try:
             from deepwide.models.solver import count_params
 
@@ -92,12 +95,16 @@ def cmd_students(args) -> int:
             n = sum(p.numel() for p in build_model(a).parameters())
         rows.append({"shape": name, "depth": a.depth, "width": a.width, "ffn": a.ffn, "heads": a.heads, "params": n})
     if args.json:
-        print(json.dumps({"students": rows, "methods": plan.methods, "targets": plan.targets}, indent=1))
+        jobs = [{"method": j.method, "shape": j.shape, "seed": j.seed, "upstream": j.upstream,
+                 "teacher_layers": list(j.layers), "targets": study.student_targets(j)} for j in study.student_jobs]
+        print(json.dumps({"students": rows, "methods": study.methods, "seeds": study.distill_seeds, "jobs": jobs,
+                          "targets": study.targets_parts}, indent=1))
     else:
         for r in rows:
             print(f"{r['shape']:>16}  depth {r['depth']:>3}  width {r['width']:>5}  ffn {r['ffn']:>5}  "
                   f"heads {r['heads']:>3}  {r['params'] / 1e6:8.3f} M")
-        print(f"methods: {', '.join(plan.methods)}; jobs: {len(plan.jobs())}")
+        print(f"methods: {', '.join(study.methods)}; seeds: {', '.join(map(str, study.distill_seeds))}; "
+              f"jobs: {len(study.student_jobs)}")
     return 0
 
 
@@ -119,9 +126,9 @@ def register(sub):
     s = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     e = s.add_parser("extract", help="run the frozen teacher once over manifests; write memory-mapped shards")
     e.add_argument("--teacher", required=True, help="teacher checkpoint (deepwide format)")
-    e.add_argument("--manifest", required=True, action="append", help="manifest Parquet (repeatable)")
+    e.add_argument("--manifest", required=True, nargs="+", action="extend", help="manifest Parquet files")
     e.add_argument("--layers", help="teacher layers, e.g. 4,8,12 (0 = input of the first layer)")
-    e.add_argument("--method", choices=["pred", "l2l"], help="derive the layers from a KD method instead")
+    e.add_argument("--method", choices=["pred", "l2l"], help="derive the layers from a KD method instead (without --layers or --method and with --frontend: the front end alone)")
     e.add_argument("--method-config", default="{}", help="the method's config section as JSON (or @file)")
     e.add_argument("--student-depths", help="student depths the l2l mapping is computed for, e.g. 1,2,4,8")
     e.add_argument("--frontend", action="store_true", help="also store the conv front-end output")
@@ -139,8 +146,9 @@ def register(sub):
     t = s.add_parser("train", help="train one student with one KD method")
     t.add_argument("--job", required=True, help="job settings as JSON (or @file): see deepwide.distill.plan")
     t.add_argument("--teacher", required=True, help="teacher checkpoint")
-    t.add_argument("--manifest", required=True, action="append", help="manifest Parquet (repeatable)")
-    t.add_argument("--targets", help="targets cache folder (cached mode)")
+    t.add_argument("--manifest", required=True, nargs="+", action="extend", help="manifest Parquet files")
+    t.add_argument("--targets", nargs="*", action="extend", help="targets cache folders (cached mode: one per teacher layer, and the front end)")
+    t.add_argument("--exec-json", help="execution settings merged into the job (train.num_workers, log_every, ...): never change the result")
     t.add_argument("--out", required=True, help="folder for student.pt, curve.parquet, info.json")
     t.add_argument("--hf", help="also export a transformers HubertModel folder here")
     t.add_argument("--resume-dir", required=True, help="resume state folder (outside declared outputs)")

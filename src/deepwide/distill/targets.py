@@ -77,7 +77,8 @@ def teacher_forward(teacher, wavs, lengths, layers: Sequence[int], device: torch
             features, flen = teacher.feature_extractor(wavs, lengths)
         else:
             flen = lengths
-        states, flen = hidden_states(teacher, None, flen, features=features)
+        # layers past the deepest requested one are not computed (0: the front end only)
+        states, flen = hidden_states(teacher, None, flen, features=features, upto=max(layers, default=0))
     return [states[k].float() for k in layers], features.float(), flen
 
 
@@ -138,10 +139,10 @@ def extract(
     normalize = bool(tmeta.get("normalize", False))
     layers = sorted({int(x) for x in layers})
     bad = [k for k in layers if not 0 <= k <= tarch.depth]
-    if not layers or bad:
-        raise DeepwideError(
-            f"targets layers {bad or layers}: the teacher has layers 0..{tarch.depth} (0 = input of layer 1)"
-        )
+    if bad:
+        raise DeepwideError(f"targets layers {bad}: the teacher has layers 0..{tarch.depth} (0 = input of layer 1)")
+    if not layers and not frontend:
+        raise DeepwideError("targets: give teacher layers, the front end (--frontend), or both")
     teacher_sha = sha256_file(teacher_ckpt)
     df = data.load_manifests(manifests)
     manifest_sha = data.manifest_digest(df)
@@ -186,9 +187,11 @@ def extract(
         npdt = np.uint16 if dtype == "bf16" else np.float16
         rows = []
         with contextlib.ExitStack() as stack_ctx:
-            tl = stack_ctx.enter_context(atomic_path(work / f"{name}.layers.npy"))
+            tl = stack_ctx.enter_context(atomic_path(work / f"{name}.layers.npy")) if layers else None
             tf = stack_ctx.enter_context(atomic_path(work / f"{name}.frontend.npy")) if frontend else None
-            lay_mm = np.lib.format.open_memmap(tl, mode="w+", dtype=npdt, shape=(total, len(layers), tarch.width))
+            lay_mm = None
+            if layers:
+                lay_mm = np.lib.format.open_memmap(tl, mode="w+", dtype=npdt, shape=(total, len(layers), tarch.width))
             fe_mm = None
             if frontend:
                 fe_mm = np.lib.format.open_memmap(tf, mode="w+", dtype=npdt, shape=(total, conv[-1][0]))
@@ -202,18 +205,20 @@ def extract(
                 if wav.shape[1] != u.num_samples:
                     raise DeepwideError(f"{u.path}: {wav.shape[1]} samples on disk, manifest says {u.num_samples}")
                 outs, fe, flen = teacher_forward(teacher, wav, None, layers, dev)
-                if outs[0].shape[1] != u.frames:
-                    raise DeepwideError(f"{u.id}: teacher gave {outs[0].shape[1]} frames, expected {u.frames}")
-                stack = torch.stack(outs, dim=2)[0].cpu().numpy()  # (F, n_layers, D)
-                lay_mm[off : off + u.frames] = _encode(stack, dtype, f"utterance {u.id}, layers {layers}")
+                if fe.shape[1] != u.frames:
+                    raise DeepwideError(f"{u.id}: teacher gave {fe.shape[1]} frames, expected {u.frames}")
+                if lay_mm is not None:
+                    stack = torch.stack(outs, dim=2)[0].cpu().numpy()  # (F, n_layers, D)
+                    lay_mm[off : off + u.frames] = _encode(stack, dtype, f"utterance {u.id}, layers {layers}")
                 if fe_mm is not None:
                     fe_mm[off : off + u.frames] = _encode(fe[0].cpu().numpy(), dtype, f"utterance {u.id}, front end")
                 rows.append({"id": u.id, "path": u.path, "num_samples": u.num_samples, "frames": u.frames,
                              "shard": s, "offset": off})
                 off += u.frames
                 bar.update(1)
-            lay_mm.flush()
-            del lay_mm
+            if lay_mm is not None:
+                lay_mm.flush()
+                del lay_mm
             if fe_mm is not None:
                 fe_mm.flush()
                 del fe_mm
@@ -232,7 +237,7 @@ def extract(
     nbytes = sum(
         (work / f"shard_{s:05d}.{part}.npy").stat().st_size
         for s in range(len(shards))
-        for part in (("layers", "frontend") if frontend else ("layers",))
+        for part in (("layers",) if layers else ()) + (("frontend",) if frontend else ())
     )
     new_seconds = sum(utts[i].num_samples for s in todo for i in shards[s]) / data.SAMPLE_RATE
     info = {
@@ -347,3 +352,64 @@ class TargetCache:
             data.Utterance(str(u), str(p), int(n), int(f))
             for u, p, n, f in zip(self.index["id"], self.index["path"], self.index["num_samples"], self.index["frames"])
         ]
+
+
+class TargetCacheSet:
+    """Several cache folders read as one: the pipeline extracts each teacher layer (and the
+    front end) into a folder of its own, so a new student extracts only the layers no
+    other student needed. Same interface as :class:`TargetCache`; every folder must hold
+    the same utterances (same teacher and manifests)."""
+
+    def __init__(self, folders):
+        if isinstance(folders, (str, os.PathLike)):
+            folders = [folders]
+        self.caches = [TargetCache(f) for f in folders]
+        if not self.caches:
+            raise DeepwideError("no targets cache folder given")
+        first = self.caches[0]
+        for c in self.caches[1:]:
+            for key in ("teacher_sha256", "manifest_sha256", "dtype"):
+                if c.info[key] != first.info[key]:
+                    raise DeepwideError(
+                        f"targets caches {first.folder} and {c.folder} differ in {key} "
+                        f"({first.info[key]!r} vs {c.info[key]!r}); extract them from the same teacher and manifests"
+                    )
+        self.info = first.info
+        self.dtype = first.dtype
+        self._by_layer: dict[int, TargetCache] = {}
+        for c in self.caches:
+            for k in c.layers:
+                self._by_layer.setdefault(int(k), c)
+        self.layers = sorted(self._by_layer)
+        self._fe = next((c for c in self.caches if c.info["frontend"]), None)
+        self._main = next((c for c in self.caches if c.layers), first)
+
+    def check(self, teacher_sha: str, layers: Sequence[int], frontend: bool, manifest_sha: str | None = None) -> None:
+        for c in self.caches:
+            c.check(teacher_sha, [k for k in layers if k in c.layers], False, manifest_sha)
+        missing = sorted(set(int(x) for x in layers) - set(self.layers))
+        if missing:
+            raise DeepwideError(
+                f"targets caches {', '.join(str(c.folder) for c in self.caches)} lack teacher layer(s) {missing} (have {self.layers})"
+            )
+        if frontend and self._fe is None:
+            raise DeepwideError(f"targets caches {', '.join(str(c.folder) for c in self.caches)} hold no front-end features")
+
+    def targets(self, uid: str, start: int, frames: int, layers: Sequence[int]) -> torch.Tensor:
+        groups: list[tuple[TargetCache, list[int]]] = []
+        for k in layers:
+            c = self._by_layer[int(k)]
+            if groups and groups[-1][0] is c:
+                groups[-1][1].append(int(k))
+            else:
+                groups.append((c, [int(k)]))
+        blocks = [c.targets(uid, start, frames, ks) for c, ks in groups]
+        return blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=1)
+
+    def frontend(self, uid: str, start: int, frames: int) -> torch.Tensor:
+        if self._fe is None:
+            raise DeepwideError("no front-end features in the targets caches")
+        return self._fe.frontend(uid, start, frames)
+
+    def utterances(self) -> list[data.Utterance]:
+        return self._main.utterances()

@@ -38,7 +38,7 @@ import torch
 
 from deepwide.distill import data
 from deepwide.distill.methods import KDHeads, kd_loss, method_pairs, target_name
-from deepwide.distill.targets import TargetCache, pick_device, teacher_forward
+from deepwide.distill.targets import TargetCacheSet, pick_device, teacher_forward
 from deepwide.errors import DeepwideError
 from deepwide.models.arch import ArchConfig, build_model, hidden_states
 from deepwide.models.checkpoint import load_checkpoint, save_checkpoint
@@ -67,8 +67,12 @@ def code_version() -> str:
 
 
 def job_hash(job: dict) -> str:
-    """Identity of a training run: its settings and the code that runs them."""
-    return hashlib.sha256((canonical_json(job) + code_version()).encode()).hexdigest()
+    """Identity of a training run: its result settings (not threads, workers or log and
+    checkpoint cadence) and the code that runs them."""
+    from deepwide.study import split_execution
+
+    ident = {**job, "train": split_execution(job["train"], "distill.train")[0]}
+    return hashlib.sha256((canonical_json(ident) + code_version()).encode()).hexdigest()
 
 
 def scale_grad(x: torch.Tensor, scale: float) -> torch.Tensor:
@@ -134,7 +138,7 @@ def train(
     manifests: Sequence[str | Path],
     out_dir: str | Path,
     resume_dir: str | Path,
-    targets_dir: str | Path | None = None,
+    targets_dirs: Sequence[str | Path] = (),
     hf_dir: str | Path | None = None,
     device: str | None = None,
 ) -> dict:
@@ -162,6 +166,13 @@ def train(
     pairs = method_pairs(method, arch.depth, tarch.depth, job["method_config"])
     layers = sorted({t for _, t in pairs})
     names = [target_name(method, p) for p in pairs]
+    planned = job.get("targets", {}).get("layers")
+    if planned is not None and sorted(int(k) for k in planned) != layers:
+        raise DeepwideError(
+            f"the study planned teacher layers {sorted(planned)} for {method} {arch.name}, but the teacher "
+            f"{teacher_ckpt} ({tarch.depth} layers) gives {layers}: teacher.pretrain.arch.depth (or the imported "
+            "checkpoint's config) must match the teacher checkpoint"
+        )
 
     torch.manual_seed(seed)
     student = build_model(arch)
@@ -182,9 +193,9 @@ def train(
     cache = None
     df = data.load_manifests(manifests)
     if cached:
-        if targets_dir is None:
-            raise DeepwideError("cached targets mode needs --targets DIR")
-        cache = TargetCache(targets_dir)
+        if not targets_dirs:
+            raise DeepwideError("cached targets mode needs --targets DIR (one per teacher layer, and the front end)")
+        cache = TargetCacheSet(targets_dirs)
         cache.check(teacher_sha, layers, job["targets"]["frontend"], data.manifest_digest(df))
         utts = cache.utterances()
     else:

@@ -178,8 +178,11 @@ def hidden_states(
     wavs: Tensor,
     lengths: Tensor | None = None,
     features: Tensor | None = None,
+    upto: int | None = None,
 ) -> tuple[list[Tensor], Tensor | None]:
     """All L+1 hidden states of a Wav2Vec2Model and their valid frame lengths.
+
+    ``upto``: stop after layer ``upto`` (states 0..upto; the rest are not computed).
 
     ``wavs`` is ``(batch, samples)`` at 16 kHz, ``lengths`` the valid samples per row.
     Pass ``features`` (with ``lengths`` already in frames) to skip the conv front end,
@@ -196,11 +199,12 @@ def hidden_states(
     transformer = encoder.transformer
     x = transformer._preprocess(x)
     states = [x]
-    for layer in transformer.layers:
+    n = len(transformer.layers) if upto is None else int(upto)
+    for layer in transformer.layers[:n]:
         x, _ = layer(x, mask)
         states.append(x)
     # torchaudio's Transformer.layer_norm_first is the negation of the arch's flag: when it
     # is False (pre-LN layers) the encoder layer norm comes after the last layer
-    if not transformer.layer_norm_first:
+    if not transformer.layer_norm_first and n == len(transformer.layers):
         states[-1] = transformer.layer_norm(states[-1])
     return states, lengths

@@ -132,6 +132,39 @@ def _torch_load(path: Path, what: str) -> Any:
         raise DeepwideError(f"cannot read {what} {path}: {err}") from err
 
 
+def checkpoint_depth(fmt: str, src: str | Path) -> int:
+    """Transformer layers of a checkpoint to import, read from its config alone (the
+    Snakefile needs the teacher's depth to plan the targets before the import runs)."""
+    src = Path(src)
+    if fmt == "hf":
+        cfg_path = src / "config.json"
+        try:
+            return int(json.loads(cfg_path.read_text())["num_hidden_layers"])
+        except FileNotFoundError:
+            raise DeepwideError(f"hf checkpoint {src}: config.json not found") from None
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+            raise DeepwideError(f"{cfg_path}: no integer num_hidden_layers ({err})") from None
+    if fmt not in ("fairseq", "s3prl-hubert"):
+        raise DeepwideError(f"unknown checkpoint format {fmt!r} (hf, fairseq, s3prl-hubert)")
+    if not src.is_file():
+        raise DeepwideError(f"{fmt} checkpoint not found: {src}")
+    try:  # mmap: the tensors are not read
+        blob = torch.load(src, map_location="cpu", weights_only=False, mmap=True)
+    except Exception as err:
+        raise DeepwideError(f"cannot read {fmt} checkpoint {src}: {err}") from err
+    if not isinstance(blob, Mapping):
+        raise DeepwideError(f"{src}: not a {fmt} checkpoint (expected a dict)")
+    if fmt == "s3prl-hubert":
+        model_cfg = _plain(blob.get("model_cfg") or {})
+    elif blob.get("cfg") is not None:
+        model_cfg = _plain(blob["cfg"]).get("model") or {}
+    else:
+        model_cfg = _plain(blob.get("args") or {})
+    if isinstance(model_cfg.get("w2v_args"), Mapping) and model_cfg["w2v_args"].get("model"):
+        model_cfg = _plain(model_cfg["w2v_args"])["model"]
+    return int(model_cfg.get("encoder_layers") or _FAIRSEQ_DEFAULTS["encoder_layers"])
+
+
 # --- transformers directory
 
 

@@ -1,8 +1,8 @@
 """Collect SUPERB ``result.json``, student ``info.json`` and cost JSON files into one tidy table.
 
 One row per (upstream, score key, lr, seed): method, shape (depth, width, ffn, heads),
-params, task, metric, dev and test value in DESIGN.md units, upstream, published flag.
-Published rows (DESIGN.md) carry only test values and ``published=True``.
+params, task, metric, dev and test value in SUPERB units, upstream, published flag.
+Published rows (src/deepwide/data/published.yaml, with their sources) carry only test values and ``published=True``.
 
 Units: s3prl reports accuracy, WER, PER, CER, EER, DER and slot F1/CER as fractions; the
 report shows percent. The superb stage writes ``dev_score``/``test_score`` already scaled and
@@ -186,7 +186,7 @@ def published_rows() -> list[dict[str, Any]]:
                 "heads": pub["heads"], "params": pub["params"], "task": "SF" if key.startswith("SF") else key,
                 "key": key, "metric": METRIC[key], "higher_is_better": HIGHER_IS_BETTER[key],
                 "lr": math.nan, "seed": 0, "dev": math.nan, "test": value, "best_step": None,
-                "published": True, "runtime_s": None, "device": None, "source": "DESIGN.md",
+                "published": True, "runtime_s": None, "device": None, "source": pub["source"],
             })
     return rows
 

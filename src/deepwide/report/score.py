@@ -1,11 +1,12 @@
 """SUPERB tasks, their metrics and units, published numbers, and the SUPERB score.
 
-The leaderboard score (DESIGN.md) is ``1000/10 * sum_t (s_t - s_FBANK,t) / (s_SOTA,t -
+The leaderboard score is ``1000/10 * sum_t (s_t - s_FBANK,t) / (s_SOTA,t -
 s_FBANK,t)`` over the ten tasks, with SF counted as the mean of its F1 and CER terms. The
 sign of each term comes out right by itself for lower-is-better metrics (PER, WER, EER,
 DER, CER): there SOTA < FBANK, so a lower error gives a larger term.
 
-All metrics are in DESIGN.md's units: PER, WER, EER, DER, CER, accuracies and F1 in
+Published numbers and anchors come from ``src/deepwide/data/published.yaml``, which names
+the source of each. All metrics are in SUPERB's units: PER, WER, EER, DER, CER, accuracies and F1 in
 percent; QbE as MTWV (0-1).
 """
 
@@ -26,42 +27,37 @@ CONTENT = ["PR", "ASR", "QbE", "IC", "SF"]
 SPEAKER = ["SID", "ASV", "SD", "ER"]
 FAMILIES = {"content": CONTENT, "speaker": SPEAKER}
 
-# metric shown for each score key (DESIGN.md units)
+# metric shown for each score key
 METRIC = {
     "PR": "PER", "ASR": "WER", "KS": "Acc", "QbE": "MTWV", "SID": "Acc", "ASV": "EER",
     "SD": "DER", "IC": "Acc", "SF_F1": "F1", "SF_CER": "CER", "ER": "Acc",
 }
 HIGHER_IS_BETTER = {k: METRIC[k] in ("Acc", "MTWV", "F1") for k in SCORE_KEYS}
 
-FBANK = {
-    "PR": 82.01, "ASR": 23.18, "KS": 41.38, "QbE": 0.0058, "SID": 20.06, "ASV": 9.56,
-    "SD": 10.05, "IC": 9.65, "SF_F1": 69.64, "SF_CER": 52.94, "ER": 48.24,
-}
-SOTA = {
-    "PR": 3.53, "ASR": 3.62, "KS": 96.66, "QbE": 0.0736, "SID": 90.33, "ASV": 5.11,
-    "SD": 5.62, "IC": 98.76, "SF_F1": 89.81, "SF_CER": 21.76, "ER": 67.62,
-}
+def _load_published() -> dict:
+    """src/deepwide/data/published.yaml: the anchors and reference rows, each with its source."""
+    import yaml
+
+    path = Path(__file__).resolve().parents[1] / "data" / "published.yaml"
+    data = yaml.safe_load(path.read_text())
+    if data.get("keys") != SCORE_KEYS:
+        raise DeepwideError(f"{path}: keys must be {SCORE_KEYS}, got {data.get('keys')}")
+    for name, values in [("anchors.FBANK", data["anchors"]["FBANK"]), ("anchors.SOTA", data["anchors"]["SOTA"])] + [
+        (f"models.{m}.metrics", e["metrics"]) for m, e in data["models"].items()
+    ]:
+        if len(values) != len(SCORE_KEYS):
+            raise DeepwideError(f"{path}: {name} has {len(values)} values, expected {len(SCORE_KEYS)}")
+    return data
 
 
-def _published(values, **shape):
-    return {"metrics": dict(zip(SCORE_KEYS, values)), **shape}
-
-
-# Published SUPERB test results (DESIGN.md); shapes and parameter counts as published.
-# heads of 12-L Half are not given there, so left unknown.
+_DATA = _load_published()
+FBANK = dict(zip(SCORE_KEYS, _DATA["anchors"]["FBANK"]))
+SOTA = dict(zip(SCORE_KEYS, _DATA["anchors"]["SOTA"]))
+ANCHOR_SOURCE = " ".join(_DATA["anchors"]["source"].split())
+# Published SUPERB test results: name -> {"metrics", "source", method, depth, width, ...}
 PUBLISHED = {
-    "DistilHuBERT": _published(
-        [16.27, 13.37, 95.98, 0.0511, 73.54, 8.55, 6.19, 94.99, 82.57, 35.59, 63.02],
-        method="pred", depth=2, width=768, ffn=3072, heads=12, params=23.49e6),
-    "3-L One": _published(
-        [13.34, 12.23, 96.69, 0.0489, 75.71, 6.48, 6.56, 94.15, 82.89, 34.65, 63.95],
-        method="pred", depth=3, width=768, ffn=3072, heads=12, params=30.58e6),
-    "12-L Half": _published(
-        [10.67, 10.96, 97.24, 0.0604, 69.52, 6.13, 6.81, 96.97, 86.11, 30.93, 63.24],
-        method="l2l", depth=12, width=384, ffn=1536, heads=None, params=26.87e6),
-    "HuBERT Base": _published(
-        [5.41, 6.42, 96.30, 0.0736, 81.42, 5.11, 5.88, 98.34, 88.53, 25.20, 64.92],
-        method="teacher", depth=12, width=768, ffn=3072, heads=12, params=94.68e6),
+    name: {"metrics": dict(zip(SCORE_KEYS, e["metrics"])), "source": " ".join(e["source"].split()), **e["shape"]}
+    for name, e in _DATA["models"].items()
 }
 
 _TASK_ALIASES = {k.lower(): k for k in TASKS + SCORE_KEYS}

@@ -153,7 +153,7 @@ def trend_table(sc: pd.DataFrame, reference: str) -> pd.DataFrame:
 def captions(summary: pd.DataFrame, sc: pd.DataFrame) -> dict[str, str]:
     seeds = int(sc.loc[~sc["published"], "seeds"].max()) if (~sc["published"]).any() else 1
     seed_note = f" Values are mean ± standard deviation over {seeds} seeds." if seeds > 1 else " One seed."
-    pub = " Rows marked † are published numbers (DESIGN.md), not runs of this pipeline." if summary["published"].any() else ""
+    pub = " Rows marked † are published numbers (sources in src/deepwide/data/published.yaml), not runs of this pipeline." if summary["published"].any() else ""
     return {
         "results": (
             "SUPERB test results per model, each at the learning rate with the best dev value (PER, WER, "

@@ -21,11 +21,15 @@ def _run(args) -> int:
     from deepwide.superb.runner import run_job
     from deepwide.superb.upstream import upstream_spec
 
+    from deepwide.study import with_execution
+
     try:
         cfg = json.loads(args.cfg)
     except json.JSONDecodeError as err:
         raise DeepwideError(f"--cfg is not valid JSON: {err}") from err
-    tcfg = cfg["task"]
+    cfg = with_execution(cfg, args.exec_json)
+    # per-task execution (log and save cadence) sits under exec's "tasks"
+    tcfg = {**cfg["task"], **(cfg.get("tasks") or {}).get(args.task, {})}
     upstream = upstream_spec(args.upstream)
     upstream["cache_mb"] = float(cfg.get("cache_mb", 0))
     out = Path(args.out)
@@ -96,7 +100,8 @@ def register(sub):
     r.add_argument("--lr", required=True, type=float)
     r.add_argument("--root", required=True, help="dataset root in the real dataset's layout")
     r.add_argument("--embedded", action="store_true", help="root is a synthesized corpus: derive split lists/lexicon from it")
-    r.add_argument("--cfg", required=True, help='JSON: {"task": {...superb.<task>...}, "device", "num_workers", "cache_mb", "seed"}')
+    r.add_argument("--cfg", required=True, help='the job identity as JSON: {"task": {...superb.<task>...}, "seed"}')
+    r.add_argument("--exec-json", help='execution settings as JSON: {"device", "num_workers", "cache_mb", "tasks": {TASK: {"log_step", "save_step"}}}')
     r.add_argument("--cache", required=True, help="cache folder for s3prl (data, download, numba)")
     r.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     r.add_argument("--out", required=True, help=".../result.json (written last)")

@@ -1,7 +1,7 @@
-"""What the superb rules run: tasks, dataset roots, learning rates, upstreams.
+"""SUPERB settings of a config: tasks, dataset roots, learning rates, QbE options.
 
 Pure functions over the validated config (no torch, no s3prl), used by
-``workflow/rules/superb.smk`` at DAG-building time and by ``deepwide superb check``.
+:class:`deepwide.study.Study` (the jobs and their paths) and by ``deepwide superb check``.
 """
 
 from __future__ import annotations
@@ -91,46 +91,6 @@ def check_config(config: dict) -> list[str]:
     return lines
 
 
-def upstreams(config: dict, students: dict[str, str] | None = None) -> dict[str, str]:
-    """Upstream name -> source (``fbank``, checkpoint file or HF dir)."""
-    sup = config["superb"]
-    results = Path(config["results"])
-    out: dict[str, str] = {}
-    if sup["teacher"]:
-        out["teacher"] = str(results / "teacher" / "teacher.pt")
-    if sup["fbank"]:
-        out["fbank"] = "fbank"
-    if sup["students"]:
-        out.update(students or {})
-    for name, src in (sup.get("extra_upstreams") or {}).items():
-        if name in out:
-            raise DeepwideError(f"superb.extra_upstreams.{name}: name already used by another upstream")
-        out[name] = str(src)
-    return out
-
-
-def job_cfg(config: dict, task: str) -> dict:
-    """Everything a (task) job depends on besides upstream and lr: the --cfg JSON."""
-    sup = config["superb"]
-    return {
-        "task": task_config(config, task),
-        "device": sup["device"],
-        "num_workers": sup["num_workers"],
-        "cache_mb": sup["cache_mb"],
-        "seed": config.get("seed", 0),
-    }
-
-
-def selected_targets(config: dict, upstream_names) -> list[str]:
-    results = Path(config["results"])
-    return [
-        str(results / "superb" / up / task / "selected.json")
-        for up in upstream_names
-        for task in enabled_tasks(config)
-        if TASKS[task].trainable
-    ]
-
-
 # ------------------------------------------------------------------ QbE (DTW, no training)
 def qbe_enabled(config: dict) -> bool:
     """QbE runs when superb.qbe.root is set or qbe is in superb.tasks (then the root must be)."""
@@ -138,30 +98,24 @@ def qbe_enabled(config: dict) -> bool:
     return bool((sup.get("qbe") or {}).get("root")) or "qbe" in sup["tasks"]
 
 
-def qbe_result(config: dict, upstream: str) -> str:
-    lr = format_lr(config["superb"]["qbe"]["lr"])
-    return str(Path(config["results"]) / "superb" / upstream / "qbe" / f"lr{lr}" / "result.json")
-
-
-def qbe_targets(config: dict, upstream_names) -> list[str]:
-    """One QbE result.json per upstream, or none when QbE is not enabled."""
-    if not qbe_enabled(config):
-        return []
-    return [qbe_result(config, up) for up in upstream_names]
-
-
 def qbe_args(config: dict) -> list[str]:
-    """``deepwide superb qbe`` options from superb.qbe (and superb.device / threads)."""
-    sup = config["superb"]
-    q = sup["qbe"]
+    """``deepwide superb qbe`` options that set its result (superb.qbe)."""
+    q = config["superb"]["qbe"]
     root, _ = task_root(config, "qbe")
     args = ["--root", str(root)]
     args += ["--layer", str(int(q["layer"]))] if q.get("layer") is not None else ["--select-on-dev"]
     args += ["--languages", *q["languages"], "--normalize", q["normalize"], "--distance", q["distance"],
-             "--beta", repr(float(q["beta"])), "--lr", format_lr(q["lr"]), "--device", sup["device"]]
+             "--beta", repr(float(q["beta"])), "--lr", format_lr(q["lr"])]
+    return args
+
+
+def qbe_exec_args(config: dict) -> list[str]:
+    """``deepwide superb qbe`` options that change no result: device, threads, feature cache."""
+    sup = config["superb"]
+    args = ["--device", sup["device"]]
     threads = int(sup.get("threads") or 0)
     if threads:
         args += ["--threads", str(threads), "--jobs", str(threads)]
-    if q.get("feature_cache"):
+    if sup["qbe"].get("feature_cache"):
         args.append("--feature-cache")
     return args

@@ -84,6 +84,7 @@ def s3prl_overrides(spec: TaskSpec, tcfg: dict, lr: float, seed: int) -> dict:
 
 
 def _upstream_identity(spec: dict) -> str:
+    spec = {k: v for k, v in spec.items() if k != "cache_mb"}  # a cache size changes no result
     path = spec.get("path")
     if not path:
         return canonical_json(spec)
@@ -258,8 +259,13 @@ def run_job(
     t0 = time.time()
     over = s3prl_overrides(spec, tcfg, lr, seed)
     folds = list(tcfg.get("folds") or [None]) if task == "er" else [None]
+    # resume identity: the result settings only (log and save cadence may change on a requeue)
+    from deepwide.study import split_execution
+
+    over_id = {**over, "train": {k: v for k, v in over["train"].items() if k not in ("log_step", "save_step")}}
+    tcfg_id = split_execution(tcfg, f"superb.{task}")[0]
     ident = hashlib.sha256(
-        canonical_json({"over": over, "task": tcfg, "upstream": _upstream_identity(upstream), "root": str(root), "folds": folds}).encode()
+        canonical_json({"over": over_id, "task": tcfg_id, "upstream": _upstream_identity(upstream), "root": str(root), "folds": folds}).encode()
     ).hexdigest()[:12]
     work_root = out_dir / f"work-{ident}"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -314,6 +320,7 @@ def run_job(
         "upstream": upstream_name,
         "task": task,
         "lr": float(lr),
+        "seed": int(seed),
         "metric": spec.metric,
         "unit": "%" if spec.scale == 100.0 else "",
         "higher_is_better": spec.higher_is_better,
@@ -349,12 +356,28 @@ def _device_name(device: str) -> str:
 
 
 def select(results: list[dict]) -> dict:
-    """The result with the best dev score (SUPERB practice: tune only the lr on dev)."""
+    """The lr with the best mean dev score over head seeds (SUPERB practice: tune only the
+    lr on dev). Returns that lr's first-seed result with ``selected_lr``, the mean test
+    score over its seeds (``test_score_mean``), each seed's scores (``seeds``) and every
+    candidate (lr, seed)."""
     if not results:
         raise DeepwideError("superb select: no results to choose from")
     hib = results[0]["higher_is_better"]
-    best = max(results, key=lambda r: (r["dev_score"] if hib else -r["dev_score"], -r["lr"]))
-    out = dict(best)
-    out["selected_lr"] = best["lr"]
-    out["candidates"] = [{"lr": r["lr"], "dev_score": r["dev_score"], "test_score": r["test_score"], "best_step": r["best_step"]} for r in results]
+    by_lr: dict[float, list[dict]] = {}
+    for r in results:
+        by_lr.setdefault(float(r["lr"]), []).append(r)
+
+    def mean(rs, key):
+        return sum(float(r[key]) for r in rs) / len(rs)
+
+    best_lr = max(by_lr, key=lambda lr: (mean(by_lr[lr], "dev_score") if hib else -mean(by_lr[lr], "dev_score"), -lr))
+    chosen = sorted(by_lr[best_lr], key=lambda r: int(r.get("seed", 0)))
+    out = dict(chosen[0])
+    out["selected_lr"] = best_lr
+    out["dev_score_mean"] = mean(chosen, "dev_score")
+    out["test_score_mean"] = mean(chosen, "test_score")
+    out["seeds"] = [{"seed": int(r.get("seed", 0)), "dev_score": r["dev_score"], "test_score": r["test_score"],
+                     "best_step": r["best_step"]} for r in chosen]
+    out["candidates"] = [{"lr": r["lr"], "seed": int(r.get("seed", 0)), "dev_score": r["dev_score"],
+                          "test_score": r["test_score"], "best_step": r["best_step"]} for r in results]
     return out

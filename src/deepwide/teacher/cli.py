@@ -7,7 +7,6 @@ deepwide checkpoint format (conversion code: ``deepwide.models.convert``).
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -26,6 +25,7 @@ def register(sub):
     pt.add_argument("--manifest", required=True, help="training manifest (Parquet: id, path, num_samples, ...)")
     pt.add_argument("--valid-manifest", help="held-out manifest; without it a fraction of --manifest is held out")
     pt.add_argument("--config-json", default="{}", help="teacher.pretrain config slice as JSON (defaults filled)")
+    pt.add_argument("--exec-json", help="execution settings merged into the config (threads, train.log_every, train.checkpoint_every)")
     pt.add_argument("--out", required=True, help="teacher checkpoint to write (deepwide format)")
     pt.add_argument("--info", help="info.json to write (default: beside --out)")
     pt.add_argument("--curve", help="training curve Parquet to write (default: curve.parquet beside --out)")
@@ -43,19 +43,17 @@ def register(sub):
 
 
 def _parse_config_json(text: str) -> dict:
-    try:
-        cfg = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise DeepwideError(f"--config-json is not valid JSON: {err}") from err
-    if not isinstance(cfg, dict):
-        raise DeepwideError(f"--config-json must be a JSON object (the teacher.pretrain section), got {type(cfg).__name__}")
-    return cfg
+    from deepwide.utils.io import json_object_arg
+
+    return json_object_arg(text, "--config-json")  # the teacher.pretrain section
 
 
 def cmd_pretrain(args) -> int:
     from deepwide.teacher.pretrain import pretrain
 
-    cfg = _parse_config_json(args.config_json)
+    from deepwide.study import with_execution
+
+    cfg = with_execution(_parse_config_json(args.config_json), args.exec_json)
     if args.stop_at_step is not None and args.stop_at_step < 1:
         raise DeepwideError(f"--stop-at-step must be >= 1, got {args.stop_at_step}")
     info = pretrain(

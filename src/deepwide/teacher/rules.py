@@ -24,13 +24,3 @@ def import_source(config: dict) -> tuple[str, Path]:
     if fmt != "hf" and not p.is_file():
         raise DeepwideError(f"config key teacher.import.path: format {fmt} needs a .pt file, {p} is a directory")
     return fmt, p.resolve()
-
-
-def pretrain_manifests(config: dict, results: Path) -> dict[str, str]:
-    """Manifest paths that feed pretraining: ``{"train": ..., ["valid": ...]}``."""
-    pt = config["teacher"]["pretrain"]
-    base = Path(results) / "manifests" / pt["corpus"]
-    out = {"train": str(base / f"{pt['train_split']}.parquet")}
-    if pt["valid_split"]:
-        out["valid"] = str(base / f"{pt['valid_split']}.parquet")
-    return out

@@ -70,6 +70,20 @@ def read_json_object(path: str | os.PathLike, what: str = "JSON file") -> dict[s
     return obj
 
 
+def json_object_arg(text: str, what: str) -> dict[str, Any]:
+    """A command-line JSON object (``--config-json``, ``--exec-json``); bad JSON or a
+    non-object is a DeepwideError naming the flag."""
+    from deepwide.errors import DeepwideError
+
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DeepwideError(f"{what} is not valid JSON: {err}") from None
+    if not isinstance(obj, dict):
+        raise DeepwideError(f"{what} must be a JSON object, got {type(obj).__name__}")
+    return obj
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

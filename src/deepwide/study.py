@@ -1,0 +1,592 @@
+"""The study a config describes: every job of every stage, its identity and its paths.
+
+One :class:`Study` is built from the validated config when the Snakefile is parsed and by
+every CLI command that reads a config; the rule files only read from it. It owns
+
+- the results layout (every path is built here, once),
+- the upstream names (teacher, FBANK, one per student and distillation seed),
+- each stage's job list.
+
+Every job has two parts:
+
+identity
+    the settings that change its result. They, and only they, are the job's Snakemake
+    ``params`` (the rerun trigger) and its output path. A SUPERB job's identity holds its
+    own learning rate and head seed, not the task's lists.
+execution
+    threads, loader workers, device, log and checkpoint cadence, cache sizes: handed to
+    the stage's CLI as flags (``--exec-json``), never params, so changing them reruns
+    nothing. :data:`EXECUTION_KEYS` lists them.
+
+Code versions: each stage has an explicit version in :data:`STAGE_VERSIONS` that is part
+of its jobs' identity. A change to a stage's code that changes its results bumps that
+number (and so reruns exactly that stage's jobs and what reads them); docstrings,
+refactors and speed-ups do not. A user forces a rerun with ``snakemake --forcerun RULE``.
+
+Config semantics: ``snakemake --configfile F`` and ``python -m deepwide ... --config F``
+both read F alone; keys F does not set take the schema defaults (``workflow/schemas``),
+never the values of ``config.yaml``. Without ``--configfile`` Snakemake reads
+``config.yaml``.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from deepwide.errors import DeepwideError
+from deepwide.utils.io import canonical_json
+
+# Bump a stage's number when its code changes what its jobs produce.
+STAGE_VERSIONS = {"corpus": 1, "teacher": 1, "targets": 2, "distill": 2, "superb": 2, "qbe": 1, "report": 2}
+
+# Settings that never change a job's result: (config path, key) pairs. Dotted paths; "*"
+# stands for every SUPERB task section.
+EXECUTION_KEYS = {
+    "corpus": ["threads"],
+    "teacher.pretrain": ["threads"],
+    "teacher.pretrain.train": ["log_every", "checkpoint_every"],
+    "distill.targets": ["shard_seconds"],
+    "distill.train": ["cpu_threads", "num_workers", "log_every", "checkpoint_every", "compile"],
+    "superb": ["device", "num_workers", "threads", "cache_mb"],
+    "superb.*": ["log_step", "save_step"],
+    "superb.qbe": ["feature_cache"],
+}
+
+
+def _get(config: dict, dotted: str) -> Any:
+    node = config
+    for k in dotted.split("."):
+        node = node[k]
+    return node
+
+
+def _execution_keys(dotted: str) -> list[str]:
+    keys = list(EXECUTION_KEYS.get(dotted, []))
+    parts = dotted.split(".")
+    if len(parts) == 2 and parts[0] == "superb" and parts[1] != "qbe":
+        keys += EXECUTION_KEYS["superb.*"]
+    return keys
+
+
+def split_execution(node: Any, dotted: str) -> tuple[Any, dict]:
+    """``(identity, execution)`` of the config node at ``dotted``: execution keys (at any
+    depth below it, by :data:`EXECUTION_KEYS`) are moved into the second dict."""
+    if not isinstance(node, dict):
+        return node, {}
+    ident, exe = {}, {}
+    ex_keys = _execution_keys(dotted)
+    for k, v in node.items():
+        if k in ex_keys:
+            exe[k] = copy.deepcopy(v)
+            continue
+        sub_i, sub_e = split_execution(v, f"{dotted}.{k}")
+        ident[k] = sub_i
+        if sub_e:
+            exe[k] = sub_e
+    return ident, exe
+
+
+def config_sha(obj: Any) -> str:
+    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class StudentJob:
+    """One (KD method, student shape, distillation seed) job."""
+
+    method: str
+    shape: str
+    seed: int
+    depth: int
+    layers: tuple[int, ...]  # teacher layers its KD targets come from
+    cached: bool  # targets from the cache (else an online teacher)
+    cache_frontend: bool  # the frozen front end's output read from the cache
+
+    @property
+    def upstream(self) -> str:
+        return f"{self.method}-{self.shape}-seed{self.seed}"
+
+
+@dataclass(frozen=True)
+class SuperbJob:
+    upstream: str
+    task: str
+    lr: str  # formatted (path component)
+    seed: int
+
+
+@dataclass
+class Study:
+    """Every job of the study a validated config describes (see the module docstring)."""
+
+    config: dict
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_config(cls, config: dict) -> "Study":
+        """From a config dict (validated here: defaults filled, unknown keys rejected)."""
+        from deepwide.config import validate_config
+
+        return cls(validate_config(config))
+
+    @classmethod
+    def from_file(cls, path: str | Path, overrides: dict | None = None) -> "Study":
+        """From a config file alone (schema defaults fill what it does not set)."""
+        from deepwide.config import load_config
+
+        return cls(load_config(path, overrides))
+
+    # ------------------------------------------------------------------ layout
+    @property
+    def results(self) -> Path:
+        return Path(self.config["results"])
+
+    @property
+    def logs(self) -> Path:
+        return self.results / "logs"
+
+    def log(self, stage: str, name: str) -> str:
+        return str(self.logs / stage / f"{name}.log")
+
+    def identity(self, dotted: str) -> Any:
+        """The config node at ``dotted`` without its execution keys."""
+        return split_execution(_get(self.config, dotted), dotted)[0]
+
+    def identity_json(self, dotted: str) -> str:
+        return canonical_json(self.identity(dotted))
+
+    def execution(self, dotted: str) -> dict:
+        """Only the execution keys of the config node at ``dotted`` (nested as in config)."""
+        return split_execution(_get(self.config, dotted), dotted)[1]
+
+    def params(self, stage: str, **identity) -> str:
+        """A job's Snakemake params: canonical JSON of its identity and its stage version."""
+        return canonical_json({"version": STAGE_VERSIONS[stage], **identity})
+
+    def execution_json(self, stage: str) -> str:
+        """The ``--exec-json`` flag value of a stage's jobs."""
+        return canonical_json(self.execution_of(stage))
+
+    def execution_of(self, stage: str) -> dict:
+        if stage == "teacher":
+            return self.execution("teacher.pretrain")
+        if stage == "distill":
+            return {"train": self.execution("distill.train")}
+        if stage == "targets":
+            return {"shard_seconds": self.config["distill"]["targets"]["shard_seconds"],
+                    "threads": self.config["distill"]["train"]["cpu_threads"]}
+        if stage == "superb":
+            sup = self.config["superb"]
+            tasks = {t: self.execution(f"superb.{t}") for t in self.superb_tasks}
+            return {**{k: sup[k] for k in EXECUTION_KEYS["superb"]}, "tasks": tasks}
+        raise DeepwideError(f"no execution settings for stage {stage!r}")
+
+    # ------------------------------------------------------------------ corpus
+    @property
+    def corpus_cfg(self) -> dict:
+        return self.config["corpus"]
+
+    @cached_property
+    def corpora(self) -> list[str]:
+        from deepwide.corpus.sources import enabled
+
+        return enabled(self.corpus_cfg)
+
+    @cached_property
+    def synthesized(self) -> list[str]:
+        from deepwide.corpus.sources import synthesized
+
+        return synthesized(self.corpus_cfg)
+
+    def corpus_dir(self, name: str) -> Path:
+        """The synthesized tree of a corpus (the synth rule's directory output)."""
+        return self.results / "corpora" / name
+
+    def manifest_dir(self, name: str) -> Path:
+        return self.results / "manifests" / name
+
+    def manifest(self, corpus: str, split: str) -> str:
+        return str(self.manifest_dir(corpus) / f"{split}.parquet")
+
+    def manifests(self, name: str) -> list[str]:
+        """Every file the prepare job of a corpus declares."""
+        from deepwide.corpus.prepare import manifest_outputs
+
+        return [str(self.manifest_dir(name) / f) for f in manifest_outputs(name, self.corpus_cfg[name])]
+
+    def corpus_roots(self, name: str) -> tuple[Path, Path | None]:
+        from deepwide.corpus.sources import roots
+
+        return roots(name, self.corpus_cfg, self.results)
+
+    def corpus_inputs(self, name: str) -> list[str]:
+        """What a job reading corpus ``name``'s audio depends on: the synth output, or
+        nothing for a real root (read in place)."""
+        return [str(self.corpus_dir(name))] if name in self.synthesized else []
+
+    def check_corpora(self) -> None:
+        from deepwide.corpus.sources import check_sources
+
+        check_sources(self.corpus_cfg)
+
+    # ------------------------------------------------------------------ teacher
+    @property
+    def teacher_dir(self) -> Path:
+        return self.results / "teacher"
+
+    @property
+    def teacher_ckpt(self) -> str:
+        return str(self.teacher_dir / "teacher.pt")
+
+    @property
+    def teacher_source(self) -> str:
+        return self.config["teacher"]["source"]
+
+    def teacher_import(self) -> tuple[str, Path]:
+        from deepwide.teacher.rules import import_source
+
+        return import_source(self.config)
+
+    def teacher_pretrain_manifests(self) -> dict[str, str]:
+        pt = self.config["teacher"]["pretrain"]
+        out = {"train": self.manifest(pt["corpus"], pt["train_split"])}
+        if pt["valid_split"]:
+            out["valid"] = self.manifest(pt["corpus"], pt["valid_split"])
+        return out
+
+    @cached_property
+    def teacher_depth(self) -> int:
+        """Transformer layers of the teacher, known before it exists (config, or the
+        imported checkpoint's own config)."""
+        if self.teacher_source == "pretrain":
+            return int(self.config["teacher"]["pretrain"]["arch"]["depth"])
+        from deepwide.models.convert import checkpoint_depth
+
+        fmt, path = self.teacher_import()
+        return checkpoint_depth(fmt, path)
+
+    # ------------------------------------------------------------------ distill
+    @property
+    def dcfg(self) -> dict:
+        return self.config["distill"]
+
+    @cached_property
+    def students(self) -> dict:
+        """Student shape name -> ArchConfig (explicit shapes + the solver grid)."""
+        from deepwide.distill.plan import resolve_students
+
+        d = self.dcfg
+        if d["frontend"] == "frozen" and d["init"] != "teacher_frontend":
+            raise DeepwideError(
+                "config key distill.frontend: `frozen` needs distill.init `teacher_frontend` (a frozen random front end learns nothing)"
+            )
+        return resolve_students(d)
+
+    @property
+    def methods(self) -> list[str]:
+        return list(self.dcfg["methods"])
+
+    @property
+    def distill_seeds(self) -> list[int]:
+        return [int(s) for s in self.dcfg["seeds"]]
+
+    def method_cached(self, method: str) -> bool:
+        t = self.dcfg["targets"]
+        return t["mode"] == "cached" and method not in t["online_methods"]
+
+    @property
+    def cache_frontend(self) -> bool:
+        d = self.dcfg
+        return bool(d["frontend"] == "frozen" and d["targets"]["cache_frontend"])
+
+    def student_layers(self, method: str, depth: int) -> tuple[int, ...]:
+        from deepwide.distill.plan import layers_for
+
+        return tuple(layers_for(method, self.dcfg[method], [depth], self.teacher_depth))
+
+    @cached_property
+    def student_jobs(self) -> list[StudentJob]:
+        jobs = []
+        for m in self.methods:
+            cached = self.method_cached(m)
+            for name, arch in self.students.items():
+                layers = self.student_layers(m, arch.depth)
+                for seed in self.distill_seeds:
+                    jobs.append(StudentJob(m, name, seed, arch.depth, layers, cached, cached and self.cache_frontend))
+        return jobs
+
+    def student_job(self, method: str, shape: str, seed: int | str) -> StudentJob:
+        key = (method, shape, int(seed))
+        for j in self.student_jobs:
+            if (j.method, j.shape, j.seed) == key:
+                return j
+        raise DeepwideError(f"student {method}/{shape}/seed{seed} is not in the study "
+                            f"(known: {', '.join(sorted({j.shape for j in self.student_jobs}))})")
+
+    def student_dir(self, method: str, shape: str, seed: int | str) -> str:
+        return str(self.results / "students" / str(method) / str(shape) / f"seed{seed}")
+
+    def student_ckpt(self, job: StudentJob) -> str:
+        return str(Path(self.student_dir(job.method, job.shape, job.seed)) / "student.pt")
+
+    def student_resume_dir(self, method: str, shape: str, seed: int | str) -> str:
+        return str(self.results / "resume" / "distill" / str(method) / str(shape) / f"seed{seed}")
+
+    def distill_manifests(self) -> list[str]:
+        return [self.manifest(self.dcfg["corpus"], s) for s in self.dcfg["splits"]]
+
+    def student_identity(self, job: StudentJob) -> dict:
+        """Everything the (method, shape, seed) job's result depends on besides its input files."""
+        d = self.dcfg
+        train = self.identity("distill.train")
+        return {
+            "method": job.method,
+            "method_config": d[job.method],
+            "arch": self.students[job.shape].to_dict(),
+            "loss": d["loss"],
+            "init": d["init"],
+            "frontend": d["frontend"],
+            "frontend_grad_scale": d["frontend_grad_scale"],
+            "train": {**train, "seed": job.seed},
+            "targets": {"mode": "cached" if job.cached else "online", "frontend": job.cache_frontend,
+                        **({"key": self.targets_key, "layers": list(job.layers)} if job.cached else {})},
+        }
+
+    # targets: one cache per (corpus splits, dtype, crop policy); one job per teacher layer
+    @cached_property
+    def targets_spec(self) -> dict:
+        d = self.dcfg
+        return {"corpus": d["corpus"], "splits": list(d["splits"]), "dtype": d["targets"]["dtype"], "crop": "full"}
+
+    @property
+    def targets_key(self) -> str:
+        return f"{self.dcfg['corpus']}-{config_sha(self.targets_spec)[:10]}"
+
+    def targets_part_dir(self, part: str, key: str | None = None) -> str:
+        """``layer{k}`` or ``frontend`` of the targets cache."""
+        return str(self.results / "targets" / (key or self.targets_key) / part)
+
+    def student_targets(self, job: StudentJob) -> list[str]:
+        if not job.cached:
+            return []
+        parts = [f"layer{k}" for k in job.layers] + (["frontend"] if job.cache_frontend else [])
+        return [self.targets_part_dir(p) for p in parts]
+
+    @cached_property
+    def targets_parts(self) -> list[str]:
+        parts = sorted({f"layer{k}" for j in self.student_jobs if j.cached for k in j.layers},
+                       key=lambda p: int(p[5:]))
+        if any(j.cache_frontend for j in self.student_jobs):
+            parts.append("frontend")
+        return parts
+
+    def targets_identity(self, part: str) -> dict:
+        if part != "frontend" and not (part.startswith("layer") and part[5:].isdigit()):
+            raise DeepwideError(f"targets part {part!r}: expected layer<k> or frontend")
+        return {**self.targets_spec, "part": part}
+
+    # ------------------------------------------------------------------ superb
+    @property
+    def scfg(self) -> dict:
+        return self.config["superb"]
+
+    @cached_property
+    def upstreams(self) -> dict[str, str]:
+        """Upstream name -> source (``fbank``, a deepwide checkpoint or an HF directory)."""
+        sup = self.scfg
+        out: dict[str, str] = {}
+        if sup["teacher"]:
+            out["teacher"] = self.teacher_ckpt
+        if sup["fbank"]:
+            out["fbank"] = "fbank"
+        if sup["students"]:
+            for j in self.student_jobs:
+                out[j.upstream] = self.student_ckpt(j)
+        for name, src in (sup.get("extra_upstreams") or {}).items():
+            if name in out:
+                raise DeepwideError(f"superb.extra_upstreams.{name}: name already used by another upstream")
+            out[name] = str(src)
+        return out
+
+    def upstream_inputs(self, upstream: str) -> list[str]:
+        src = self.upstream_source(upstream)
+        return [] if src == "fbank" else [src]
+
+    def upstream_source(self, upstream: str) -> str:
+        try:
+            return self.upstreams[upstream]
+        except KeyError:
+            raise DeepwideError(f"upstream {upstream!r} is not in the study") from None
+
+    def upstream_checkpoint(self, upstream: str) -> str | None:
+        """The deepwide checkpoint of an upstream, or None (FBANK, HF directories)."""
+        src = self.upstreams.get(upstream)
+        return src if src and src.endswith(".pt") else None
+
+    @property
+    def student_upstreams(self) -> list[str]:
+        return [j.upstream for j in self.student_jobs] if self.scfg["students"] else []
+
+    def student_info(self, upstream: str) -> str:
+        return str(Path(self.upstream_source(upstream)).parent / "info.json")
+
+    @cached_property
+    def superb_tasks(self) -> list[str]:
+        """Tasks trained through s3prl (QbE, DTW only, is :attr:`qbe_enabled`)."""
+        from deepwide.superb.plan import enabled_tasks
+        from deepwide.superb.tasks import TASKS
+
+        return [t for t in enabled_tasks(self.config) if TASKS[t].trainable]
+
+    @property
+    def superb_seeds(self) -> list[int]:
+        return [int(s) for s in self.scfg["seeds"]]
+
+    def superb_lrs(self, task: str) -> list[str]:
+        from deepwide.superb.plan import format_lr, lrs
+
+        return [format_lr(x) for x in lrs(self.config, task)]
+
+    def superb_result(self, upstream: str, task: str, lr: str, seed: int | str) -> str:
+        return str(self.results / "superb" / upstream / task / f"lr{lr}" / f"seed{seed}" / "result.json")
+
+    def superb_selected(self, upstream: str, task: str) -> str:
+        return str(self.results / "superb" / upstream / task / "selected.json")
+
+    @cached_property
+    def superb_jobs(self) -> list[SuperbJob]:
+        return [SuperbJob(u, t, lr, s) for u in self.upstreams for t in self.superb_tasks
+                for lr in self.superb_lrs(t) for s in self.superb_seeds]
+
+    def superb_task_results(self, upstream: str, task: str) -> list[str]:
+        return [self.superb_result(upstream, task, lr, s) for lr in self.superb_lrs(task) for s in self.superb_seeds]
+
+    def superb_task_root(self, task: str) -> tuple[Path, bool]:
+        from deepwide.superb.plan import task_root
+
+        return task_root(self.config, task)
+
+    def superb_corpus_inputs(self, task: str) -> list[str]:
+        from deepwide.superb.tasks import get_task
+
+        _, embedded = self.superb_task_root(task)
+        return self.corpus_inputs(get_task(task).corpus) if embedded else []
+
+    def superb_identity(self, upstream: str, task: str, lr: str, seed: int | str) -> dict:
+        from deepwide.superb.plan import task_config
+
+        tcfg, _ = split_execution(task_config(self.config, task), f"superb.{task}")
+        tcfg.pop("lr", None)  # the job's own lr below, never the task's list
+        return {"upstream": upstream, "source": self.upstream_source(upstream), "task": tcfg, "lr": lr, "seed": int(seed)}
+
+    @property
+    def superb_cache(self) -> str:
+        return str(self.results / "superb" / "cache")
+
+    @property
+    def qbe_enabled(self) -> bool:
+        from deepwide.superb.plan import qbe_enabled
+
+        return qbe_enabled(self.config)
+
+    def qbe_result(self, upstream: str) -> str:
+        from deepwide.superb.plan import format_lr
+
+        return str(self.results / "superb" / upstream / "qbe" / f"lr{format_lr(self.scfg['qbe']['lr'])}" / "result.json")
+
+    @property
+    def qbe_results(self) -> list[str]:
+        return [self.qbe_result(u) for u in self.upstreams] if self.qbe_enabled else []
+
+    def check_superb(self) -> list[str]:
+        from deepwide.superb.plan import check_config
+
+        return check_config(self.config)
+
+    # ------------------------------------------------------------------ report
+    @property
+    def report_dir(self) -> Path:
+        return self.results / "report"
+
+    @property
+    def report_heldout(self) -> str:
+        h = self.config["report"]["heldout"]
+        return self.manifest(h["corpus"], h["split"])
+
+    def report_result_files(self) -> list[str]:
+        return [self.superb_result(j.upstream, j.task, j.lr, j.seed) for j in self.superb_jobs] + self.qbe_results
+
+    @property
+    def report_upstreams(self) -> list[str]:
+        return list(self.upstreams) if (self.superb_tasks or self.qbe_enabled) else []
+
+    def report_cost(self, upstream: str) -> str:
+        return str(self.report_dir / "cost" / f"{upstream}.json")
+
+    def report_cka(self, upstream: str) -> str:
+        return str(self.report_dir / "cka" / f"{upstream}.parquet")
+
+    @property
+    def report_costs(self) -> list[str]:
+        return [self.report_cost(u) for u in self.report_upstreams if self.upstream_checkpoint(u)]
+
+    @property
+    def report_students(self) -> list[str]:
+        ups = set(self.report_upstreams)
+        return [u for u in self.student_upstreams if u in ups]
+
+    @property
+    def report_infos(self) -> list[str]:
+        return [self.student_info(u) for u in self.report_students]
+
+    @property
+    def report_ckas(self) -> list[str]:
+        if "teacher" not in self.upstreams:
+            return []
+        return [self.report_cka(u) for u in self.report_students]
+
+    def report_identity(self, section: str) -> dict:
+        r = self.config["report"]
+        return {**r[section], "reference": r["reference"]} if section in ("tables", "figures") else r[section]
+
+    REPORT_TABLES = ("results", "grid", "families", "score", "trend")
+    REPORT_FIGURES = ("depth", "heatmap", "layer_weights", "cka", "pareto")
+
+    def report_table(self, name: str, ext: str) -> str:
+        return str(self.report_dir / "tables" / f"{name}.{ext}")
+
+    def report_figure(self, name: str, ext: str) -> str:
+        return str(self.report_dir / "figures" / f"{name}.{ext}")
+
+    @property
+    def report_outputs(self) -> list[str]:
+        if not self.report_upstreams:
+            return []
+        return ([self.report_table(n, e) for n in self.REPORT_TABLES for e in ("md", "csv", "tex")]
+                + [self.report_figure(n, e) for n in self.REPORT_FIGURES for e in ("png", "pdf")])
+
+    # ------------------------------------------------------------------ rule all
+    def all_targets(self) -> list[str]:
+        """The final outputs of the study (Snakemake's ``rule all``)."""
+        out = [m for c in self.corpora for m in self.manifests(c)]
+        out.append(self.teacher_ckpt)
+        if self.teacher_source == "pretrain":
+            out.append(str(self.teacher_dir / "info.json"))
+        out += [str(Path(self.student_dir(j.method, j.shape, j.seed)) / "info.json") for j in self.student_jobs]
+        out += [self.superb_selected(u, t) for u in self.upstreams for t in self.superb_tasks]
+        out += self.qbe_results
+        out += self.report_outputs
+        return out
+
+
+def with_execution(identity: dict, exec_json: str | None, what: str = "--exec-json") -> dict:
+    """A stage CLI's settings: its identity JSON with the ``--exec-json`` flags merged in."""
+    from deepwide.config import deep_merge
+    from deepwide.utils.io import json_object_arg
+
+    return deep_merge(identity, json_object_arg(exec_json, what)) if exec_json else identity

@@ -102,9 +102,12 @@ def test_root_checks_name_task_and_path(tmp_path):
     with pytest.raises(DeepwideError, match=r"superb\.pr: .*malformed: missing .*SPEAKERS.TXT"):
         check_root("pr", tmp_path / "libri")
     root = _librispeech_text(tmp_path / "libri2")
-    with pytest.raises(DeepwideError, match=r"superb\.pr\.lexicon"):
-        check_root("pr", root, {}, embedded=False)
+    check_root("pr", root, {}, embedded=False)  # no lexicon files: generated from the transcripts
     check_root("pr", root, {}, embedded=True)
+    with pytest.raises(DeepwideError, match=r"superb\.pr\.lexicon: give both s3prl lexicon files .* got 1"):
+        check_root("pr", root, {"lexicon": [str(root / "SPEAKERS.TXT")]}, embedded=False)
+    with pytest.raises(DeepwideError, match=r"superb\.pr\.lexicon: file .*nope.txt does not exist"):
+        check_root("pr", root, {"lexicon": [str(root / "SPEAKERS.TXT"), str(root / "nope.txt")]}, embedded=False)
     with pytest.raises(DeepwideError, match=r"superb\.ic: .*data/train_data.csv"):
         check_root("ic", tmp_path / "libri")
 

@@ -482,7 +482,35 @@ class Study:
 
         tcfg, _ = split_execution(task_config(self.config, task), f"superb.{task}")
         tcfg.pop("lr", None)  # the job's own lr below, never the task's list
-        return {"upstream": upstream, "source": self.upstream_source(upstream), "task": tcfg, "lr": lr, "seed": int(seed)}
+        ident = {"upstream": upstream, "source": self.upstream_source(upstream), "task": tcfg, "lr": lr, "seed": int(seed)}
+        if task in ("asr", "pr"):  # s3prl reads the transcripts under the corpus's text policy
+            ident["text_policy"] = self.text_policy
+        return ident
+
+    @property
+    def text_policy(self) -> str:
+        return self.corpus_cfg["librispeech"]["text_policy"]
+
+    def superb_task_flags(self, task: str) -> str:
+        """``superb run`` options that follow from the task's identity (text policy, PR lexicon)."""
+        if task == "pr":
+            return f"--text-policy {self.text_policy} --lexicon-dir {self.superb_lexicon_dir}"
+        return f"--text-policy {self.text_policy}" if task == "asr" else ""
+
+    def superb_task_inputs(self, task: str) -> list[str]:
+        """Files a task's jobs read besides upstream and corpus: PR's lexicon."""
+        return [str(Path(self.superb_lexicon_dir) / "lexicon.json")] if task == "pr" else []
+
+    # PR's lexicon: one job per study, from the root's transcripts (or the user's s3prl files)
+    @property
+    def superb_lexicon_dir(self) -> str:
+        return str(self.results / "superb" / "lexicon")
+
+    def superb_lexicon_identity(self) -> dict:
+        t = self.scfg["pr"]
+        root, _ = self.superb_task_root("pr")
+        return {"root": str(root), "splits": [*t["train_sets"], *t["valid_sets"], *t["test_sets"]],
+                "lexicon": list(t["lexicon"]), "text_policy": self.text_policy}
 
     @property
     def superb_cache(self) -> str:

@@ -2,6 +2,7 @@
 # through s3prl's own recipes; one job per (upstream, task, lr, head seed), then the lr with
 # the best mean dev score. A job's identity is its own lr and seed, never the task's lists.
 import shlex
+from pathlib import Path
 
 from deepwide.superb.plan import qbe_args, qbe_exec_args
 
@@ -19,6 +20,7 @@ rule superb_run:
     input:
         upstream=lambda w: STUDY.upstream_inputs(w.upstream),
         corpus=lambda w: STUDY.superb_corpus_inputs(w.task),
+        task=lambda w: STUDY.superb_task_inputs(w.task),
     output:
         STUDY.superb_result("{upstream}", "{task}", "{lr}", "{seed}"),
     params:
@@ -26,6 +28,7 @@ rule superb_run:
         source=lambda w: STUDY.upstream_source(w.upstream),
         root=lambda w: STUDY.superb_task_root(w.task)[0],
         embedded=lambda w: "--embedded" if STUDY.superb_task_root(w.task)[1] else "",
+        flags=lambda w: STUDY.superb_task_flags(w.task),
     log:
         STUDY.log("superb_run", "{upstream}/{task}/lr{lr}-seed{seed}"),
     threads: max(1, config["superb"]["threads"])
@@ -34,9 +37,35 @@ rule superb_run:
     shell:
         "NUMBA_CACHE_DIR=${{NUMBA_CACHE_DIR:-{STUDY.superb_cache}/numba}} "
         "{PY} -m deepwide superb run --task {wildcards.task} --upstream-name {wildcards.upstream} "
-        "--upstream {params.source:q} --lr {wildcards.lr} --root {params.root:q} {params.embedded} "
+        "--upstream {params.source:q} --lr {wildcards.lr} --root {params.root:q} {params.embedded} {params.flags} "
         "--cfg {params.identity:q} --exec-json {EXEC[superb]:q} --cache {STUDY.superb_cache:q} "
         "--threads {config[superb][threads]} --out {output:q} > {log:q} 2>&1"
+
+
+if "pr" in STUDY.superb_tasks:
+
+    # PR's phone lexicon, written once from the root's transcripts with espeak-ng (IPA) or
+    # copied from the user's s3prl files (superb.pr.lexicon); every PR job reads it
+    rule superb_lexicon:
+        input:
+            corpus=STUDY.superb_corpus_inputs("pr"),
+            lexicon=STUDY.scfg["pr"]["lexicon"],
+        output:
+            str(Path(STUDY.superb_lexicon_dir) / "lexicon.json"),
+        params:
+            identity=STUDY.params("superb", **STUDY.superb_lexicon_identity()),
+            root=STUDY.superb_lexicon_identity()["root"],
+            splits=STUDY.superb_lexicon_identity()["splits"],
+            files=f"--lexicon {' '.join(STUDY.scfg['pr']['lexicon'])}" if STUDY.scfg["pr"]["lexicon"] else "",
+            out_dir=STUDY.superb_lexicon_dir,
+            policy=STUDY.text_policy,
+        resources:
+            **cpu_job("superb_lexicon"),
+        log:
+            STUDY.log("superb_lexicon", "pr"),
+        shell:
+            "{PY} -m deepwide superb lexicon --root {params.root:q} --splits {params.splits:q} {params.files}"
+            " --text-policy {params.policy} --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
 rule superb_select:

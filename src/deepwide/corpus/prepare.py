@@ -6,14 +6,21 @@ Speech Commands lists, FSC csvs, IEMOCAP EmoEvaluation) and checks every audio f
 The same functions read the synthesized embedded corpora and real datasets.
 
 Every manifest row has: id, path (absolute), num_samples, sample_rate, split, speaker,
-text, phones (espeak-ng, space separated), plus the corpus's label columns. Audio that
-is missing, unreadable, empty, not 16 kHz or not mono is not in any manifest: it goes to
+text, phones (phone set ``espeak-ng-ipa``, space separated; see
+:mod:`deepwide.corpus.text`), plus the corpus's label columns. Audio that is missing,
+unreadable, empty, not 16 kHz or not mono is not in any manifest: it goes to
 ``rejects.tsv`` beside the manifests with its reason, and ``write_manifests`` fails when
-more than ``max_reject_share`` of a corpus is rejected.
+more than ``max_reject_share`` of a corpus is rejected. LibriSpeech transcript lines that
+cannot be used (malformed, duplicate, text outside the character set under
+``text_policy``) are rejects too, their reason naming ``file:line``
+(:mod:`deepwide.corpus.librispeech`). ``info.json`` beside the manifests (not a declared
+output, like ``rejects.tsv``) holds the counts, the phone set and, for LibriSpeech, the
+text policy and the speakers found in more than one split.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -23,9 +30,10 @@ from pathlib import Path
 import pandas as pd
 
 from deepwide.corpus.synth import KS_COMMANDS
-from deepwide.corpus.text import phonemize_words, phones_for, words_of
+from deepwide.corpus.librispeech import log_counts, read_transcripts
+from deepwide.corpus.text import CHARSET_NAME, PHONE_SET, phonemize_words, phones_for, words_of
 from deepwide.errors import DeepwideError
-from deepwide.utils.io import atomic_path, write_parquet
+from deepwide.utils.io import atomic_path, atomic_write_text, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +51,7 @@ class Prepared:
     records: list[dict] = field(default_factory=list)
     rejects: list[dict] = field(default_factory=list)
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)  # e.g. voxceleb1 trials
+    info: dict = field(default_factory=dict)  # extra facts for info.json (text policy counts ...)
 
 
 def check_audio(path: str | Path) -> tuple[dict | None, str | None]:
@@ -111,30 +120,40 @@ def _librispeech_genders(root: Path) -> dict[str, str]:
     return genders
 
 
-def prepare_librispeech(root: str | Path, splits: list[str] = LIBRISPEECH_SPLITS, jobs: int = 1) -> Prepared:
-    """LibriSpeech: ``{split}/{spk}/{chapter}/{spk}-{chapter}-{n}.flac`` + ``*.trans.txt``."""
+def prepare_librispeech(root: str | Path, splits: list[str] = LIBRISPEECH_SPLITS, jobs: int = 1,
+                        text_policy: str = "normalise") -> Prepared:
+    """LibriSpeech: ``{split}/{spk}/{chapter}/{spk}-{chapter}-{n}.flac`` + ``*.trans.txt``.
+
+    Transcript lines are read by :func:`deepwide.corpus.librispeech.read_transcripts`:
+    unusable lines are rejects naming ``file:line``; ``text_policy`` (normalise | reject)
+    decides text outside upper-case A-Z, apostrophe and space. A speaker found in more
+    than one split draws a WARNING (LibriSpeech's splits are speaker-disjoint).
+    """
     root = _require_dir(Path(root), "LibriSpeech root")
     genders = _librispeech_genders(root)
-    cands, untranscribed = [], []
-    for split in splits:
-        d = _require_dir(root / split, f"LibriSpeech split folder {split!r}")
-        seen = set()
-        for trans in sorted(d.glob("*/*/*.trans.txt")):
-            for line in trans.read_text(errors="replace").splitlines():
-                if not line.strip():
-                    continue
-                uid, _, text = line.strip().partition(" ")
-                spk, chapter = uid.split("-")[:2]
-                path = trans.parent / f"{uid}.flac"
-                seen.add(path.name)
-                cands.append(dict(id=uid, path=path, split=split, speaker=spk, text=text.strip(),
-                                  chapter=chapter, gender=genders.get(spk, "")))
-        for flac in sorted(d.glob("*/*/*.flac")):
-            if flac.name not in seen:
-                untranscribed.append(dict(id=flac.stem, path=str(flac), split=split, reason="no line in the chapter's trans.txt"))
+    tr = read_transcripts(root, list(splits), text_policy)
+    log_counts("LibriSpeech", tr, text_policy)
+    cands = [dict(id=x.id, path=x.audio, split=x.split, speaker=x.speaker, text=x.text, chapter=x.chapter,
+                  gender=genders.get(x.speaker, "")) for x in tr.lines]
     out = _check_all(cands, jobs, "LibriSpeech")
-    out.rejects += untranscribed
+    out.rejects += tr.rejects + tr.untranscribed
+    shared = shared_speakers(out.records, list(splits))
+    for spk, where in list(shared.items())[:20]:
+        log.warning("LibriSpeech: speaker %s is in splits %s (LibriSpeech's splits share no speaker: "
+                    "speaker identity leaks from training into evaluation)", spk, ", ".join(where))
+    if len(shared) > 20:
+        log.warning("LibriSpeech: %d speakers in more than one split in all", len(shared))
+    out.info = {"text_policy": text_policy, "charset": CHARSET_NAME, "transcripts": tr.counts(),
+                "shared_speakers": shared}
     return out
+
+
+def shared_speakers(records: list[dict], splits: list[str]) -> dict[str, list[str]]:
+    """Speaker -> the splits (in ``splits`` order) it appears in, for speakers in two or more."""
+    where: dict[str, set[str]] = {}
+    for r in records:
+        where.setdefault(str(r["speaker"]), set()).add(r["split"])
+    return {spk: [s for s in splits if s in got] for spk, got in sorted(where.items()) if len(got) > 1}
 
 
 # ------------------------------------------------------------------ VoxCeleb1
@@ -323,8 +342,9 @@ def lexicon_lines(texts, lexicon: dict[str, str]) -> list[str]:
     """``WORD ph ph ...`` lines (s3prl's G2P lexicon format) for every transcript token.
 
     s3prl's phoneme recognition maps ``text.upper().split(" ")`` through such a lexicon
-    and needs every token covered; the pipeline writes it from espeak-ng instead of
-    downloading LibriSpeech's g2p lexicon.
+    and needs every token covered; the pipeline writes it from espeak-ng (phone set
+    ``espeak-ng-ipa``, named in ``info.json``) instead of downloading LibriSpeech's g2p
+    lexicon.
     """
     out = {}
     for text in texts:
@@ -339,7 +359,7 @@ def lexicon_lines(texts, lexicon: dict[str, str]) -> list[str]:
 def prepare(corpus: str, root: str | Path, cfg: dict, test_root: str | Path | None = None, jobs: int = 1) -> Prepared:
     """Dispatch to ``prepare_<corpus>`` with the options from its config section."""
     if corpus == "librispeech":
-        return prepare_librispeech(root, cfg.get("splits", LIBRISPEECH_SPLITS), jobs)
+        return prepare_librispeech(root, cfg.get("splits", LIBRISPEECH_SPLITS), jobs, cfg.get("text_policy", "normalise"))
     if corpus == "voxceleb1":
         return prepare_voxceleb1(root, jobs)
     if corpus == "speech_commands":
@@ -366,12 +386,16 @@ def write_manifests(corpus: str, prepared: Prepared, out_dir: str | Path, splits
         rejects.to_csv(tmp, sep="\t", index=False)
     n_rej, n_ok = len(rejects), len(prepared.records)
     share = n_rej / max(1, n_rej + n_ok)
+    info = {"corpus": corpus, "phone_set": PHONE_SET, "rejected": n_rej,
+            "reject_reasons": {str(k): int(v) for k, v in rejects["reason"].astype(str).str.split(":").str[0].value_counts().sort_index().items()},
+            **prepared.info}
     if n_rej:
         log.warning("%s: %d of %d files rejected (%.1f%%), see %s", corpus, n_rej, n_rej + n_ok, 100 * share, out_dir / "rejects.tsv")
         for r in prepared.rejects[:20]:
             log.warning("  rejected %s: %s", r["path"], r["reason"])
     if share > max_reject_share:
-        reasons = rejects["reason"].str.split(":").str[0].value_counts().to_dict()
+        reasons = info["reject_reasons"]
+        _write_info(out_dir, {**info, "failed": f"reject share {share:.4f} > max_reject_share {max_reject_share}"})
         raise DeepwideError(
             f"corpus {corpus}: {n_rej} of {n_rej + n_ok} audio files rejected ({100 * share:.1f}% > "
             f"max_reject_share {100 * max_reject_share:.1f}%); reasons {reasons}; list in {out_dir / 'rejects.tsv'}"
@@ -401,5 +425,10 @@ def write_manifests(corpus: str, prepared: Prepared, out_dir: str | Path, splits
     if corpus == "librispeech":
         with atomic_path(out_dir / "lexicon.txt") as tmp:
             tmp.write_text("".join(f"{line}\n" for line in lexicon_lines(df["text"].unique(), lexicon)))
+    _write_info(out_dir, {**info, "counts": counts, **({"lexicon": "lexicon.txt"} if corpus == "librispeech" else {})})
     log.info("%s manifests in %s: %s", corpus, out_dir, counts)
     return counts
+
+
+def _write_info(out_dir: Path, info: dict) -> None:
+    atomic_write_text(out_dir / "info.json", json.dumps(info, indent=1, sort_keys=True) + "\n")

@@ -107,6 +107,21 @@ def epoch_plan(
     return plan
 
 
+def drop_short(utts: list[Utterance], min_seconds: float, conv, source) -> tuple[list[Utterance], dict]:
+    """The utterances a student trains on: at least ``min_seconds`` (distill.train.min_seconds)
+    and one frame of the conv front end. Returns them and the skip record for info.json
+    (:func:`deepwide.utils.skips.skip_record`, which logs a WARNING with count and threshold)."""
+    from deepwide.utils.skips import skip_record
+
+    one_frame = receptive_field(conv)
+    min_samples = max(int(round(min_seconds * SAMPLE_RATE)), one_frame)
+    kept = [u for u in utts if u.num_samples >= min_samples and u.frames > 0]
+    dropped = [u.num_samples for u in utts if not (u.num_samples >= min_samples and u.frames > 0)]
+    reason = ("shorter than distill.train.min_seconds" if min_samples > one_frame
+              else "shorter than one frame of the student's conv front end")
+    return kept, skip_record(source, reason, min_samples / SAMPLE_RATE, dropped, len(utts))
+
+
 def normalize_wav(wav: np.ndarray) -> np.ndarray:
     """Zero mean, unit variance (HF Wav2Vec2FeatureExtractor's do_normalize)."""
     return (wav - wav.mean()) / np.sqrt(wav.var() + 1e-7)

@@ -152,8 +152,10 @@ def extract(
     for uid, path, n in zip(df["id"], df["path"], df["num_samples"]):
         f = data.num_frames(int(n), conv)
         (utts if f > 0 else skipped).append(data.Utterance(str(uid), str(path), int(n), f))
-    if skipped:
-        log.warning("%d utterance(s) shorter than one frame skipped, e.g. %s", len(skipped), skipped[0].id)
+    from deepwide.utils.skips import skip_record
+
+    skip = skip_record(", ".join(map(str, manifests)), "shorter than one frame of the teacher's conv front end",
+                       data.receptive_field(conv) / data.SAMPLE_RATE, [u.num_samples for u in skipped], len(df))
     if not utts:
         raise DeepwideError(f"manifests {', '.join(map(str, manifests))}: no utterance long enough for one frame")
 
@@ -256,6 +258,7 @@ def extract(
         "frontend_channels": conv[-1][0],
         "num_utterances": len(index),
         "skipped_short": [u.id for u in skipped],
+        "skipped": [skip],
         "num_shards": len(shards),
         "audio_seconds": seconds,
         "bytes": nbytes,

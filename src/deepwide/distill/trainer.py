@@ -204,8 +204,7 @@ def train(
     cached_fe = cached and bool(job["targets"]["frontend"]) and frozen
     shared_fe = (not cached) and frozen
     mode = _mode(cached, cached_fe, shared_fe)
-    min_samples = max(tc["min_seconds"] * data.SAMPLE_RATE, data.receptive_field(arch.conv))
-    utts = [u for u in utts if u.num_samples >= min_samples and u.frames > 0]
+    utts, skipped = data.drop_short(utts, tc["min_seconds"], arch.conv, ", ".join(map(str, manifests)))
     if not utts:
         raise DeepwideError(f"no utterance of at least {tc['min_seconds']} s in {', '.join(map(str, manifests))}")
     frames = [u.frames for u in utts]
@@ -426,6 +425,7 @@ def train(
         "wall_time_s": wall_prev + time.time() - t_start,  # over all resumed runs
         "job_hash": jh,
         "num_utterances": len(utts),
+        "skipped": [skipped],  # utterances left out for length (count, threshold)
     }
     atomic_write_text(out_dir / "info.json", json.dumps(info, indent=1))
     state_path.unlink(missing_ok=True)  # finished: the outputs are the state now (optimizer state is large)

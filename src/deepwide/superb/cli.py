@@ -3,6 +3,8 @@
 - ``superb run``: one (upstream, task, lr) job -> ``result.json`` (+ predictions, logs).
 - ``superb select``: pick the lr with the best dev score among a task's results.
 - ``superb check``: validate the superb section of a config (roots of real datasets).
+- ``superb lexicon``: PR's two s3prl lexicon files for a LibriSpeech-layout root (generated
+  with espeak-ng IPA, or the user's s3prl files copied unchanged) + ``lexicon.json``.
 - ``superb qbe``: QbE on QUESST14 by DTW (no training; :mod:`deepwide.superb.qbe`).
 """
 
@@ -52,6 +54,8 @@ def _run(args) -> int:
         num_workers=int(cfg.get("num_workers", 0)),
         seed=int(cfg.get("seed", 0)),
         embedded=args.embedded,
+        lexicon_dir=args.lexicon_dir,
+        text_policy=args.text_policy,
     )
     log.info(
         "superb %s/%s lr %s: dev %s %.3f (step %d), test %.3f, %.1f s on %s",
@@ -79,6 +83,15 @@ def _select(args) -> int:
     return 0
 
 
+def _lexicon(args) -> int:
+    from deepwide.superb.offline import write_lexicon_dir
+
+    info = write_lexicon_dir(args.out_dir, args.root, args.splits, args.lexicon, args.text_policy)
+    log.info("superb lexicon: %d words, phone set %s (%s) in %s", info["words"], info["phone_set"], info["source"], args.out_dir)
+    print(json.dumps({k: info[k] for k in ("phone_set", "source", "words", "transcript_words")}, sort_keys=True))
+    return 0
+
+
 def _check(args) -> int:
     from deepwide.config import load_config
     from deepwide.superb.plan import check_config
@@ -90,6 +103,8 @@ def _check(args) -> int:
 
 
 def register(sub):
+    from deepwide.corpus.text import TEXT_POLICIES
+
     p = sub.add_parser("superb", help="SUPERB evaluation through s3prl's recipes")
     cmds = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -105,7 +120,21 @@ def register(sub):
     r.add_argument("--cache", required=True, help="cache folder for s3prl (data, download, numba)")
     r.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     r.add_argument("--out", required=True, help=".../result.json (written last)")
+    r.add_argument("--lexicon-dir", default=None,
+                   help="pr: a `superb lexicon` output folder to use (default: superb.pr.lexicon, else generated)")
+    r.add_argument("--text-policy", choices=TEXT_POLICIES, default="normalise",
+                   help="asr/pr: transcript text outside A-Z ' space (corpus.librispeech.text_policy)")
     r.set_defaults(func=_run)
+
+    x = cmds.add_parser("lexicon", help="PR lexicon files for a LibriSpeech-layout root + lexicon.json (phone set)")
+    x.add_argument("--root", required=True, help="LibriSpeech-layout root")
+    x.add_argument("--splits", nargs="+", required=True, help="split folders whose words the lexicon must cover")
+    x.add_argument("--lexicon", nargs=2, default=None, metavar=("F200K", "FALLOTHERS"),
+                   help="s3prl's librispeech-lexicon-200k-g2p.txt and -allothers-g2p.txt, copied unchanged")
+    x.add_argument("--text-policy", choices=TEXT_POLICIES, default="normalise",
+                   help="as corpus.librispeech.text_policy (the words are those s3prl will read)")
+    x.add_argument("--out-dir", required=True, help="folder for the two lexicon files and lexicon.json")
+    x.set_defaults(func=_lexicon)
 
     s = cmds.add_parser("select", help="pick the lr with the best dev score")
     s.add_argument("--inputs", nargs="+", required=True)

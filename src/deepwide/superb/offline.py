@@ -4,20 +4,24 @@
   ASV also ``voxceleb1_test_v2.txt`` (trials).
 - ER: ``test_session{k}_{train,test}_metadata.json`` per fold, in s3prl's ``cache_dir``.
 - PR: the two lexicon files s3prl's G2P fetches, named ``{sha256(url)}.{basename}`` in
-  s3prl's download dir; the lexicon must cover every transcript word.
+  s3prl's download dir; the lexicon must cover every transcript word. Either the user's
+  copies of s3prl's files (phone set ``s3prl-g2p``, used unchanged) or, for any root
+  without them, generated from the root's transcripts by the project's G2P (espeak-ng IPA,
+  phone set ``espeak-ng-ipa``, the same as the corpus manifests'); ``deepwide superb
+  lexicon`` writes either into a folder with ``lexicon.json`` naming the phone set.
 
-On the embedded corpora these are derived from the corpus itself (split by video per
-speaker, sessions as folds, espeak-ng pronunciations); for real corpora they are copied
-from files the user names in the config. Nothing is ever downloaded.
+On the embedded corpora the split lists and folds are derived from the corpus itself
+(split by video per speaker, sessions as folds); for real corpora they are copied from
+files the user names in the config. Nothing is ever downloaded.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
-import subprocess
 from collections import defaultdict
 from pathlib import Path
 
@@ -147,81 +151,183 @@ def write_er_metadata(root: str | Path, cache_dir: str | Path, fold: int, metada
 
 
 # ----------------------------------------------------------------------------- LibriSpeech lexicon
+LEXICON_NAMES = [Path(u).name for u in LEXICON_URLS]  # librispeech-lexicon-{200k,allothers}-g2p.txt
+LEXICON_INFO = "lexicon.json"
 
 
-def transcript_words(root: str | Path, splits: list[str]) -> list[str]:
-    """Sorted distinct upper-case words of every ``*.trans.txt`` in ``splits``."""
-    words = set()
-    for split in splits:
-        for trans in Path(root, split).rglob("*.trans.txt"):
-            for line in trans.read_text().splitlines():
-                parts = line.strip().split(" ")
-                words.update(w.upper() for w in parts[1:] if w)
-    return sorted(words)
+def words_of_transcripts(tr) -> list[str]:
+    """Sorted distinct tokens of accepted transcript lines, as s3prl's G2P splits them."""
+    return sorted({w for x in tr.lines for w in x.text.upper().split(" ") if w})
 
 
-def _strip_ipa(text: str) -> list[str]:
-    phones = [p.replace("ˈ", "").replace("ˌ", "").strip() for p in text.split()]
-    return [p for p in phones if p and p not in ("_", "|")]
+def transcript_words(root: str | Path, splits: list[str], policy: str = "normalise") -> list[str]:
+    """Sorted distinct upper-case words of the transcripts s3prl will read for ``splits``:
+    the accepted lines of :func:`deepwide.corpus.librispeech.read_transcripts`."""
+    from deepwide.corpus.librispeech import read_transcripts
+
+    return words_of_transcripts(read_transcripts(root, splits, policy))
 
 
 def espeak_lexicon(words: list[str], voice: str = "en-us", chunk: int = 500) -> dict[str, list[str]]:
-    """Pronunciations (IPA phones, stress marks dropped) of ``words`` from espeak-ng."""
-    exe = shutil.which("espeak-ng")
-    if exe is None:
-        raise DeepwideError("superb.pr: the embedded lexicon needs espeak-ng (Debian package espeak-ng)")
+    """Pronunciations of ``words`` in the project's phone set (``espeak-ng-ipa``: IPA
+    phones, stress marks dropped), from :func:`deepwide.corpus.text.espeak_phones`."""
+    from deepwide.corpus.text import espeak_phones
 
-    def run(batch: list[str]) -> list[str]:
-        text = "\n".join(w.lower() for w in batch) + "\n"
-        proc = subprocess.run([exe, "-q", "--ipa", "--sep= ", "-v", voice], input=text, capture_output=True, text=True, check=True)
-        return [line for line in proc.stdout.splitlines() if line.strip()]
-
-    lex: dict[str, list[str]] = {}
-    for i in range(0, len(words), chunk):
-        batch = words[i : i + chunk]
-        lines = run(batch)
-        if len(lines) != len(batch):  # a word espeak split or swallowed: one call each
-            lines = [" ".join(run([w])) for w in batch]
-        for word, line in zip(batch, lines):
-            phones = _strip_ipa(line)
-            if not phones:
-                raise DeepwideError(f"superb.pr: espeak-ng gave no phones for the word {word!r}")
-            lex[word] = phones
-    return lex
+    if shutil.which("espeak-ng") is None:
+        raise DeepwideError("superb.pr: the generated lexicon needs espeak-ng (Debian package espeak-ng)")
+    lex = espeak_phones(words, voice, chunk)
+    for word in words:
+        if not lex.get(word):
+            raise DeepwideError(f"superb.pr: espeak-ng gave no phones for the word {word!r}")
+    return {w: lex[w] for w in words}
 
 
-def write_lexicon(download_dir: str | Path, root: str | Path, splits: list[str], files: list[str] | None = None) -> list[Path]:
+def _entries(text: str) -> set[str]:
+    return {line.split()[0] for line in text.splitlines() if line.strip()}
+
+
+def _check_covers(texts: list[str], words: list[str], root, where: str) -> int:
+    known = set().union(*(_entries(t) for t in texts))
+    uncovered = [w for w in words if w not in known]
+    if uncovered:
+        raise DeepwideError(
+            f"superb.pr: the lexicon ({where}) does not cover {len(uncovered)} transcript word(s) of {root}, e.g. {uncovered[:5]}"
+        )
+    return len(known)
+
+
+def _generated_texts(words: list[str], cached: dict[str, list[str]] | None = None) -> list[str]:
+    lex = {w: cached[w] for w in words if cached and cached.get(w)}
+    missing = [w for w in words if w not in lex]
+    if missing:
+        lex.update(espeak_lexicon(missing))
+    return ["".join(f"{w} {' '.join(lex[w])}\n" for w in sorted(lex)), ""]
+
+
+def _read_lexicon(path: Path) -> dict[str, list[str]]:
+    out = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            w, *ph = line.split()
+            out[w] = ph
+    return out
+
+
+def write_lexicon(download_dir: str | Path, root: str | Path, splits: list[str], files: list[str] | None = None,
+                  policy: str = "normalise") -> list[Path]:
     """Put s3prl's two lexicon files into ``download_dir``; check they cover every word.
 
-    ``files``: the user's copies of s3prl's lexicons (real LibriSpeech). Without them the
-    lexicon comes from espeak-ng over the transcripts (embedded corpus): all words go into
-    the first file, the second is empty.
+    ``files``: the user's copies of s3prl's lexicons, copied unchanged (phone set
+    ``s3prl-g2p``). Without them the lexicon comes from espeak-ng over the transcripts
+    (phone set ``espeak-ng-ipa``): all words go into the first file, the second is empty.
     """
     download_dir = Path(download_dir)
     download_dir.mkdir(parents=True, exist_ok=True)
     dests = [download_dir / lexicon_cache_name(u) for u in LEXICON_URLS]
-    words = transcript_words(root, splits)
+    words = transcript_words(root, splits, policy)
     if files:
         texts = [Path(f).read_text() for f in files]
+        _check_covers(texts, words, root, "superb.pr.lexicon")
     else:
-        cached = {}
-        if dests[0].is_file():
-            for line in dests[0].read_text().splitlines():
-                w, *ph = line.split()
-                cached[w] = ph
-        missing = [w for w in words if w not in cached]
-        if missing:
-            cached.update(espeak_lexicon(missing))
-        texts = ["".join(f"{w} {' '.join(cached[w])}\n" for w in sorted(cached)), ""]
-    known = set()
-    for text in texts:
-        known.update(line.split()[0] for line in text.splitlines() if line.strip())
-    uncovered = [w for w in words if w not in known]
-    if uncovered:
-        raise DeepwideError(
-            f"superb.pr: the lexicon does not cover {len(uncovered)} transcript word(s) of {root}, e.g. {uncovered[:5]}"
-        )
+        texts = _generated_texts(words, _read_lexicon(dests[0]) if dests[0].is_file() else None)
     for dest, text in zip(dests, texts):
         if not dest.is_file() or dest.read_text() != text:
             atomic_write_text(dest, text)
     return dests
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_lexicon_dir(out_dir: str | Path, root: str | Path, splits: list[str], files: list[str] | None = None,
+                      policy: str = "normalise") -> dict:
+    """``deepwide superb lexicon``: s3prl's two lexicon files for ``root`` in ``out_dir``.
+
+    Writes ``librispeech-lexicon-200k-g2p.txt`` and ``librispeech-lexicon-allothers-g2p.txt``
+    (s3prl's names) and, last, ``lexicon.json``: phone set (``espeak-ng-ipa`` generated by
+    the project's G2P, ``s3prl-g2p`` when the user's files are given and copied unchanged),
+    word count, source, root, splits, text policy and the files' sha256. Deterministic and
+    idempotent: the same transcripts, policy, files and espeak-ng version give the same
+    bytes, and a rerun on unchanged inputs writes nothing.
+    """
+    from deepwide.corpus.text import PHONE_SET, PHONEME_VOICE, USER_PHONE_SET, espeak_version
+
+    out_dir = Path(out_dir)
+    root = Path(root).resolve()
+    words = transcript_words(root, splits, policy)
+    if files:
+        if len(files) != 2:
+            raise DeepwideError(f"superb lexicon --lexicon: give s3prl's two files ({', '.join(LEXICON_NAMES)}), got {len(files)}")
+        srcs = [Path(f).resolve() for f in files]
+        for f in srcs:
+            if not f.is_file():
+                raise DeepwideError(f"superb.pr.lexicon: file {f} does not exist")
+        source = {"phone_set": USER_PHONE_SET, "source": "user files", "user_files": [str(f) for f in srcs],
+                  "user_sha256": [_sha256(f) for f in srcs]}
+    else:
+        source = {"phone_set": PHONE_SET, "source": "generated",
+                  "g2p": f"{espeak_version()} -v {PHONEME_VOICE} --ipa, stress marks removed"}
+    key = {"root": str(root), "splits": list(splits), "text_policy": policy, **source,
+           "words_sha256": hashlib.sha256("\n".join(words).encode()).hexdigest()}
+    info_path = out_dir / LEXICON_INFO
+    if info_path.is_file():
+        try:
+            old = json.loads(info_path.read_text())
+        except json.JSONDecodeError:
+            old = {}
+        if {k: old.get(k) for k in key} == key and all(
+            (out_dir / n).is_file() and _sha256(out_dir / n) == old.get("files", {}).get(n, {}).get("sha256") for n in LEXICON_NAMES
+        ):
+            return old
+    texts = [f.read_text() for f in srcs] if files else _generated_texts(words)
+    n_entries = _check_covers(texts, words, root, "superb lexicon --lexicon" if files else "generated")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, text, i in zip(LEXICON_NAMES, texts, range(2)):
+        dest = out_dir / name
+        if files:
+            if not dest.is_file() or _sha256(dest) != source["user_sha256"][i]:
+                tmp = dest.with_name(f".{name}.tmp")
+                shutil.copyfile(srcs[i], tmp)  # unchanged bytes
+                tmp.replace(dest)
+        elif not dest.is_file() or dest.read_text() != text:
+            atomic_write_text(dest, text)
+    info = {**key, "words": n_entries, "transcript_words": len(words),
+            "files": {n: {"sha256": _sha256(out_dir / n), "entries": len(_entries(t))} for n, t in zip(LEXICON_NAMES, texts)}}
+    atomic_write_text(info_path, json.dumps(info, indent=1, sort_keys=True) + "\n")
+    return info
+
+
+def install_lexicon_dir(lexicon_dir: str | Path, download_dir: str | Path, words: list[str], root) -> dict:
+    """Copy a ``superb lexicon`` output dir's two files, unchanged, to the names s3prl's
+    G2P looks for in ``download_dir``; check they cover ``words``. Returns ``lexicon.json``."""
+    lexicon_dir = Path(lexicon_dir)
+    info_path = lexicon_dir / LEXICON_INFO
+    if not info_path.is_file():
+        raise DeepwideError(f"superb run --lexicon-dir: {info_path} not found (write the dir with `deepwide superb lexicon`)")
+    try:
+        info = json.loads(info_path.read_text())
+    except json.JSONDecodeError as err:
+        raise DeepwideError(f"superb run --lexicon-dir: {info_path} is not valid JSON: {err}") from None
+    srcs = [lexicon_dir / n for n in LEXICON_NAMES]
+    for src in srcs:
+        if not src.is_file():
+            raise DeepwideError(f"superb run --lexicon-dir: {src} not found")
+        want = info.get("files", {}).get(src.name, {}).get("sha256")
+        if want and _sha256(src) != want:
+            raise DeepwideError(f"superb run --lexicon-dir: {src} changed since {info_path} was written; rerun `deepwide superb lexicon`")
+    texts = [src.read_text() for src in srcs]
+    _check_covers(texts, words, root, str(lexicon_dir))
+    download_dir = Path(download_dir)
+    download_dir.mkdir(parents=True, exist_ok=True)
+    for src, url in zip(srcs, LEXICON_URLS):
+        dest = download_dir / lexicon_cache_name(url)
+        if not dest.is_file() or _sha256(dest) != _sha256(src):
+            tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+            shutil.copyfile(src, tmp)
+            tmp.replace(dest)
+    return info

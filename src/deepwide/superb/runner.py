@@ -6,6 +6,13 @@ in this process, and collects what s3prl left in its target directory into
 ``out_dir/result.json`` (written last, atomically), ``out_dir/predictions/`` and
 ``out_dir/s3prl.log``.
 
+ASR and PR: s3prl reads the LibriSpeech root's ``*.trans.txt`` itself; when a line there
+is unusable or its text is outside LibriSpeech's character set, s3prl reads a cleaned view
+instead (:func:`deepwide.corpus.librispeech.write_s3prl_view`, under the cache, same text
+policy as the corpus stage). PR's lexicon comes from ``lexicon_dir`` (written by
+``deepwide superb lexicon``) when given, else from superb.pr.lexicon or espeak-ng;
+result.json names its phone set and source.
+
 s3prl's target directory is the resume state: ``out_dir/work-<hash>/`` where the hash
 covers the effective s3prl config and the upstream's identity, so a requeued job resumes
 and a changed config or retrained upstream starts fresh. It is not a declared output, so
@@ -159,7 +166,10 @@ def collect(spec: TaskSpec, work: Path) -> dict:
     }
 
 
-def _prepare_offline(task: str, root: Path, tcfg: dict, cache_root: Path, embedded: bool, fold: int | None) -> None:
+def _prepare_offline(task: str, root: Path, tcfg: dict, cache_root: Path, embedded: bool, fold: int | None,
+                     words: list[str] | None = None, lexicon_dir: str | Path | None = None,
+                     text_policy: str = "normalise") -> dict:
+    """Write what s3prl would download; for PR returns the lexicon's facts for result.json."""
     from deepwide.superb import offline
 
     if task in ("sid", "asv"):
@@ -172,8 +182,23 @@ def _prepare_offline(task: str, root: Path, tcfg: dict, cache_root: Path, embedd
     elif task == "er":
         offline.write_er_metadata(root, cache_root / "data", fold, tcfg.get("metadata_dir"))
     elif task == "pr":
+        from deepwide.corpus.text import PHONE_SET, USER_PHONE_SET
+
+        if lexicon_dir:
+            info = offline.install_lexicon_dir(lexicon_dir, cache_root / "download", words or [], root)
+            if info.get("text_policy", text_policy) != text_policy:
+                raise DeepwideError(
+                    f"superb run --lexicon-dir {lexicon_dir}: written for text_policy {info.get('text_policy')!r}, "
+                    f"this job reads transcripts with {text_policy!r}"
+                )
+            return {"phone_set": info.get("phone_set"), "lexicon_source": info.get("source"),
+                    "lexicon_words": info.get("words"), "lexicon_dir": str(Path(lexicon_dir).resolve())}
         splits = [*tcfg.get("train_sets", []), *tcfg.get("valid_sets", []), *tcfg.get("test_sets", [])]
-        offline.write_lexicon(cache_root / "download", root, splits, tcfg.get("lexicon") or None)
+        files = tcfg.get("lexicon") or None
+        offline.write_lexicon(cache_root / "download", root, splits, files, text_policy)
+        return {"phone_set": USER_PHONE_SET if files else PHONE_SET,
+                "lexicon_source": "user files" if files else "generated", "lexicon_dir": None}
+    return {}
 
 
 class _S3prlSettings:
@@ -243,8 +268,16 @@ def run_job(
     num_workers: int = 0,
     seed: int = 0,
     embedded: bool = False,
+    lexicon_dir: str | Path | None = None,
+    text_policy: str = "normalise",
 ) -> dict:
-    """Train + validate + test one (upstream, task, lr) and write ``out_dir/result.json``."""
+    """Train + validate + test one (upstream, task, lr) and write ``out_dir/result.json``.
+
+    ``lexicon_dir`` (PR): a ``deepwide superb lexicon`` output folder whose two files are
+    used; absent: superb.pr.lexicon or a lexicon generated from the transcripts.
+    ``text_policy`` (ASR, PR): how transcript text outside LibriSpeech's character set is
+    read (corpus.librispeech.text_policy).
+    """
     spec = get_task(task)
     if not spec.trainable:
         raise DeepwideError(f"superb task {task} is not run through s3prl's trainer")
@@ -255,17 +288,32 @@ def run_job(
     (cache_root / "data").mkdir(parents=True, exist_ok=True)
     device = resolve_device(device)
     os.environ.setdefault("NUMBA_CACHE_DIR", str(cache_root / "numba"))
+    if lexicon_dir and task != "pr":
+        raise DeepwideError(f"superb run --lexicon-dir is for task pr only (task {task})")
 
     t0 = time.time()
     over = s3prl_overrides(spec, tcfg, lr, seed)
     folds = list(tcfg.get("folds") or [None]) if task == "er" else [None]
+    s3prl_root, transcripts, extra_ident = root, None, {}
+    if task in ("asr", "pr"):
+        from deepwide.corpus.librispeech import write_s3prl_view
+
+        splits = [*tcfg.get("train_sets", ["train-clean-100"]), *tcfg.get("valid_sets", ["dev-clean"]),
+                  *tcfg.get("test_sets", ["test-clean"])]
+        s3prl_root, tr = write_s3prl_view(root, splits, cache_root / "librispeech", text_policy)
+        transcripts = {"text_policy": text_policy, "s3prl_root": str(s3prl_root), **tr.counts()}
+        if s3prl_root != root:
+            extra_ident["view"] = s3prl_root.name
+        if lexicon_dir:
+            extra_ident["lexicon"] = (Path(lexicon_dir) / "lexicon.json").read_text() if (Path(lexicon_dir) / "lexicon.json").is_file() else ""
     # resume identity: the result settings only (log and save cadence may change on a requeue)
     from deepwide.study import split_execution
 
     over_id = {**over, "train": {k: v for k, v in over["train"].items() if k not in ("log_step", "save_step")}}
     tcfg_id = split_execution(tcfg, f"superb.{task}")[0]
     ident = hashlib.sha256(
-        canonical_json({"over": over_id, "task": tcfg_id, "upstream": _upstream_identity(upstream), "root": str(root), "folds": folds}).encode()
+        canonical_json({"over": over_id, "task": tcfg_id, "upstream": _upstream_identity(upstream), "root": str(root),
+                        "folds": folds, **extra_ident}).encode()
     ).hexdigest()[:12]
     work_root = out_dir / f"work-{ident}"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -279,8 +327,10 @@ def run_job(
     try:
         for fold in folds:
             work = work_root if fold is None else work_root / f"fold{fold}"
-            _prepare_offline(task, root, tcfg, cache_root, embedded, 0 if fold is None else int(fold))
-            prep = prepare_args(task, root, tcfg)
+            lexicon = _prepare_offline(task, root, tcfg, cache_root, embedded, 0 if fold is None else int(fold),
+                                       words=_words(tr) if task == "pr" else None, lexicon_dir=lexicon_dir,
+                                       text_policy=text_policy)
+            prep = prepare_args(task, s3prl_root, tcfg)
             if task in ("asr", "pr", "sid", "ic"):
                 prep["n_jobs"] = max(1, int(num_workers))  # corpus parsing workers (s3prl: 6)
             if task == "er":
@@ -339,10 +389,20 @@ def run_job(
             for r in per_fold
         ],
     }
+    if task == "pr":
+        result.update(lexicon)  # phone_set, lexicon_source, lexicon_dir (+ lexicon_words)
+    if transcripts is not None:
+        result["transcripts"] = transcripts
     if not all(math.isfinite(result[k]) for k in ("dev_score", "test_score")):
         raise DeepwideError(f"superb {upstream_name}/{task}/lr{format_lr(lr)}: non-finite score {result['dev_score']}, {result['test_score']}")
     atomic_write_text(out_dir / "result.json", json.dumps(result, indent=1) + "\n")
     return result
+
+
+def _words(tr) -> list[str]:
+    from deepwide.superb.offline import words_of_transcripts
+
+    return words_of_transcripts(tr)
 
 
 def _device_name(device: str) -> str:

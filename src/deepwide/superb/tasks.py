@@ -72,12 +72,13 @@ def check_root(task: str, root: str | Path, tcfg: dict | None = None, embedded: 
         _need(task, root, "SPEAKERS.TXT", "LibriSpeech speaker list")
         for split in [*tcfg.get("train_sets", ["train-clean-100"]), *tcfg.get("valid_sets", ["dev-clean"]), *tcfg.get("test_sets", ["test-clean"])]:
             _need(task, root, split, "LibriSpeech split folder")
-        if task == "pr" and not embedded:
+        if task == "pr":
+            # no files: the lexicon is generated from the root's transcripts (espeak-ng IPA)
             files = tcfg.get("lexicon") or []
-            if len(files) != 2:
+            if len(files) not in (0, 2):
                 raise DeepwideError(
-                    f"superb.pr.lexicon: a real LibriSpeech root ({root}) needs the two s3prl lexicon files "
-                    "(librispeech-lexicon-200k-g2p.txt, librispeech-lexicon-allothers-g2p.txt); nothing is downloaded"
+                    f"superb.pr.lexicon: give both s3prl lexicon files (librispeech-lexicon-200k-g2p.txt, "
+                    f"librispeech-lexicon-allothers-g2p.txt) or none (generated with espeak-ng), got {len(files)}"
                 )
             for f in files:
                 if not Path(f).is_file():

@@ -21,6 +21,7 @@ import numpy as np
 from deepwide.errors import DeepwideError
 from deepwide.teacher.features import conv_num_frames
 from deepwide.utils.io import atomic_path
+from deepwide.utils.skips import skip_record
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +49,13 @@ class Utterances:
         return float(self.num_samples.sum()) / SAMPLE_RATE
 
 
-def read_manifest(path: str | Path, min_seconds: float = 0.0) -> Utterances:
-    """Read a LibriSpeech-layout manifest (id, path, num_samples[, sample_rate])."""
+def read_manifest(path: str | Path, min_seconds: float = 0.0, skipped: list | None = None) -> Utterances:
+    """Read a LibriSpeech-layout manifest (id, path, num_samples[, sample_rate]).
+
+    Utterances shorter than ``min_seconds`` (teacher.pretrain.min_seconds) are left out
+    with a WARNING naming the count and threshold; the count is appended to ``skipped``
+    (for info.json) as ``{manifest, reason, threshold_s, skipped, of, skipped_seconds}``.
+    """
     import pandas as pd
 
     path = Path(path)
@@ -70,8 +76,9 @@ def read_manifest(path: str | Path, min_seconds: float = 0.0) -> Utterances:
             )
     df = df.sort_values("id", kind="stable")
     keep = df["num_samples"] >= int(min_seconds * SAMPLE_RATE)
-    if not keep.all():
-        log.info("%s: skipping %d utterances shorter than %.2f s", path.name, int((~keep).sum()), min_seconds)
+    record = skip_record(path, "shorter than teacher.pretrain.min_seconds", min_seconds, df["num_samples"][~keep], len(df))
+    if skipped is not None:
+        skipped.append(record)
     df = df[keep]
     if len(df) == 0:
         raise DeepwideError(f"manifest {path} has no utterance of at least {min_seconds} s")

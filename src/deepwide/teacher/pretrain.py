@@ -397,10 +397,11 @@ def pretrain(
     arch = teacher_arch(cfg["arch"])
     t = cfg["train"]
 
-    train = read_manifest(manifest, cfg["min_seconds"])
+    skipped: list[dict] = []  # utterances left out for length, per manifest (info.json)
+    train = read_manifest(manifest, cfg["min_seconds"], skipped)
     manifests = [Path(manifest)]
     if valid_manifest:
-        valid = read_manifest(valid_manifest, cfg["min_seconds"])
+        valid = read_manifest(valid_manifest, cfg["min_seconds"], skipped)
         manifests.append(Path(valid_manifest))
         valid_source = str(valid_manifest)
     else:
@@ -474,6 +475,7 @@ def pretrain(
         "valid_utterances": len(valid),
         "valid_seconds": valid.seconds,
         "valid_source": valid_source,
+        "skipped": skipped,
         "config": cfg,
     }
     import pandas as pd

@@ -177,9 +177,6 @@ class Study:
             return self.execution("teacher.pretrain")
         if stage == "distill":
             return {"train": self.execution("distill.train")}
-        if stage == "targets":
-            return {"shard_seconds": self.config["distill"]["targets"]["shard_seconds"],
-                    "threads": self.config["distill"]["train"]["cpu_threads"]}
         if stage == "superb":
             sup = self.config["superb"]
             tasks = {t: self.execution(f"superb.{t}") for t in self.superb_tasks}
@@ -205,7 +202,9 @@ class Study:
 
     def corpus_dir(self, name: str) -> Path:
         """The synthesized tree of a corpus (the synth rule's directory output)."""
-        return self.results / "corpora" / name
+        from deepwide.corpus.sources import corpus_dir
+
+        return corpus_dir(self.results, name)
 
     def manifest_dir(self, name: str) -> Path:
         return self.results / "manifests" / name

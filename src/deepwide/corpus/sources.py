@@ -25,13 +25,18 @@ def synthesized(corpus_cfg: dict) -> list[str]:
     return [c for c in enabled(corpus_cfg) if not corpus_cfg[c].get("root")]
 
 
+def corpus_dir(results: str | Path, corpus: str) -> Path:
+    """Where the pipeline synthesizes a corpus: RESULTS/corpora/NAME (the one place this is built)."""
+    return Path(results) / "corpora" / corpus
+
+
 def roots(corpus: str, corpus_cfg: dict, results: str | Path) -> tuple[Path, Path | None]:
     """(root, test_root) that ``prepare`` reads: the real roots or the synthesized tree."""
     cfg = corpus_cfg[corpus]
     if cfg.get("root"):
         test_root = cfg.get("test_root")
         return Path(cfg["root"]), (Path(test_root) if test_root else None)
-    base = Path(results) / "corpora" / corpus
+    base = corpus_dir(results, corpus)
     if corpus == "speech_commands":
         return base / KS_TRAIN_DIR, base / KS_TEST_DIR
     return base, None

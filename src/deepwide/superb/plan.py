@@ -32,7 +32,9 @@ def task_root(config: dict, task: str) -> tuple[Path, bool]:
             f"superb.{task}: corpus.{spec.corpus} is disabled and superb.{task}.root is not set: "
             f"enable the corpus, set a root, or drop {task} from superb.tasks"
         )
-    return Path(config["results"]) / "corpora" / spec.corpus, True
+    from deepwide.corpus.sources import corpus_dir
+
+    return corpus_dir(config["results"], spec.corpus), True
 
 
 def task_config(config: dict, task: str) -> dict:

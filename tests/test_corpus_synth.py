@@ -285,3 +285,22 @@ def test_every_voice_renders(tmp_path, smoke_cfg, monkeypatch):
     with pytest.raises(DeepwideError, match="synthesizing librispeech failed: espeak-ng failed"):
         synthesize("librispeech", cc["librispeech"], dict(cc["tts"], flite_share=0.0), 0, tmp_path / "ls", jobs=2, progress=False)
     assert not (tmp_path / "ls").exists() and not list(tmp_path.glob(".ls.*"))  # nothing half-written
+
+
+def test_same_audio_with_a_fresh_home(tmp_path, monkeypatch):
+    """A fresh, empty HOME (CI, containers, cluster nodes) gives the same bytes every time:
+    espeak-ng's PulseAudio client, finding no cookie there, used to disturb the random
+    numbers its voice variants draw (different samples per run)."""
+    from deepwide.corpus import tts
+
+    spk = dict(engine="espeak", voice="en-gb-x-gbcwmd+f2", gender="F", pitch=74, range=-10, rate=162,
+               timbre=dict(shift_cents=-47, eq_hz=300, eq_db=3.8, treble_db=-0.2))
+    digests = set()
+    for i in range(3):
+        home = tmp_path / f"home{i}"
+        home.mkdir()
+        monkeypatch.setenv("HOME", str(home))
+        path = tts.render(tts.Utterance(str(tmp_path / f"{i}.flac"), "enfold papered conclave modulus sits", spk))
+        digests.add(hashlib.sha256(Path(path).read_bytes()).hexdigest())
+        assert not any(home.iterdir())  # nothing written to HOME either
+    assert len(digests) == 1

@@ -4,6 +4,7 @@
     deepwide corpus prepare --corpus NAME --config-json JSON --root DIR [--test-root DIR] --out-dir DIR [--jobs N]
     deepwide corpus check --config-json JSON   (the whole corpus section: roots and programs)
     deepwide corpus prepare-extra --corpus quesst14|librimix|snips --root DIR --out-dir DIR [--sd-data-dir DIR]
+    deepwide corpus synth-librimix --librispeech DIR --out DIR [--seed N] [--config-json JSON]
 
 ``--config-json`` is the corpus's config section (``corpus.NAME``) as the Snakefile passes
 it; it is validated against the schema with defaults filled, so a hand-written call gets
@@ -56,6 +57,15 @@ def cmd_prepare(args) -> int:
     return 0
 
 
+def cmd_synth_librimix(args) -> int:
+    from deepwide.corpus.librimix import synth_librimix
+
+    cfg = _section("librimix", args.config_json)
+    summary = synth_librimix(args.librispeech, args.out, args.seed, cfg["synth"])
+    print(json.dumps(summary, sort_keys=True))
+    return 0
+
+
 def cmd_check(args) -> int:
     from deepwide.corpus.sources import check_sources
 
@@ -88,6 +98,13 @@ def register(sub):
     q.add_argument("--out-dir", required=True, help="folder for {split}.parquet and rejects.tsv")
     q.add_argument("--jobs", type=int, default=0)
     q.set_defaults(func=cmd_prepare)
+
+    m = cmds.add_parser("synth-librimix", help="mix a LibriSpeech root's utterances into an embedded Libri2Mix (SD)")
+    m.add_argument("--librispeech", required=True, help="LibriSpeech root (train-clean-100, dev-clean, test-clean)")
+    m.add_argument("--out", required=True, help="folder to create (replaced atomically): Libri2Mix/ and metadata/LibriSpeech/*.rttm")
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--config-json", default="{}", help="the corpus.librimix config section as JSON (sizes under synth)")
+    m.set_defaults(func=cmd_synth_librimix)
 
     c = cmds.add_parser("check", help="check real roots and TTS programs of a corpus config section")
     c.add_argument("--config-json", required=True, help="the whole corpus config section as JSON")

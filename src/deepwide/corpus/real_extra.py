@@ -437,7 +437,8 @@ def prepare_extra(corpus: str, root: str | Path, cfg: dict, jobs: int = 1) -> Pr
 # ------------------------------------------------------------------ config and CLI hook
 EXTRA_DEFAULTS = {
     "quesst14": {"root": None, "languages": ["nnenglish"], "max_reject_share": 0.01},
-    "librimix": {"root": None, "mode": "max", "rttm_dir": None, "max_reject_share": 0.01},
+    # enabled and synth (corpus.schema.yaml) are the pipeline's and synth-librimix's; prepare ignores them
+    "librimix": {"enabled": True, "root": None, "mode": "max", "rttm_dir": None, "max_reject_share": 0.01, "synth": {}},
     "snips": {"root": None, "speakers": None, "max_reject_share": 0.01},
 }
 
@@ -461,6 +462,10 @@ def extra_config(corpus: str, cfg: dict) -> dict:
         if key == "speakers" and value is not None and not (
                 isinstance(value, dict) and set(value) == {"train", "valid", "test"} and all(isinstance(v, list) for v in value.values())):
             raise DeepwideError(f"{where}: must map train, valid and test to lists of speaker names, got {value!r}")
+        if key == "enabled" and not isinstance(value, bool):
+            raise DeepwideError(f"{where}: must be true or false, got {value!r}")
+        if key == "synth" and not isinstance(value, dict):
+            raise DeepwideError(f"{where}: must be a mapping of synthesis sizes, got {value!r}")
         if key in ("root", "rttm_dir") and value is not None and not isinstance(value, str):
             raise DeepwideError(f"{where}: must be a path or null, got {value!r}")
         out[key] = value

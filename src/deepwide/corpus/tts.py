@@ -93,6 +93,18 @@ class Utterance:
     pad_to_s: float | None = None  # pad/trim to this duration (Speech Commands: 1 s)
 
 
+def tts_env() -> dict:
+    """The environment TTS programs run in: no PulseAudio server to reach.
+
+    espeak-ng opens a PulseAudio client even when it writes a file; with no client cookie
+    under $HOME (a fresh HOME: CI, containers, cluster nodes) that client draws random
+    numbers from the C library's generator that espeak-ng's voice variants also use, so the
+    same text gave different samples from run to run. With no server address the client
+    gives up at once and the output is the one a set-up HOME gives, every time.
+    """
+    return {**os.environ, "PULSE_SERVER": "unix:/nonexistent"}
+
+
 def _tts_wav(utt: Utterance, tmpdir: str) -> str:
     spk, pro = utt.speaker, utt.prosody
     wav = os.path.join(tmpdir, "tts.wav")
@@ -114,7 +126,7 @@ def _tts_wav(utt: Utterance, tmpdir: str) -> str:
         ]
     else:
         raise DeepwideError(f"unknown TTS engine {spk['engine']!r}")
-    res = subprocess.run(cmd, capture_output=True)
+    res = subprocess.run(cmd, capture_output=True, env=tts_env())
     if res.returncode != 0 or not os.path.exists(wav) or os.path.getsize(wav) <= 44:
         raise RuntimeError(f"{cmd[0]} failed for {utt.path}: {res.stderr.decode(errors='replace')[-500:]}")
     return wav

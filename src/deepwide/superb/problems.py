@@ -5,6 +5,9 @@ For each SUPERB problem ``SuperbXX`` this module defines ``DeepwideXX(SuperbXX)`
 evaluation also dumps per-utterance predictions. s3prl rebuilds a model for test and resume
 by problem class name, so these classes must be defined (this module imported) in the
 process that runs them.
+
+``DeepwideSD`` also replaces s3prl's SD scoring stage, which clones dscore from GitHub
+and runs it in a subprocess, with :mod:`deepwide.superb.der` (no network, no git).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import sys
 import types
 from pathlib import Path
 
+from deepwide.errors import DeepwideError
 from deepwide.superb import compat
 
 compat.install()  # torchaudio/pandas shims before the first s3prl import
@@ -67,6 +71,65 @@ def _dump_predictions(cached_results: list[dict], dump_dir) -> None:
         w.writerows(rows)
 
 
+class OfflineSDScoringMixin:
+    """SD stage 3 (score the test predictions) without dscore.
+
+    As s3prl's ``Diarization.scoring``: for every (threshold, median filter) the
+    per-recording speaker posteriors under ``<test dir>/prediction/`` become an RTTM
+    (s3prl's own ``make_rttm``, so the system turns are the ones dscore would read), scored
+    against the reference RTTM s3prl wrote from the test Kaldi dir; the lowest DER over
+    the grid is reported (SUPERB practice). DER comes from :func:`deepwide.superb.der.der`
+    with ``collar`` (seconds each side; SUPERB 0) and ``skip_overlap`` (SUPERB false).
+
+    Writes ``score/rttm/threshold-{th}_median-{med}.rttm``, ``score/result/...json``
+    (overall and per-recording components) and ``<test dir>/der.yaml`` (DER and its
+    components in percent of reference speech, the chosen setting, the whole grid).
+    """
+
+    def scoring(self, scoring: dict, stage_id: int, test_dirs, test_rttms, frame_shift: int):
+        import json
+        import logging
+
+        import yaml
+        from s3prl.problem.diarization.util import make_rttm
+
+        from deepwide.superb.der import SD_SCORING_DEFAULTS, der_from_rttm
+
+        conf = dict(SD_SCORING_DEFAULTS, **dict(scoring or {}))
+        unknown = sorted(set(conf) - set(SD_SCORING_DEFAULTS))
+        if unknown:
+            raise DeepwideError(f"superb.sd scoring: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(SD_SCORING_DEFAULTS)})")
+        thresholds, medians = [float(t) for t in conf["thresholds"]], [int(m) for m in conf["median_filters"]]
+        if not thresholds or not medians or any(m < 1 or m % 2 == 0 for m in medians):
+            raise DeepwideError(f"superb.sd: thresholds {thresholds} and median_filters {medians} must be non-empty; median filters odd and >= 1")
+        collar, skip_overlap = float(conf["collar"]), bool(conf["skip_overlap"])
+        logger = logging.getLogger("s3prl")
+        for test_dir, ref_rttm in zip(test_dirs, test_rttms):
+            test_dir = Path(test_dir)
+            pred = test_dir / "prediction"
+            if not pred.is_dir() or not any(pred.glob("*.pt")):
+                raise DeepwideError(f"superb.sd: no test predictions under {pred} (stage 2 dumped none)")
+            grid = []
+            for th in thresholds:
+                for med in medians:
+                    name = f"threshold-{th:g}_median-{med}"
+                    hyp = test_dir / "score" / "rttm" / f"{name}.rttm"
+                    make_rttm(pred, hyp, th, med, frame_shift, 1, 16000)
+                    total, per = der_from_rttm(ref_rttm, hyp, collar, skip_overlap)
+                    res = test_dir / "score" / "result" / f"{name}.json"
+                    res.parent.mkdir(parents=True, exist_ok=True)
+                    res.write_text(json.dumps({"overall": total.as_dict(), "files": {f: c.as_dict() for f, c in per.items()}}, indent=1) + "\n")
+                    pct = lambda x: 100.0 * x / total.total if total.total else 0.0  # noqa: E731
+                    grid.append({"threshold": th, "median_filter": med, "der": 100.0 * total.der, "missed": pct(total.missed),
+                                 "false_alarm": pct(total.false_alarm), "confusion": pct(total.confusion), "speech_s": total.total})
+                    logger.info("SD scoring %s: DER %.2f %%", name, grid[-1]["der"])
+            best = min(grid, key=lambda g: g["der"])  # first minimum in s3prl's order (threshold-major)
+            out = {**best, "collar": collar, "skip_overlap": skip_overlap, "scorer": "deepwide.superb.der (offline; dscore/md-eval definition)",
+                   "reference_rttm": str(ref_rttm), "grid": grid}
+            (test_dir / "der.yaml").write_text(yaml.safe_dump(out, sort_keys=False))
+            logger.info("Best DER (deepwide.superb.der): %.2f %% at threshold %s, median filter %s", best["der"], best["threshold"], best["median_filter"])
+
+
 class _LazyHub(types.ModuleType):
     """``s3prl.hub`` that imports the real one only when something is looked up in it.
 
@@ -109,7 +172,8 @@ def _define():
     for short in ("ASR", "PR", "SID", "KS", "IC", "ER", "ASV", "SD", "SF"):
         base = getattr(P, f"Superb{short}")
         name = f"Deepwide{short}"
-        classes[short.lower()] = type(name, (DeepwideUpstreamMixin, base), {"__module__": __name__, "__doc__": f"s3prl {base.__name__} on a deepwide upstream."})
+        mixins = (DeepwideUpstreamMixin, OfflineSDScoringMixin) if short == "SD" else (DeepwideUpstreamMixin,)
+        classes[short.lower()] = type(name, (*mixins, base), {"__module__": __name__, "__doc__": f"s3prl {base.__name__} on a deepwide upstream."})
         globals()[name] = classes[short.lower()]
     return classes
 

@@ -87,6 +87,14 @@ def s3prl_overrides(spec: TaskSpec, tcfg: dict, lr: float, seed: int) -> dict:
     }
     if tcfg.get("downstream"):
         over["build_downstream"] = copy.deepcopy(tcfg["downstream"])
+    if spec.name == "sd":
+        # our offline scorer's settings (problems.OfflineSDScoringMixin); s3prl's defaults otherwise
+        from deepwide.superb.der import SD_SCORING_DEFAULTS
+
+        over["scoring"] = {k: copy.deepcopy(tcfg.get(k, v)) for k, v in SD_SCORING_DEFAULTS.items()}
+        even = [m for m in over["scoring"]["median_filters"] if int(m) < 1 or int(m) % 2 == 0]
+        if even:
+            raise DeepwideError(f"superb.sd.median_filters: widths must be odd and >= 1 (scipy's median filter), got {even}")
     return deep_merge(over, tcfg.get("s3prl") or {})
 
 
@@ -141,6 +149,33 @@ def _collect_asv(spec: TaskSpec, work: Path) -> dict:
     }
 
 
+def _collect_sd(res: dict, test_dir: Path) -> dict:
+    """SD: the test score is the DER of the offline scorer (``der.yaml``, percent, best
+    threshold and median filter, as SUPERB reports); the dev score stays s3prl's frame-level
+    PIT DER at threshold 0.5 (what it picks the best checkpoint by)."""
+    der_file = test_dir / "der.yaml"
+    if not der_file.is_file():
+        raise DeepwideError(f"s3prl's SD scoring left no {der_file} (stage 3 did not run?)")
+    scored = _read_yaml(der_file)
+    frame = res["test_metrics"]
+    res["test_score"] = float(scored["der"])
+    res["test_metrics"] = {
+        "der": float(scored["der"]),
+        "missed": float(scored["missed"]),
+        "false_alarm": float(scored["false_alarm"]),
+        "confusion": float(scored["confusion"]),
+        "speech_s": float(scored["speech_s"]),
+        "threshold": float(scored["threshold"]),
+        "median_filter": int(scored["median_filter"]),
+        "collar": float(scored["collar"]),
+        "skip_overlap": bool(scored["skip_overlap"]),
+        "frame_der": 100.0 * frame["der"],
+        "frame_accuracy": 100.0 * frame.get("accuracy", float("nan")),
+    }
+    res["dev_metrics"] = {"frame_der": 100.0 * res["dev_metrics"]["der"], **{k: v for k, v in res["dev_metrics"].items() if k != "der"}}
+    return res
+
+
 def collect(spec: TaskSpec, work: Path) -> dict:
     """Dev score, best step, test score, layer weights from an s3prl target dir."""
     if spec.name == "asv":
@@ -155,7 +190,7 @@ def collect(spec: TaskSpec, work: Path) -> dict:
     if not tests:
         raise DeepwideError(f"s3prl left no test result under {work / 'evaluate' / 'valid_best'}")
     test = _read_yaml(tests[0])
-    return {
+    res = {
         "dev_score": float(dev[spec.metric]) * spec.scale,
         "best_step": int(stats["global_step"]),
         "test_score": float(test[spec.metric]) * spec.scale,
@@ -164,6 +199,7 @@ def collect(spec: TaskSpec, work: Path) -> dict:
         "layer_weights": _layer_weights(valid_best),
         "test_set": tests[0].parent.name,
     }
+    return _collect_sd(res, tests[0].parent) if spec.name == "sd" else res
 
 
 def _prepare_offline(task: str, root: Path, tcfg: dict, cache_root: Path, embedded: bool, fold: int | None,

@@ -21,7 +21,6 @@ import report_fixtures as fx
 SNAKEFILE = """\
 configfile: "config.yaml"
 include: "workflow/rules/common.smk"
-include: "workflow/rules/resources.smk"
 include: "workflow/rules/report.smk"
 rule all:
     input: STUDY.report_outputs

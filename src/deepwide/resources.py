@@ -1,8 +1,8 @@
 """What a rule's jobs ask a cluster scheduler for, from the config's ``resources`` section.
 
-A rule file writes ``resources: **gpu_job("distill")`` (GPU rules) or
-``resources: **cpu_job("corpus_synth")`` (CPU rules); ``workflow/rules/resources.smk``
-binds these two to the validated config. The returned keys are the standard Snakemake
+A rule file writes ``resources: **STUDY.gpu_job("distill")`` (GPU rules) or
+``resources: **STUDY.cpu_job("corpus_synth")`` (CPU rules); the Study binds these two to
+the validated config. The returned keys are the standard Snakemake
 resources that snakemake-executor-plugin-slurm 2.x turns into sbatch options:
 
 - GPU rule: ``gpu`` -> ``--gpus=N``, ``cpus_per_gpu`` -> ``--cpus-per-gpu``,

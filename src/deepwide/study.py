@@ -183,6 +183,23 @@ class Study:
             return {**{k: sup[k] for k in EXECUTION_KEYS["superb"]}, "tasks": tasks}
         raise DeepwideError(f"no execution settings for stage {stage!r}")
 
+    @property
+    def exec(self) -> dict[str, str]:
+        """``--exec-json`` value per stage, for the shell commands (``{STUDY.exec[distill]}``)."""
+        return {stage: self.execution_json(stage) for stage in ("teacher", "distill", "superb")}
+
+    def gpu_job(self, rule: str) -> dict:
+        """A GPU rule's cluster request (config ``resources``: one GPU, CPUs and memory per GPU)."""
+        from deepwide.resources import job_resources
+
+        return job_resources(self.config["resources"], rule, gpu=True)
+
+    def cpu_job(self, rule: str) -> dict:
+        """A CPU rule's cluster request (memory and runtime; never a GPU)."""
+        from deepwide.resources import job_resources
+
+        return job_resources(self.config["resources"], rule, gpu=False)
+
     # ------------------------------------------------------------------ corpus
     @property
     def corpus_cfg(self) -> dict:
@@ -577,9 +594,10 @@ class Study:
             return []
         return [self.report_cka(u) for u in self.report_students]
 
-    def report_identity(self, section: str) -> dict:
+    def report_identity(self, section: str) -> str:
+        """The report.<section> options of a report rule (tables and figures: with the reference)."""
         r = self.config["report"]
-        return {**r[section], "reference": r["reference"]} if section in ("tables", "figures") else r[section]
+        return canonical_json({**r[section], "reference": r["reference"]} if section in ("tables", "figures") else r[section])
 
     REPORT_TABLES = ("results", "grid", "families", "score", "trend")
     REPORT_FIGURES = ("depth", "heatmap", "layer_weights", "cka", "pareto")

@@ -1,15 +1,14 @@
-# Shared by every rule file: the one Study (validated config -> every job, its identity and
-# its paths), the interpreter, and the execution flags of each stage.
+# Shared by every rule file: the one Study (validated config -> every job, its identity,
+# its paths and its cluster request) and the interpreter. Rule files share nothing else.
 #
 # A job's params are its identity (STUDY.params: the settings that change its result plus
 # its stage's version); threads, workers, device, log and checkpoint cadence and cache
-# sizes reach the CLI through the EXEC strings below, which are formatted into the shell
-# command at run time, so changing them reruns nothing (the command template stays equal).
+# sizes reach the CLI through {STUDY.exec[stage]}, formatted into the shell command at run
+# time, so changing them reruns nothing (the command template stays equal).
 import os
 import sys
 
 from deepwide.study import Study
-from deepwide.utils.io import canonical_json
 
 STUDY = Study.from_config(config)
 
@@ -19,4 +18,3 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # the interpreter that runs snakemake also runs every stage (same venv on a cluster node)
 PY = sys.executable
-EXEC = {stage: STUDY.execution_json(stage) for stage in ("teacher", "distill", "superb")}

@@ -21,7 +21,7 @@ for _name in STUDY.synthesized:
         # snakemake scales threads down to --cores locally; on a cluster this is the request
         threads: config["corpus"]["threads"]
         resources:
-            **cpu_job(f"synth_{_name}"),
+            **STUDY.cpu_job(f"synth_{_name}"),
         log:
             STUDY.log("corpus", f"synth_{_name}"),
         shell:
@@ -49,7 +49,7 @@ for _name in STUDY.corpora:
             identity=STUDY.params("corpus"),
         threads: config["corpus"]["threads"]
         resources:
-            **cpu_job(f"prepare_{_name}"),
+            **STUDY.cpu_job(f"prepare_{_name}"),
         log:
             STUDY.log("corpus", f"prepare_{_name}"),
         shell:

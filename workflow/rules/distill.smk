@@ -25,7 +25,7 @@ rule targets:
         STUDY.log("targets", f"{STUDY.targets_key}/{{part}}"),
     threads: config["distill"]["train"]["cpu_threads"]
     resources:
-        **gpu_job("targets"),
+        **STUDY.gpu_job("targets"),
     shell:
         "{PY} -m deepwide targets extract --threads {threads} --teacher {input.teacher:q}"
         " --manifest {input.manifests:q} {params.select} --dtype {params.dtype}"
@@ -53,9 +53,9 @@ rule distill:
         STUDY.log("distill", "{method}/{shape}/seed{seed}"),
     threads: config["distill"]["train"]["cpu_threads"]
     resources:
-        **gpu_job("distill"),
+        **STUDY.gpu_job("distill"),
     shell:
-        "{PY} -m deepwide distill train --threads {threads} --job {params.job:q} --exec-json {EXEC[distill]:q}"
+        "{PY} -m deepwide distill train --threads {threads} --job {params.job:q} --exec-json {STUDY.exec[distill]:q}"
         " --teacher {input.teacher:q} --manifest {input.manifests:q}"
         " --targets {input.targets:q} --resume-dir {params.resume:q} --hf {output.hf:q}"
         " --out $(dirname {output.ckpt:q}) > {log:q} 2>&1"

@@ -16,10 +16,10 @@ rule report_cost:
     output:
         STUDY.report_cost("{report_upstream}"),
     params:
-        cfg=canonical_json(STUDY.report_identity("cost")),
+        cfg=STUDY.report_identity("cost"),
         identity=STUDY.params("report"),
     resources:
-        **gpu_job("report_cost"),
+        **STUDY.gpu_job("report_cost"),
     log:
         STUDY.log("report_cost", "{report_upstream}"),
     shell:
@@ -35,10 +35,10 @@ rule report_cka:
     output:
         STUDY.report_cka("{report_upstream}"),
     params:
-        cfg=canonical_json(STUDY.report_identity("cka")),
+        cfg=STUDY.report_identity("cka"),
         identity=STUDY.params("report"),
     resources:
-        **gpu_job("report_cka"),
+        **STUDY.gpu_job("report_cka"),
     log:
         STUDY.log("report_cka", "{report_upstream}"),
     shell:
@@ -58,7 +58,7 @@ rule report_collect:
     params:
         identity=STUDY.params("report"),
     resources:
-        **cpu_job("report_collect"),
+        **STUDY.cpu_job("report_collect"),
     log:
         STUDY.log("report_collect", "collect"),
     shell:
@@ -81,11 +81,11 @@ rule report_tables:
             for ext in ("md", "csv", "tex")
         },
     params:
-        cfg=canonical_json(STUDY.report_identity("tables")),
+        cfg=STUDY.report_identity("tables"),
         identity=STUDY.params("report"),
         out_dir=str(STUDY.report_dir / "tables"),
     resources:
-        **cpu_job("report_tables"),
+        **STUDY.cpu_job("report_tables"),
     log:
         STUDY.log("report_tables", "tables"),
     shell:
@@ -110,11 +110,11 @@ rule report_figures:
             for ext in ("png", "pdf")
         },
     params:
-        cfg=canonical_json(STUDY.report_identity("figures")),
+        cfg=STUDY.report_identity("figures"),
         identity=STUDY.params("report"),
         out_dir=str(STUDY.report_dir / "figures"),
     resources:
-        **cpu_job("report_figures"),
+        **STUDY.cpu_job("report_figures"),
     log:
         STUDY.log("report_figures", "figures"),
     shell:

@@ -33,12 +33,12 @@ rule superb_run:
         STUDY.log("superb_run", "{upstream}/{task}/lr{lr}-seed{seed}"),
     threads: max(1, config["superb"]["threads"])
     resources:
-        **gpu_job("superb_run"),
+        **STUDY.gpu_job("superb_run"),
     shell:
         "NUMBA_CACHE_DIR=${{NUMBA_CACHE_DIR:-{STUDY.superb_cache}/numba}} "
         "{PY} -m deepwide superb run --task {wildcards.task} --upstream-name {wildcards.upstream} "
         "--upstream {params.source:q} --lr {wildcards.lr} --root {params.root:q} {params.embedded} {params.flags} "
-        "--cfg {params.identity:q} --exec-json {EXEC[superb]:q} --cache {STUDY.superb_cache:q} "
+        "--cfg {params.identity:q} --exec-json {STUDY.exec[superb]:q} --cache {STUDY.superb_cache:q} "
         "--threads {config[superb][threads]} --out {output:q} > {log:q} 2>&1"
 
 
@@ -60,7 +60,7 @@ if "pr" in STUDY.superb_tasks:
             out_dir=STUDY.superb_lexicon_dir,
             policy=STUDY.text_policy,
         resources:
-            **cpu_job("superb_lexicon"),
+            **STUDY.cpu_job("superb_lexicon"),
         log:
             STUDY.log("superb_lexicon", "pr"),
         shell:
@@ -76,7 +76,7 @@ rule superb_select:
     params:
         identity=STUDY.params("superb"),
     resources:
-        **cpu_job("superb_select"),
+        **STUDY.cpu_job("superb_select"),
     log:
         STUDY.log("superb_select", "{upstream}/{task}"),
     shell:
@@ -101,7 +101,7 @@ if STUDY.qbe_enabled:
             STUDY.log("superb_qbe", "{upstream}"),
         threads: max(1, config["superb"]["threads"])
         resources:
-            **gpu_job("superb_qbe"),
+            **STUDY.gpu_job("superb_qbe"),
         shell:
             "{PY} -m deepwide superb qbe --upstream {params.source:q} --upstream-name {wildcards.upstream} "
             "{params.args} {QBE_EXEC} --out {output:q} > {log:q} 2>&1"

@@ -14,7 +14,7 @@ if STUDY.teacher_source == "import":
             fmt=_fmt,
             identity=STUDY.params("teacher", cfg=STUDY.identity("teacher.import")),
         resources:
-            **cpu_job("teacher_import"),
+            **STUDY.cpu_job("teacher_import"),
         log:
             STUDY.log("teacher_import", "teacher"),
         shell:
@@ -36,7 +36,7 @@ else:
             # resume state (pseudo-labels, optimizer, RNG): outside the declared outputs
             workdir=str(STUDY.teacher_dir / "work"),
         resources:
-            **gpu_job("teacher_pretrain"),
+            **STUDY.gpu_job("teacher_pretrain"),
         # snakemake scales this down to --cores on a laptop
         threads: config["teacher"]["pretrain"]["threads"] or 8
         log:
@@ -44,5 +44,5 @@ else:
         # passive OpenMP waits: with spinning threads a busy 2-core machine ran 5x slower
         shell:
             "OMP_WAIT_POLICY=PASSIVE {PY} -m deepwide teacher pretrain --manifest {input.train:q} {params.valid}"
-            " --config-json {params.cfg:q} --exec-json {EXEC[teacher]:q} --workdir {params.workdir:q} --threads {threads}"
+            " --config-json {params.cfg:q} --exec-json {STUDY.exec[teacher]:q} --workdir {params.workdir:q} --threads {threads}"
             " --out {output.ckpt:q} --info {output.info:q} --curve {output.curve:q} > {log:q} 2>&1"

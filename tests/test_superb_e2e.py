@@ -64,10 +64,10 @@ def test_ks_two_lrs_through_snakemake(tmp_path):
 
     runs = {}
     for lr in ("0.001", "0.01"):
-        job = results / "superb" / "tiny" / "ks" / f"lr{lr}"
+        job = results / "superb" / "tiny" / "ks" / f"lr{lr}" / "seed0"
         res = json.loads((job / "result.json").read_text())
         runs[lr] = res
-        assert res["upstream"] == "tiny" and res["task"] == "ks" and res["lr"] == float(lr)
+        assert res["upstream"] == "tiny" and res["task"] == "ks" and res["lr"] == float(lr) and res["seed"] == 0
         assert res["metric"] == "accuracy" and res["higher_is_better"] is True
         assert 0.0 <= res["dev_score"] <= 100.0 and 0.0 <= res["test_score"] <= 100.0
         assert res["best_step"] in (4, 8)

@@ -36,8 +36,7 @@ def offline_env(tmp_path: Path) -> dict:
 
 @pytest.mark.slow
 def test_sd_fbank_on_embedded_librimix_offline(tmp_path):
-    from deepwide.config import validate_config
-    from deepwide.superb.plan import job_cfg
+    from deepwide.study import Study
 
     env = offline_env(tmp_path)
     libri = small_librispeech(tmp_path / "corpora" / "LibriSpeech", env)
@@ -50,10 +49,11 @@ def test_sd_fbank_on_embedded_librimix_offline(tmp_path):
     counts = json.loads(proc.stdout.strip().splitlines()[-1])
     assert counts["train"] == 12 and counts["dev"] == 4 and counts["test"] == 4
 
-    cfg = validate_config({"superb": {"device": "cpu", "num_workers": 0, "cache_mb": 256, "sd": {"root": str(sd_dir), **SD_TASK}}})
+    study = Study.from_config({"superb": {"device": "cpu", "num_workers": 0, "cache_mb": 256, "sd": {"root": str(sd_dir), **SD_TASK}}})
     out = tmp_path / "superb" / "fbank" / "sd" / "lr0.01" / "result.json"
     cli(["superb", "run", "--task", "sd", "--upstream-name", "fbank", "--upstream", "fbank", "--lr", "0.01",
-         "--root", str(sd_dir), "--cfg", json.dumps(job_cfg(cfg, "sd")), "--cache", str(tmp_path / "superb" / "cache"),
+         "--root", str(sd_dir), "--cfg", json.dumps(study.superb_identity("fbank", "sd", "0.01", 0)),
+         "--exec-json", study.execution_json("superb"), "--cache", str(tmp_path / "superb" / "cache"),
          "--threads", "1", "--out", str(out)], env, timeout=600)
 
     res = json.loads(out.read_text())

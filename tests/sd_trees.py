@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -37,3 +38,18 @@ def synth_librimix_cli(librispeech: Path, out: Path, env: dict | None = None, se
     proc = cli(["corpus", "synth-librimix", "--librispeech", str(librispeech), "--out", str(out), "--seed", str(seed),
                 "--config-json", json.dumps(section or LIBRIMIX_SECTION)], env)
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def offline_env(tmp_path: Path) -> dict:
+    """PATH with only bash and the TTS and audio programs the corpus stage runs (no git, no
+    python), HOME empty: s3prl's own SD scoring would clone dscore from GitHub here."""
+    bin_dir, home = tmp_path / "bin", tmp_path / "home"
+    bin_dir.mkdir()
+    home.mkdir()
+    for prog in ("bash", "espeak-ng", "flite", "sox"):
+        os.symlink(shutil.which(prog), bin_dir / prog)
+    drop = ("HOME", "PATH", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "NUMBA_CACHE_DIR", "HF_HOME", "TORCH_HOME")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env.update(PATH=str(bin_dir), HOME=str(home))
+    assert shutil.which("git", path=env["PATH"]) is None and shutil.which("python3", path=env["PATH"]) is None
+    return env

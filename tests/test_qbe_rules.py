@@ -72,10 +72,17 @@ def test_config_time_root_check(quesst_root, tmp_path):
     plan.check_config(load_config(_config(tmp_path, {"root": str(quesst_root.parent), "layer": 2})))
     assert plan.qbe_args(load_config(_config(tmp_path, {"root": str(quesst_root), "layer": 2})))[2:4] == ["--layer", "2"]
 
-    # off by default; on without a root (qbe in tasks) or with a missing/malformed root: named errors
+    # off by default; qbe in tasks without a root reads the synthesized QUESST14 (or
+    # corpus.quesst14.root); a disabled corpus or a missing/malformed root: named errors
     assert not plan.qbe_enabled(load_config(_config(tmp_path, {})))
-    with pytest.raises(DeepwideError, match=r"superb\.qbe: no dataset root \(set superb\.qbe\.root"):
-        plan.check_config(load_config(_config(tmp_path, {}, tasks=["ks", "qbe"])))
+    embedded = load_config(_config(tmp_path, {}, tasks=["ks", "qbe"]))
+    assert plan.task_root(embedded, "qbe") == (Path(embedded["results"]) / "corpora" / "quesst14", True)
+    assert Study(embedded).extra_corpora == ["quesst14"] and "qbe: " in "".join(plan.check_config(embedded))
+    off = yaml.safe_load(_config(tmp_path, {}, tasks=["ks", "qbe"]).read_text())
+    off["corpus"]["quesst14"] = {"enabled": False}
+    (tmp_path / "off.yaml").write_text(yaml.safe_dump(off))
+    with pytest.raises(DeepwideError, match=r"superb\.qbe: corpus\.quesst14 is disabled and superb\.qbe\.root is not set"):
+        plan.check_config(load_config(tmp_path / "off.yaml"))
     with pytest.raises(DeepwideError, match=r"superb\.qbe: dataset root .*nope does not exist"):
         plan.check_config(load_config(_config(tmp_path, {"root": str(tmp_path / "nope")})))
     broken = tmp_path / "broken" / "quesst14Database"

@@ -231,9 +231,55 @@ class Study:
 
     def manifests(self, name: str) -> list[str]:
         """Every file the prepare job of a corpus declares."""
+        if name in self.extra_corpora:
+            from deepwide.corpus.real_extra import manifest_splits_extra
+
+            return [str(self.manifest_dir(name) / f"{s}.parquet") for s in manifest_splits_extra(name)]
         from deepwide.corpus.prepare import manifest_outputs
 
         return [str(self.manifest_dir(name) / f) for f in manifest_outputs(name, self.corpus_cfg[name])]
+
+    # LibriMix (SD), SNIPS (SF), QUESST14 (QbE): read by ``corpus prepare-extra``, built only
+    # when a task of the study reads them through the pipeline (superb.<task>.root unset)
+    @cached_property
+    def extra_corpora(self) -> list[str]:
+        from deepwide.superb.plan import EXTRA_TASK_CORPUS, enabled_tasks, qbe_enabled
+
+        tasks = set(enabled_tasks(self.config)) | ({"qbe"} if qbe_enabled(self.config) else set())
+        out = []
+        for task, corpus in EXTRA_TASK_CORPUS.items():
+            if task in tasks and not (self.scfg.get(task) or {}).get("root"):
+                if (self.corpus_cfg.get(corpus) or {}).get("enabled") is False:
+                    raise DeepwideError(f"superb.{task}: corpus.{corpus} is disabled and superb.{task}.root is not set: "
+                                        f"enable the corpus, set a root, or drop {task} from superb.tasks")
+                out.append(corpus)
+        return out
+
+    @cached_property
+    def extra_synthesized(self) -> list[str]:
+        """Extra corpora without a real root: the pipeline synthesizes them (LibriMix from the
+        study's LibriSpeech, SNIPS and QUESST14 by TTS)."""
+        return [c for c in self.extra_corpora if not (self.corpus_cfg.get(c) or {}).get("root")]
+
+    def extra_root(self, name: str) -> Path:
+        """The root ``prepare-extra`` reads: the real one, or the synthesized tree."""
+        root = (self.corpus_cfg.get(name) or {}).get("root")
+        if root:
+            return Path(root)
+        return self.corpus_dir(name) / "Libri2Mix" if name == "librimix" else self.corpus_dir(name)
+
+    def extra_prepare_json(self, name: str) -> str:
+        """``prepare-extra --config-json``: corpus.NAME, with the embedded LibriMix's own RTTMs."""
+        cfg = dict(self.identity(f"corpus.{name}") or {})
+        if name == "librimix" and name in self.extra_synthesized:
+            cfg["rttm_dir"] = str(self.corpus_dir(name) / "metadata" / "LibriSpeech")
+        return canonical_json(cfg)
+
+    @property
+    def sd_data_dir(self) -> str:
+        from deepwide.corpus.sources import sd_data_dir
+
+        return str(sd_data_dir(self.results))
 
     def corpus_roots(self, name: str) -> tuple[Path, Path | None]:
         from deepwide.corpus.sources import roots
@@ -243,12 +289,19 @@ class Study:
     def corpus_inputs(self, name: str) -> list[str]:
         """What a job reading corpus ``name``'s audio depends on: the synth output, or
         nothing for a real root (read in place)."""
-        return [str(self.corpus_dir(name))] if name in self.synthesized else []
+        return [str(self.corpus_dir(name))] if name in self.synthesized or name in self.extra_synthesized else []
 
     def check_corpora(self) -> None:
         from deepwide.corpus.sources import check_sources
 
         check_sources(self.corpus_cfg)
+        missing = [f"corpus.{c}.root: folder {self.extra_root(c)} does not exist"
+                   for c in self.extra_corpora if c not in self.extra_synthesized and not self.extra_root(c).is_dir()]
+        if "librimix" in self.extra_synthesized and "librispeech" not in self.corpora:
+            missing.append("corpus.librimix: the embedded LibriMix is mixed from corpus.librispeech, which is disabled "
+                           "(enable it or set corpus.librimix.root)")
+        if missing:
+            raise DeepwideError("corpus sources:\n  " + "\n  ".join(missing))
 
     # ------------------------------------------------------------------ teacher
     @property
@@ -490,8 +543,14 @@ class Study:
     def superb_corpus_inputs(self, task: str) -> list[str]:
         from deepwide.superb.tasks import get_task
 
-        _, embedded = self.superb_task_root(task)
-        return self.corpus_inputs(get_task(task).corpus) if embedded else []
+        root, embedded = self.superb_task_root(task)
+        if not embedded:
+            return []
+        if task == "sd":  # the Kaldi data dir LibriMix's prepare job writes
+            return [str(root)]
+        corpus = get_task(task).corpus
+        extra = self.manifests(corpus) if corpus in self.extra_corpora else []
+        return self.corpus_inputs(corpus) + extra
 
     def superb_identity(self, upstream: str, task: str, lr: str, seed: int | str) -> dict:
         from deepwide.superb.plan import task_config
@@ -618,7 +677,7 @@ class Study:
     # ------------------------------------------------------------------ rule all
     def all_targets(self) -> list[str]:
         """The final outputs of the study (Snakemake's ``rule all``)."""
-        out = [m for c in self.corpora for m in self.manifests(c)]
+        out = [m for c in [*self.corpora, *self.extra_corpora] for m in self.manifests(c)]
         out.append(self.teacher_ckpt)
         if self.teacher_source == "pretrain":
             out.append(str(self.teacher_dir / "info.json"))

@@ -83,7 +83,8 @@ rule superb_select:
         "{PY} -m deepwide superb select --inputs {input:q} --out {output:q} > {log:q} 2>&1"
 
 
-# QbE on QUESST14 by DTW (no training, one job per upstream) when superb.qbe.root is set;
+# QbE on QUESST14 by DTW (no training, one job per upstream) when qbe is in superb.tasks or
+# superb.qbe.root is set (embedded: the synthesized QUESST14);
 # its result.json has the same keys as every task's and the report reads it with them.
 if STUDY.qbe_enabled:
     QBE_EXEC = " ".join(shlex.quote(a) for a in qbe_exec_args(config))
@@ -91,6 +92,7 @@ if STUDY.qbe_enabled:
     rule superb_qbe:
         input:
             upstream=lambda w: STUDY.upstream_inputs(w.upstream),
+            corpus=STUDY.superb_corpus_inputs("qbe"),
         output:
             STUDY.qbe_result("{upstream}"),
         params:

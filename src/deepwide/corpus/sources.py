@@ -30,6 +30,11 @@ def corpus_dir(results: str | Path, corpus: str) -> Path:
     return Path(results) / "corpora" / corpus
 
 
+def sd_data_dir(results: str | Path) -> Path:
+    """s3prl SuperbSD's Kaldi data dir (train/dev/test), written by LibriMix's prepare job."""
+    return Path(results) / "manifests" / "librimix" / "sd"
+
+
 def roots(corpus: str, corpus_cfg: dict, results: str | Path) -> tuple[Path, Path | None]:
     """(root, test_root) that ``prepare`` reads: the real roots or the synthesized tree."""
     cfg = corpus_cfg[corpus]

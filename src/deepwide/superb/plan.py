@@ -11,6 +11,9 @@ from pathlib import Path
 from deepwide.errors import DeepwideError
 from deepwide.superb.tasks import TASKS, check_root, get_task
 
+# tasks whose corpus ``corpus prepare-extra`` reads (and, without a root, the pipeline synthesizes)
+EXTRA_TASK_CORPUS = {"sd": "librimix", "sf": "snips", "qbe": "quesst14"}
+
 
 def task_root(config: dict, task: str) -> tuple[Path, bool]:
     """``(root, embedded)``: superb.<task>.root, else corpus.<corpus>.root, else the
@@ -20,6 +23,15 @@ def task_root(config: dict, task: str) -> tuple[Path, bool]:
     if tcfg.get("root"):
         return Path(tcfg["root"]), False
     corpus_cfg = (config.get("corpus") or {}).get(spec.corpus)
+    if task == "sd":
+        # s3prl's SD reads the Kaldi data dir that prepare-extra writes from LibriMix (a
+        # real corpus.librimix.root or the embedded mixtures): always a pipeline output
+        if isinstance(corpus_cfg, dict) and corpus_cfg.get("enabled") is False:
+            raise DeepwideError("superb.sd: corpus.librimix is disabled and superb.sd.root (a Kaldi data dir) is not set: "
+                                "enable the corpus, set a root, or drop sd from superb.tasks")
+        from deepwide.corpus.sources import sd_data_dir
+
+        return sd_data_dir(config["results"]), True
     if isinstance(corpus_cfg, dict) and corpus_cfg.get("root"):
         return Path(corpus_cfg["root"]), False
     if not spec.embedded:

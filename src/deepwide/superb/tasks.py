@@ -36,9 +36,9 @@ TASKS: dict[str, TaskSpec] = {
         TaskSpec("ic", "SuperbIC", "fluent_speech_commands", "accuracy", True),
         TaskSpec("er", "SuperbER", "iemocap", "accuracy", True),
         TaskSpec("asv", "SuperbASV", "voxceleb1", "EER", False),  # embedded voxceleb1 ships the trial list
-        TaskSpec("sd", "SuperbSD", "librimix", "der", False, embedded=False),
-        TaskSpec("sf", "SuperbSF", "snips", "slot_type_f1", True, embedded=False),
-        TaskSpec("qbe", "DTW", "quesst14", "mtwv", True, scale=1.0, trainable=False, embedded=False),
+        TaskSpec("sd", "SuperbSD", "librimix", "der", False),
+        TaskSpec("sf", "SuperbSF", "snips", "slot_type_f1", True),
+        TaskSpec("qbe", "DTW", "quesst14", "mtwv", True, scale=1.0, trainable=False),
     ]
 }
 

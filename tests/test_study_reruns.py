@@ -152,3 +152,13 @@ def test_changing_one_tasks_head_plans_only_that_task(finished):
     wd, cfg = finished
     jobs = planned(wd, grown(cfg, lambda c: c["superb"]["ks"].update(total_steps=10)))
     assert counts(jobs) == Counter({"superb_run": 6, "superb_select": 6, **{r: 1 for r in REPORT}})
+
+
+def test_adding_sd_plans_librimix_from_the_finished_librispeech(finished):
+    """SD added to a finished study: LibriMix is mixed from the LibriSpeech already there
+    (no corpus resynthesized) and prepared once, then SD's jobs; nothing else."""
+    wd, cfg = finished
+    jobs = planned(wd, grown(cfg, lambda c: c["superb"].update(tasks=["ks", "sd"])))
+    assert counts(jobs) == Counter({"synth_librimix": 1, "prepare_librimix": 1, "superb_run": 6, "superb_select": 6,
+                                    **{r: 1 for r in REPORT}})
+    assert all("/sd/" in o for rule, outs in jobs if rule.startswith("superb") for o in outs)

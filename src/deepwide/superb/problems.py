@@ -130,6 +130,39 @@ class OfflineSDScoringMixin:
             logger.info("Best DER (deepwide.superb.der): %.2f %% at threshold %s, median filter %s", best["der"], best["threshold"], best["median_filter"])
 
 
+class ScaledXvectorMixin:
+    """ASV's x-vector with its TDNN width as a setting.
+
+    s3prl's ``XVectorBackbone`` fixes its five TDNN layers at 512 channels, whatever
+    ``hidden_size`` says: on CPU that head alone costs about a second per step of eight
+    3 s crops, far more than a tiny upstream. ``build_downstream.tdnn_size`` (ours; absent
+    means s3prl's 512) rebuilds the same five layers (contexts 5, 3, 3, 1, 1; dilations 1,
+    2, 3, 1, 1) from s3prl's own ``TDNN`` at that width.
+    """
+
+    def build_downstream(self, build_downstream: dict, downstream_input_size: int, downstream_output_size: int,
+                         downstream_input_stride: int):
+        conf = dict(build_downstream)
+        width = conf.pop("tdnn_size", None)
+        model = super().build_downstream(conf, downstream_input_size, downstream_output_size, downstream_input_stride)
+        if width is None:
+            return model
+        import torch.nn as nn
+        from s3prl.nn.speaker_model import TDNN
+
+        width = int(width)
+        if width < 1:
+            raise DeepwideError(f"superb.asv.downstream.tdnn_size must be a positive integer, got {width}")
+        backbone = model.tdnns
+        dropout, bn = float(conf.get("dropout_p", 0.0)), bool(conf.get("batch_norm", False))
+        sizes = [backbone.input_size, width, width, width, width, backbone.output_size]
+        shapes = [(5, 1), (3, 2), (3, 3), (1, 1), (1, 1)]
+        backbone.module = nn.Sequential(*[
+            TDNN(input_size=sizes[i], output_size=sizes[i + 1], context_size=c, dilation=d, dropout_p=dropout, batch_norm=bn)
+            for i, (c, d) in enumerate(shapes)])
+        return model
+
+
 class _LazyHub(types.ModuleType):
     """``s3prl.hub`` that imports the real one only when something is looked up in it.
 
@@ -172,7 +205,8 @@ def _define():
     for short in ("ASR", "PR", "SID", "KS", "IC", "ER", "ASV", "SD", "SF"):
         base = getattr(P, f"Superb{short}")
         name = f"Deepwide{short}"
-        mixins = (DeepwideUpstreamMixin, OfflineSDScoringMixin) if short == "SD" else (DeepwideUpstreamMixin,)
+        mixins = {"SD": (DeepwideUpstreamMixin, OfflineSDScoringMixin),
+                  "ASV": (DeepwideUpstreamMixin, ScaledXvectorMixin)}.get(short, (DeepwideUpstreamMixin,))
         classes[short.lower()] = type(name, (*mixins, base), {"__module__": __name__, "__doc__": f"s3prl {base.__name__} on a deepwide upstream."})
         globals()[name] = classes[short.lower()]
     return classes

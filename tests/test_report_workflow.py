@@ -41,6 +41,8 @@ def write_study_inputs(cfg: dict) -> None:
 
     study = Study.from_config(copy.deepcopy(cfg))
     save_checkpoint(study.teacher_ckpt, build_model(fx.TEACHER), fx.TEACHER, {"kind": "test"})
+    # the pretrained teacher's info.json: its first-vs-last-layer CKA feeds the report's warning
+    (Path(study.teacher_dir) / "info.json").write_text(json.dumps({"cka_first_last": 0.95}))
     dims = {"fbank": (0, 0), "teacher": (fx.TEACHER.depth, fx.TEACHER.width)}
     for j in study.student_jobs:
         arch = study.students[j.shape]
@@ -99,7 +101,7 @@ def test_report_rules_run_rerun_and_html(tmp_path, repo_root):
     for name in ("depth", "heatmap", "layer_weights", "cka", "pareto"):
         assert (report / "figures" / f"{name}.png").stat().st_size > 1000
         assert (report / "figures" / f"{name}.pdf").is_file()
-    for name in ("results", "grid", "families", "score", "trend"):
+    for name in ("results", "grid", "families", "score", "trend", "guard", "verdict"):
         for ext in ("md", "csv", "tex"):
             assert (report / "tables" / f"{name}.{ext}").is_file()
     assert sorted(p.stem for p in (report / "cost").glob("*.json")) == ["l2l-4x32f64h2-seed0", "teacher"]

@@ -42,7 +42,7 @@ from deepwide.errors import DeepwideError
 from deepwide.utils.io import canonical_json
 
 # Bump a stage's number when its code changes what its jobs produce.
-STAGE_VERSIONS = {"corpus": 2, "teacher": 2, "targets": 2, "distill": 2, "superb": 2, "qbe": 1, "report": 2}
+STAGE_VERSIONS = {"corpus": 2, "teacher": 2, "targets": 2, "distill": 2, "superb": 2, "qbe": 1, "report": 3}
 
 # Settings that never change a job's result: (config path, key) pairs. Dotted paths; "*"
 # stands for every SUPERB task section.
@@ -599,7 +599,12 @@ class Study:
         r = self.config["report"]
         return canonical_json({**r[section], "reference": r["reference"]} if section in ("tables", "figures") else r[section])
 
-    REPORT_TABLES = ("results", "grid", "families", "score", "trend")
+    @property
+    def report_teacher_info(self) -> list[str]:
+        """The pretrained teacher's info.json (its cka_first_last feeds the report's warning); [] for an import."""
+        return [str(self.teacher_dir / "info.json")] if self.teacher_source == "pretrain" else []
+
+    REPORT_TABLES = ("results", "grid", "families", "score", "trend", "guard", "verdict")
     REPORT_FIGURES = ("depth", "heatmap", "layer_weights", "cka", "pareto")
 
     def report_table(self, name: str, ext: str) -> str:

@@ -68,7 +68,8 @@ rule report_collect:
 
 rule report_tables:
     input:
-        str(STUDY.report_dir / "results.parquet"),
+        results=str(STUDY.report_dir / "results.parquet"),
+        teacher_info=STUDY.report_teacher_info,
     output:
         **{
             f"{name}_{ext}": (
@@ -89,8 +90,8 @@ rule report_tables:
     log:
         STUDY.log("report_tables", "tables"),
     shell:
-        "{PY} -m deepwide report tables --results {input:q} --options {params.cfg:q}"
-        " --out-dir {params.out_dir:q} > {log:q} 2>&1"
+        "{PY} -m deepwide report tables --results {input.results:q} --options {params.cfg:q}"
+        " --teacher-info {input.teacher_info:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
 rule report_figures:

@@ -2,7 +2,7 @@
 
 score superb FILE.json     print the SUPERB score of a JSON object of per-task metrics
 report collect ...         result.json + info.json + cost JSON files -> tidy results.parquet
-report tables ...          results.parquet -> Markdown, CSV and LaTeX tables
+report tables ...          results.parquet -> Markdown, CSV and LaTeX tables (and the verdict)
 report figures ...         results.parquet (+ layer weights, CKA) -> PNG and PDF figures
 report cka ...             linear CKA of every student layer vs every teacher layer
 report cost ...            params, MACs per second of audio, real-time factor of a checkpoint
@@ -72,7 +72,13 @@ def cmd_tables(args):
     reference = opts.get("reference", "normalised")
     if reference not in ("normalised", "leaderboard"):
         raise DeepwideError(f"report tables: reference must be normalised or leaderboard, got {reference!r}")
-    written = write_tables(df, args.out_dir, include_published=opts.get("include_published", True), reference=reference)
+    teacher_info = None
+    if args.teacher_info:
+        from deepwide.utils.io import read_json_object
+
+        teacher_info = read_json_object(args.teacher_info[0], "teacher info")
+    written = write_tables(df, args.out_dir, include_published=opts.get("include_published", True), reference=reference,
+                           teacher_info=teacher_info)
     log.info("wrote %d table files to %s", len(written), args.out_dir)
 
 
@@ -141,6 +147,8 @@ def register(sub):
     t = rsub.add_parser("tables", help="results.parquet -> tables (md, csv, tex)")
     t.add_argument("--results", required=True, type=Path)
     t.add_argument("--options", help="JSON object: include_published, reference (normalised|leaderboard)")
+    t.add_argument("--teacher-info", type=Path, nargs="*",
+                   help="the pretrained teacher's info.json (its cka_first_last > 0.8 puts a warning in the report)")
     t.add_argument("--out-dir", required=True, type=Path)
     t.set_defaults(func=cmd_tables)
 

@@ -1,7 +1,8 @@
 """Figures of the report (matplotlib, Agg backend), each saved as PNG and PDF.
 
 - ``depth``: family score vs student depth at (roughly) constant parameters, one panel per
-  task family (content, speaker, all tasks), one line per KD method, error bars over seeds;
+  SUPERB task family (content, speaker, semantics, paralinguistics, all tasks), one line per
+  KD method, error bars over seeds;
 - ``heatmap``: per task and KD method, depth x width coloured by the per-task score
   (0 = FBANK, 100 = upper anchor) and annotated with the raw metric;
 - ``layer_weights``: learned SUPERB layer-weight profiles, one panel per task, one line per
@@ -88,9 +89,8 @@ def depth_figure(sc, opts, out):
     def named(members):
         return ", ".join(t for t in members if t in present) or "none evaluated"
 
-    panels = [("content", f"{ref}_content", f"content tasks ({named(FAMILIES['content'])})", "mean per-task score"),
-              ("speaker", f"{ref}_speaker", f"speaker tasks ({named(FAMILIES['speaker'])})", "mean per-task score"),
-              ("all", ref, f"all tasks ({named(TASKS)})", "SUPERB score")]
+    panels = [(f, f"{ref}_{f}", f"{f} tasks ({named(members)})", "mean per-task score") for f, members in FAMILIES.items()]
+    panels.append(("all", ref, f"all tasks ({named(TASKS)})", "SUPERB score"))
     fig, axes = _grid(len(panels), opts)
     params = students["params"].dropna()
     budget = (f"students at {params.min() / 1e6:.2f}-{params.max() / 1e6:.2f} M params" if len(params)

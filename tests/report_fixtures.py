@@ -76,6 +76,21 @@ def write_checkpoints(root: Path) -> dict[str, Path]:
     return paths
 
 
+def write_kd_heads(student_ckpt: Path, method: str, pairs, student_width: int, teacher_width: int, identity=False) -> Path:
+    """kd_heads.pt beside a student, as the distill stage writes it (``identity``: l2l heads = I)."""
+    from deepwide.distill.methods import KDHeads
+
+    heads = KDHeads(method, [tuple(p) for p in pairs], student_width, teacher_width)
+    if identity:
+        for h in heads.heads:
+            torch.nn.init.eye_(h.weight)
+            torch.nn.init.zeros_(h.bias)
+    path = Path(student_ckpt).with_name("kd_heads.pt")
+    torch.save({"method": method, "pairs": [list(p) for p in pairs], "student_width": student_width,
+                "teacher_width": teacher_width, "state_dict": heads.state_dict()}, path)
+    return path
+
+
 def metric_value(task: str, upstream: str, depth: int, width: int, seed: int, lr: float) -> float:
     """Synthetic quality in 0..1 (1 best); the lr 1e-3 run is a bit better on dev and test."""
     rng = np.random.default_rng(zlib.crc32(f"{task}/{upstream}/{seed}".encode()))

@@ -181,3 +181,49 @@ def test_verdict_files_and_teacher_warning(tmp_path):
     assert main(["report", "tables", "--results", str(out / "results.parquet"), "--teacher-info", str(info),
                  "--out-dir", str(out / "u")]) == 0
     assert "Warning" not in (out / "u" / "verdict.md").read_text()
+
+
+# ---------------------------------------------------------------- held-out KD loss readout
+
+def test_kd_loss_readout_per_teacher_layer(tmp_path):
+    """A student that is the teacher, with identity l2l heads: L1 0 and cosine 1 on every layer;
+    a random student does worse. Table and figure from the CLI."""
+    import torch
+
+    from deepwide.models.checkpoint import load_checkpoint, save_checkpoint
+
+    manifest = fx.write_manifest(tmp_path, n=3)
+    ckpts = fx.write_checkpoints(tmp_path)
+    t = fx.TEACHER
+    torch.manual_seed(0)
+    teacher_model, _, _ = load_checkpoint(ckpts["teacher"])
+    clone = tmp_path / "students" / "l2l" / t.name / "seed0" / "student.pt"
+    save_checkpoint(clone, teacher_model, t, {"method": "l2l"})
+    pairs = [(k, k) for k in range(1, t.depth + 1)]
+    fx.write_kd_heads(clone, "l2l", pairs, t.width, t.width, identity=True)
+    rand = ckpts["pred-2x48f96h2"]
+    fx.write_kd_heads(rand, "pred", [(2, 2), (2, 4)], 48, t.width)
+    out = tmp_path / "kd"
+    opts = json.dumps({"utterances": 3})
+    for up, ck in ((f"l2l-{t.name}-seed0", clone), ("pred-2x48f96h2-seed0", rand)):
+        assert main(["report", "kdloss", "--teacher", str(ckpts["teacher"]), "--student", str(ck), "--upstream", up,
+                     "--manifest", str(manifest), "--options", opts, "--out", str(out / f"{up}.parquet")]) == 0
+    same = pd.read_parquet(out / f"l2l-{t.name}-seed0.parquet")
+    assert list(same["teacher_layer"]) == [1, 2, 3, 4] and (same["utterances"] == 3).all()
+    assert same["l1"].to_numpy() == pytest.approx(0.0, abs=1e-5)
+    assert same["cos"].to_numpy() == pytest.approx(1.0, abs=1e-5)
+    assert same["loss"].to_numpy() == pytest.approx(-math.log(1 / (1 + math.exp(-1.0))), abs=1e-4)
+    other = pd.read_parquet(out / "pred-2x48f96h2-seed0.parquet")
+    assert list(other["teacher_layer"]) == [2, 4] and (other["loss"] > same["loss"].max()).all()
+    # table and figure
+    results = fx.write_results(tmp_path, fx.study_upstreams(), seeds=(0, 1), lrs=(1e-3,))
+    assert main(["report", "collect", "--results", *map(str, results), "--out", str(tmp_path / "r.parquet"),
+                 "--layer-weights", str(tmp_path / "lw.parquet")]) == 0
+    kd = [str(p) for p in sorted(out.glob("*.parquet"))]
+    assert main(["report", "tables", "--results", str(tmp_path / "r.parquet"), "--kd-loss", *kd,
+                 "--out-dir", str(tmp_path / "t")]) == 0
+    table = pd.read_csv(tmp_path / "t" / "kd_loss.csv")
+    assert len(table) == 4 + 2 and set(table.columns) >= {"model", "teacher layer", "L1", "cos", "loss"}
+    assert main(["report", "figures", "--results", str(tmp_path / "r.parquet"), "--kd-loss", *kd,
+                 "--options", json.dumps({"dpi": 50}), "--out-dir", str(tmp_path / "f")]) == 0
+    assert (tmp_path / "f" / "kd_loss.png").stat().st_size > 1000

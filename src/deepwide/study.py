@@ -594,6 +594,16 @@ class Study:
             return []
         return [self.report_cka(u) for u in self.report_students]
 
+    def report_kdloss(self, upstream: str) -> str:
+        return str(self.report_dir / "kd_loss" / f"{upstream}.parquet")
+
+    @property
+    def report_kdlosses(self) -> list[str]:
+        """Held-out KD loss per student (needs the teacher, as CKA does)."""
+        if "teacher" not in self.upstreams:
+            return []
+        return [self.report_kdloss(u) for u in self.report_students]
+
     def report_identity(self, section: str) -> str:
         """The report.<section> options of a report rule (tables and figures: with the reference)."""
         r = self.config["report"]
@@ -604,8 +614,8 @@ class Study:
         """The pretrained teacher's info.json (its cka_first_last feeds the report's warning); [] for an import."""
         return [str(self.teacher_dir / "info.json")] if self.teacher_source == "pretrain" else []
 
-    REPORT_TABLES = ("results", "grid", "families", "score", "trend", "guard", "verdict")
-    REPORT_FIGURES = ("depth", "heatmap", "layer_weights", "cka", "pareto")
+    REPORT_TABLES = ("results", "grid", "families", "score", "trend", "guard", "verdict", "kd_loss")
+    REPORT_FIGURES = ("depth", "heatmap", "layer_weights", "cka", "pareto", "kd_loss")
 
     def report_table(self, name: str, ext: str) -> str:
         return str(self.report_dir / "tables" / f"{name}.{ext}")

@@ -422,6 +422,9 @@ def train(
             "normalize": normalize, "source": f"deepwide distill {method}"}
     out_dir.mkdir(parents=True, exist_ok=True)
     save_checkpoint(out_dir / "student.pt", student, arch, meta)
+    # the KD heads beside the student: the report's held-out KD loss needs them (deepwide.report.kdloss)
+    torch.save({"method": method, "pairs": [list(p) for p in pairs], "student_width": arch.width,
+                "teacher_width": tarch.width, "state_dict": heads.cpu().state_dict()}, out_dir / "kd_heads.pt")
     import pandas as pd
 
     write_parquet(pd.DataFrame(curve), out_dir / "curve.parquet")

@@ -27,7 +27,7 @@ from deepwide.report import analysis, verdict
 from deepwide.report.score import CONTENT, FAMILIES, METRIC, SCORE_KEYS, SPEAKER
 from deepwide.utils.io import atomic_write_text
 
-TABLES = ("results", "grid", "families", "score", "trend", "guard", "verdict")
+TABLES = ("results", "grid", "families", "score", "trend", "guard", "verdict", "kd_loss")
 # the teacher's first-vs-last-layer linear CKA above which the report warns (no hierarchy for depth)
 CKA_WARN = 0.8
 FORMATS = ("md", "csv", "tex")
@@ -292,9 +292,11 @@ def verdict_notes(v: pd.DataFrame, g: pd.DataFrame, teacher_info: dict | None = 
     return "\n".join(lines)
 
 
-def build_tables(results: pd.DataFrame, reference: str = "normalised", teacher_info: dict | None = None
-                 ) -> tuple[dict[str, pd.DataFrame], dict[str, str], dict[str, str]]:
+def build_tables(results: pd.DataFrame, reference: str = "normalised", teacher_info: dict | None = None,
+                 kd_loss: pd.DataFrame | None = None) -> tuple[dict[str, pd.DataFrame], dict[str, str], dict[str, str]]:
     """(tables, captions, Markdown notes) of the report."""
+    from deepwide.report.kdloss import kd_loss_table
+
     best = analysis.best_lr(results)
     summary = analysis.model_summary(best)
     sc = analysis.scores(best, summary)
@@ -308,8 +310,12 @@ def build_tables(results: pd.DataFrame, reference: str = "normalised", teacher_i
         "trend": trend_table(sc, reference),
         "guard": guard_table(g),
         "verdict": verdict_csv(v),
+        "kd_loss": kd_loss_table(kd_loss if kd_loss is not None else pd.DataFrame()),
     }
     caps = captions(summary, sc, g)
+    caps["kd_loss"] = ("Held-out KD loss per KD target (teacher layer) of every student, a readout needing no downstream "
+                       "training: L1, cosine similarity and the training loss L1 - log sigmoid(cos), averaged over the "
+                       "frames of the held-out set (report.heldout), mean ± sd over distillation seeds.")
     warn = teacher_warning(teacher_info)
     if warn:
         for name in ("score", "trend"):
@@ -318,10 +324,11 @@ def build_tables(results: pd.DataFrame, reference: str = "normalised", teacher_i
 
 
 def write_tables(results: pd.DataFrame, out_dir: str | Path, include_published: bool = True,
-                 reference: str = "normalised", teacher_info: dict | None = None) -> list[Path]:
+                 reference: str = "normalised", teacher_info: dict | None = None,
+                 kd_loss: pd.DataFrame | None = None) -> list[Path]:
     if not include_published:
         results = results[~results["published"]]
-    tables, caps, notes = build_tables(results, reference, teacher_info)
+    tables, caps, notes = build_tables(results, reference, teacher_info, kd_loss)
     out_dir = Path(out_dir)
     written = []
     for name, df in tables.items():

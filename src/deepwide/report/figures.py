@@ -317,8 +317,9 @@ def write_figures(results: pd.DataFrame, layer_weights: pd.DataFrame, cka: pd.Da
     if opts["reference"] == "normalised" and sc["normalised"].isna().all():
         # e.g. a smoke run where teacher and FBANK tie on every task: the score figures stay
         # empty (and say why) but the per-task figures are still worth drawing
-        log.warning("report figures: no task has distinct teacher and FBANK results, so the normalised "
-                    "score is undefined; score-vs-depth and Pareto figures stay empty "
+        log.warning("report figures: no task passes the teacher-vs-FBANK guard (see the guard table: one seed "
+                    "gives no noise estimate), so the normalised score is undefined; score-vs-depth and Pareto "
+                    "figures stay empty "
                     "(report.figures.reference: leaderboard uses SUPERB's constants instead)")
     out_dir = Path(out_dir)
     written = []

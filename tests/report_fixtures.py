@@ -34,6 +34,8 @@ STUDENTS = {
 TASKS = {"PR": ("per", False), "ASR": ("wer", False), "KS": ("accuracy", True), "SID": ("accuracy", True),
          "IC": ("accuracy", True), "ER": ("accuracy", True)}
 CONTENT = {"PR", "ASR", "IC"}
+# all ten SUPERB tasks (QbE as raw MTWV; SF's result carries its slot-value CER too)
+ALL_TASKS = {**TASKS, "QbE": ("mtwv", True), "ASV": ("EER", False), "SD": ("der", False), "SF": ("slot_type_f1", True)}
 
 
 def write_manifest(root: Path, n: int = 4) -> Path:
@@ -74,6 +76,21 @@ def write_checkpoints(root: Path) -> dict[str, Path]:
     return paths
 
 
+def write_kd_heads(student_ckpt: Path, method: str, pairs, student_width: int, teacher_width: int, identity=False) -> Path:
+    """kd_heads.pt beside a student, as the distill stage writes it (``identity``: l2l heads = I)."""
+    from deepwide.distill.methods import KDHeads
+
+    heads = KDHeads(method, [tuple(p) for p in pairs], student_width, teacher_width)
+    if identity:
+        for h in heads.heads:
+            torch.nn.init.eye_(h.weight)
+            torch.nn.init.zeros_(h.bias)
+    path = Path(student_ckpt).with_name("kd_heads.pt")
+    torch.save({"method": method, "pairs": [list(p) for p in pairs], "student_width": student_width,
+                "teacher_width": teacher_width, "state_dict": heads.state_dict()}, path)
+    return path
+
+
 def metric_value(task: str, upstream: str, depth: int, width: int, seed: int, lr: float) -> float:
     """Synthetic quality in 0..1 (1 best); the lr 1e-3 run is a bit better on dev and test."""
     rng = np.random.default_rng(zlib.crc32(f"{task}/{upstream}/{seed}".encode()))
@@ -88,24 +105,30 @@ def metric_value(task: str, upstream: str, depth: int, width: int, seed: int, lr
 
 
 def write_results(root: Path, upstreams: dict[str, tuple[int, int]], seeds=(0,), lrs=(1e-4, 1e-3),
-                  tasks=TASKS) -> list[Path]:
-    """superb/{upstream}/{task}/lr{lr}/result.json for each upstream (name -> (depth, width))."""
+                  tasks=TASKS, quality=None) -> list[Path]:
+    """superb/{upstream}/{task}/lr{lr}/result.json for each upstream (name -> (depth, width)).
+
+    ``quality(task, upstream, depth, width, seed, lr) -> 0..1`` replaces :func:`metric_value`."""
     paths = []
+    quality = quality or metric_value
     for up, (depth, width) in upstreams.items():
         for task, (metric, higher) in tasks.items():
             for lr in lrs:
                 for seed in seeds:
-                    q = metric_value(task, up, depth, width, seed, lr)
+                    q = quality(task, up, depth, width, seed, lr)
                     score = q if higher else 1 - q
+                    raw = task == "QbE"  # MTWV: no percent
                     name = up if len(seeds) == 1 else f"{up}-seed{seed}" if up not in ("teacher", "fbank") else up
                     sub = root / "superb" / name / task.lower() / f"lr{lr:g}"
                     if len(seeds) > 1 and up in ("teacher", "fbank"):
                         sub = root / "superb" / name / task.lower() / f"lr{lr:g}" / f"seed{seed}"
                     w = np.exp(np.random.default_rng(zlib.crc32(f"{up}/{task}/{seed}".encode())).standard_normal(depth + 1))
                     # as the superb stage writes it: scores in percent, s3prl's raw logs beside
-                    obj = {"upstream": name, "task": task.lower(), "lr": lr, "metric": metric, "unit": "%",
-                           "higher_is_better": higher, "dev_score": 100 * score, "best_step": 100,
-                           "test_score": 100 * score, "test_metrics": {metric: score}, "dev_metrics": {metric: score},
+                    scale = 1.0 if raw else 100.0
+                    logs = {metric: score, **({"slot_value_cer": 1 - q} if task == "SF" else {})}
+                    obj = {"upstream": name, "task": task.lower(), "lr": lr, "metric": metric, "unit": "" if raw else "%",
+                           "higher_is_better": higher, "dev_score": scale * score, "best_step": 100,
+                           "test_score": scale * score, "test_metrics": logs, "dev_metrics": logs,
                            "layer_weights": (w / w.sum()).tolist(), "runtime_s": 1.0, "device": "cpu", "seed": seed}
                     sub.mkdir(parents=True, exist_ok=True)
                     (sub / "result.json").write_text(json.dumps(obj))

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from deepwide.distill import data
-from deepwide.distill.methods import KDHeads, kd_loss, l2l_pairs, method_pairs, pred_layers
+from deepwide.distill.methods import KDHeads, kd_loss, kd_total, l2l_pairs, method_pairs, pred_layers
 from deepwide.errors import DeepwideError
 from deepwide.models.arch import HUBERT_CONV, ArchConfig, build_model, conv_layers
 
@@ -63,6 +63,22 @@ def test_loss_ignores_padded_frames():
     ref_cos = -torch.nn.functional.logsigmoid(torch.nn.functional.cosine_similarity(p, t, dim=-1)).mean()
     assert torch.allclose(l1, ref_l1) and torch.allclose(cos, ref_cos)
     assert torch.allclose(kd_loss(pred, tgt, mask, cos_weight=0.5)[0], ref_l1 + 0.5 * ref_cos)
+
+
+def test_loss_is_the_mean_over_targets():
+    """Three targets or twelve, the objective has the scale of one target's loss."""
+    torch.manual_seed(0)
+    mask = torch.ones(2, 10, dtype=torch.bool)
+    losses = [kd_loss(torch.randn(2, 10, 8), torch.randn(2, 10, 8), mask)[0] for _ in range(3)]
+    total = kd_total(losses)
+    assert torch.allclose(total, (losses[0] + losses[1] + losses[2]) / 3)
+    assert torch.allclose(kd_total(losses * 4), total)  # 12 copies of the same targets: same objective
+    # gradients: each target weighs 1/n
+    p = torch.zeros(3, requires_grad=True)
+    kd_total([p[0] * 1.0, p[1] * 1.0, p[2] * 1.0]).backward()
+    assert torch.allclose(p.grad, torch.full((3,), 1 / 3))
+    with pytest.raises(DeepwideError, match="no targets"):
+        kd_total([])
 
 
 def test_frame_geometry_hubert():
@@ -125,3 +141,57 @@ def test_step_plan_spans_epochs_with_a_constant_batch_count():
         assert len(data.epoch_plan(frames, 250, 1000, 1, e)) == sp.per_epoch
     assert sp[sp.per_epoch + 3] == data.epoch_plan(frames, 250, 1000, 1, 1)[3]
     assert sp.position(2 * sp.per_epoch + 1) == (2, 1)
+
+
+def _reference_distilhubert_sources(student_sd, depth, teacher_depth):
+    """Hand-built reference of s3prl's distiller init (init_teacher_conv_layers and
+    init_teacher_encoder_layers): student tensor name -> teacher tensor name, for the CNN,
+    the post-extract projection, pos_conv and encoder.layers[l] for l < L."""
+    out = {}
+    for k in student_sd:
+        if k.startswith(("feature_extractor.", "encoder.feature_projection.", "encoder.transformer.pos_conv_embed.")):
+            out[k] = k
+        elif k.startswith("encoder.transformer.layers."):
+            if int(k.split(".")[3]) < min(depth, teacher_depth):
+                out[k] = k
+    return out
+
+
+def test_distilhubert_init_copies_pos_conv_and_first_layers():
+    from deepwide.distill.trainer import init_encoder_from_teacher, init_from_teacher
+
+    tiny = dict(conv=conv_layers(8), pos_conv_kernel=4, pos_conv_groups=2)
+    tarch = ArchConfig(depth=3, width=32, ffn=64, heads=2, **tiny)
+    torch.manual_seed(0)
+    teacher = build_model(tarch)
+    arch = ArchConfig(depth=2, width=32, ffn=64, heads=2, **tiny)  # DistilHuBERT-like: teacher width, fewer layers
+    torch.manual_seed(1)
+    student = build_model(arch)
+    fresh = {k: v.clone() for k, v in student.state_dict().items()}
+    copied = init_from_teacher(student, arch, teacher, tarch) + init_encoder_from_teacher(student, arch, teacher, tarch)
+    assert copied == ["feature_extractor", "feature_projection", "pos_conv", "layers.0-1"]
+    sd, tsd = student.state_dict(), teacher.state_dict()
+    ref = _reference_distilhubert_sources(sd, arch.depth, tarch.depth)
+    assert any(".pos_conv_embed." in k for k in ref) and any(".layers.1." in k for k in ref)
+    for k, v in sd.items():
+        if k in ref:
+            assert torch.equal(v, tsd[ref[k]]), k
+        else:  # everything else keeps the student's own init (e.g. the encoder layer norm)
+            assert torch.equal(v, fresh[k]), k
+    assert "encoder.transformer.layer_norm.weight" not in ref
+    # same outputs of the copied layers on the same input
+    x = torch.randn(1, 9, 32)
+    student.eval(), teacher.eval()  # no dropout
+    assert torch.allclose(student.encoder.transformer.layers[1](x)[0], teacher.encoder.transformer.layers[1](x)[0])
+    # a narrower student keeps its random encoder
+    narrow = ArchConfig(depth=4, width=16, ffn=32, heads=2, **tiny)
+    s2 = build_model(narrow)
+    before = {k: v.clone() for k, v in s2.state_dict().items()}
+    assert init_encoder_from_teacher(s2, narrow, teacher, tarch) == []
+    assert all(torch.equal(v, before[k]) for k, v in s2.state_dict().items())
+    # deeper than the teacher: its T layers are copied, the rest stay random
+    deep = ArchConfig(depth=4, width=32, ffn=64, heads=2, **tiny)
+    s3 = build_model(deep)
+    assert init_encoder_from_teacher(s3, deep, teacher, tarch) == ["pos_conv", "layers.0-2"]
+    assert not torch.equal(s3.encoder.transformer.layers[3].feed_forward.output_dense.weight,
+                           teacher.encoder.transformer.layers[2].feed_forward.output_dense.weight)

@@ -187,9 +187,12 @@ def test_paper_config_dry_run_lists_every_job(tmp_path):
     for j in jobs:
         assert f"results/students/{j.method}/{j.shape}/seed{j.seed}/info.json" in out, j
     assert out.count("rule distill:") == len(jobs) == 20
-    # pred cached (teacher layers 4, 8, 12, one job each); l2l online (12 dense layers)
-    assert study.targets_parts == ["layer4", "layer8", "layer12"]
-    assert out.count("rule targets:") == 3
+    # both methods in the same target mode: online (dense l2l's 12 layers would not fit a cache)
+    assert not any(j.cached for j in jobs)
+    assert study.targets_parts == []
+    assert out.count("rule targets:") == 0
+    # DistilHuBERT's init for the 768-wide reproductions (the trainer copies only where widths match)
+    assert study.dcfg["init"] == "distilhubert"
     # the stages before and after are in the same DAG: real-root manifests, the imported
     # teacher, and every student's SUPERB jobs
     for rule in ("prepare_librispeech", "teacher_import"):

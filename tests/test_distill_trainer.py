@@ -76,6 +76,9 @@ def test_both_methods_reduce_their_loss(method, corpus, teacher, cache, tmp_path
     assert [c for c in curve.columns if c.startswith("loss_")] == [f"loss_{n}" for n in names]
     for n in names:  # every target learns
         assert curve[f"loss_{n}"].iloc[-1] < curve[f"loss_{n}"].iloc[0]
+    # the objective is the mean over targets, not the sum (s3prl's distiller, DPHuBERT)
+    mean = curve[[f"loss_{n}" for n in names]].mean(axis=1)
+    assert curve["loss"].to_numpy() == pytest.approx(mean.to_numpy(), rel=1e-5)
     assert info["mode"] == "cached-targets+cached-frontend"
     assert info["params"] == sum(p.numel() for p in load_checkpoint(tmp_path / "out" / "student.pt")[0].parameters())
     assert info["params"] == count_params(ArchConfig.from_dict(info["arch"]))  # the solver's count

@@ -352,13 +352,13 @@ def test_tables_and_figures_with_partial_results(tmp_path, ups, reference, caplo
     from deepwide.report.tables import write_tables
 
     df, lw, _ = collect(fx.write_results(tmp_path, ups, lrs=(1e-4,)))
-    assert len(write_tables(df, tmp_path / "t", reference=reference)) == 15
+    assert len(write_tables(df, tmp_path / "t", reference=reference)) == 24
     cka = pd.DataFrame(columns=["model", "student_layer", "teacher_layer", "cka"])
-    assert len(write_figures(df, lw, cka, tmp_path / "f", {"reference": reference, "dpi": 50})) == 10
+    assert len(write_figures(df, lw, cka, tmp_path / "f", {"reference": reference, "dpi": 50})) == 12
     if reference == "leaderboard":
         # no anchors: the normalised score is undefined, the per-task figures are still drawn
         import logging
 
         with caplog.at_level(logging.WARNING, logger="deepwide.report.figures"):
-            assert len(write_figures(df, lw, cka, tmp_path / "g", {"reference": "normalised"})) == 10
+            assert len(write_figures(df, lw, cka, tmp_path / "g", {"reference": "normalised"})) == 12
         assert "normalised score is undefined" in caplog.text

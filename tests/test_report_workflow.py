@@ -41,11 +41,15 @@ def write_study_inputs(cfg: dict) -> None:
 
     study = Study.from_config(copy.deepcopy(cfg))
     save_checkpoint(study.teacher_ckpt, build_model(fx.TEACHER), fx.TEACHER, {"kind": "test"})
+    # the pretrained teacher's info.json: its first-vs-last-layer CKA feeds the report's warning
+    (Path(study.teacher_dir) / "info.json").write_text(json.dumps({"cka_first_last": 0.95}))
     dims = {"fbank": (0, 0), "teacher": (fx.TEACHER.depth, fx.TEACHER.width)}
     for j in study.student_jobs:
         arch = study.students[j.shape]
         model = build_model(arch)
         save_checkpoint(study.student_ckpt(j), model, arch, {"method": j.method})
+        fx.write_kd_heads(study.student_ckpt(j), j.method, [(k, t) for k, t in zip(range(1, arch.depth + 1), j.layers)],
+                          arch.width, fx.TEACHER.width)
         Path(study.student_info(j.upstream)).write_text(json.dumps({
             "params": sum(p.numel() for p in model.parameters()), "arch": arch.to_dict(), "wall_time_s": 1.0}))
         dims[j.upstream] = (arch.depth, arch.width)
@@ -96,15 +100,15 @@ def test_report_rules_run_rerun_and_html(tmp_path, repo_root):
     proc = _snakemake(wf)
     assert proc.returncode == 0, proc.stderr[-4000:]
     report = results / "report"
-    for name in ("depth", "heatmap", "layer_weights", "cka", "pareto"):
+    for name in ("depth", "heatmap", "layer_weights", "cka", "pareto", "kd_loss"):
         assert (report / "figures" / f"{name}.png").stat().st_size > 1000
         assert (report / "figures" / f"{name}.pdf").is_file()
-    for name in ("results", "grid", "families", "score", "trend"):
+    for name in ("results", "grid", "families", "score", "trend", "guard", "verdict", "kd_loss"):
         for ext in ("md", "csv", "tex"):
             assert (report / "tables" / f"{name}.{ext}").is_file()
     assert sorted(p.stem for p in (report / "cost").glob("*.json")) == ["l2l-4x32f64h2-seed0", "teacher"]
     assert sorted(p.stem for p in (report / "cka").glob("*.parquet")) == ["l2l-4x32f64h2-seed0"]
-    for rule in ("report_cost", "report_cka", "report_collect", "report_tables", "report_figures"):
+    for rule in ("report_cost", "report_cka", "report_kdloss", "report_collect", "report_tables", "report_figures"):
         assert (results / "logs" / rule).is_dir(), rule
 
     # nothing left to do; a figure option changes only the figure rule
@@ -116,7 +120,7 @@ def test_report_rules_run_rerun_and_html(tmp_path, repo_root):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
     assert "report_figures" in out
-    for other in ("report_tables", "report_collect", "report_cost", "report_cka"):
+    for other in ("report_tables", "report_collect", "report_cost", "report_cka", "report_kdloss"):
         assert other not in out, out[-3000:]
     # a table option reruns only the table rule
     cfg["report"]["figures"]["dpi"] = 60

@@ -104,13 +104,13 @@ def test_adding_a_depth_plans_only_its_students(finished):
     jobs = planned(wd, new)
     old_parts = set(Study.from_config(copy.deepcopy(cfg)).targets_parts)
     new_parts = set(Study.from_config(copy.deepcopy(new)).targets_parts) - old_parts
-    expected = {"distill": 2, "superb_run": 2, "superb_select": 2, "report_cost": 2, "report_cka": 2,
+    expected = {"distill": 2, "superb_run": 2, "superb_select": 2, "report_cost": 2, "report_cka": 2, "report_kdloss": 2,
                 **{r: 1 for r in REPORT}}
     if new_parts:
         expected["targets"] = len(new_parts)
     assert counts(jobs) == Counter(expected)
     for rule, outs in jobs:
-        if rule in ("distill", "superb_run", "report_cost", "report_cka"):
+        if rule in ("distill", "superb_run", "report_cost", "report_cka", "report_kdloss"):
             assert all("3x32f64h2" in o for o in outs), (rule, outs)
 
 
@@ -118,9 +118,9 @@ def test_adding_a_distill_seed_plans_only_its_students(finished):
     wd, cfg = finished
     jobs = planned(wd, grown(cfg, lambda c: c["distill"].update(seeds=[0, 1])))
     assert counts(jobs) == Counter({"distill": 4, "superb_run": 4, "superb_select": 4, "report_cost": 4,
-                                    "report_cka": 4, **{r: 1 for r in REPORT}})
+                                    "report_cka": 4, "report_kdloss": 4, **{r: 1 for r in REPORT}})
     for rule, outs in jobs:
-        if rule in ("distill", "superb_run", "superb_select", "report_cost", "report_cka"):
+        if rule in ("distill", "superb_run", "superb_select", "report_cost", "report_cka", "report_kdloss"):
             assert all("seed1" in o for o in outs), (rule, outs)
 
 
@@ -145,7 +145,7 @@ def test_changing_the_distillation_lr_plans_the_students_and_what_reads_them(fin
     jobs = planned(wd, grown(cfg, lambda c: c["distill"]["train"].update(lr=0.002)))
     # every student and its SUPERB jobs; not the corpora, the teacher or the targets cache
     assert counts(jobs) == Counter({"distill": 4, "superb_run": 4, "superb_select": 4, "report_cost": 4,
-                                    "report_cka": 4, **{r: 1 for r in REPORT}})
+                                    "report_cka": 4, "report_kdloss": 4, **{r: 1 for r in REPORT}})
 
 
 def test_changing_one_tasks_head_plans_only_that_task(finished):

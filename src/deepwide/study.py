@@ -42,7 +42,7 @@ from deepwide.errors import DeepwideError
 from deepwide.utils.io import canonical_json
 
 # Bump a stage's number when its code changes what its jobs produce.
-STAGE_VERSIONS = {"corpus": 2, "teacher": 2, "targets": 2, "distill": 2, "superb": 2, "qbe": 1, "report": 2}
+STAGE_VERSIONS = {"corpus": 2, "teacher": 3, "targets": 2, "distill": 3, "superb": 2, "qbe": 1, "report": 3}
 
 # Settings that never change a job's result: (config path, key) pairs. Dotted paths; "*"
 # stands for every SUPERB task section.
@@ -653,13 +653,28 @@ class Study:
             return []
         return [self.report_cka(u) for u in self.report_students]
 
+    def report_kdloss(self, upstream: str) -> str:
+        return str(self.report_dir / "kd_loss" / f"{upstream}.parquet")
+
+    @property
+    def report_kdlosses(self) -> list[str]:
+        """Held-out KD loss per student (needs the teacher, as CKA does)."""
+        if "teacher" not in self.upstreams:
+            return []
+        return [self.report_kdloss(u) for u in self.report_students]
+
     def report_identity(self, section: str) -> str:
         """The report.<section> options of a report rule (tables and figures: with the reference)."""
         r = self.config["report"]
         return canonical_json({**r[section], "reference": r["reference"]} if section in ("tables", "figures") else r[section])
 
-    REPORT_TABLES = ("results", "grid", "families", "score", "trend")
-    REPORT_FIGURES = ("depth", "heatmap", "layer_weights", "cka", "pareto")
+    @property
+    def report_teacher_info(self) -> list[str]:
+        """The pretrained teacher's info.json (its cka_first_last feeds the report's warning); [] for an import."""
+        return [str(self.teacher_dir / "info.json")] if self.teacher_source == "pretrain" else []
+
+    REPORT_TABLES = ("results", "grid", "families", "score", "trend", "guard", "verdict", "kd_loss")
+    REPORT_FIGURES = ("depth", "heatmap", "layer_weights", "cka", "pareto", "kd_loss")
 
     def report_table(self, name: str, ext: str) -> str:
         return str(self.report_dir / "tables" / f"{name}.{ext}")

@@ -47,6 +47,26 @@ rule report_cka:
         " --out {output:q} > {log:q} 2>&1"
 
 
+rule report_kdloss:
+    input:
+        teacher=STUDY.teacher_ckpt,
+        student=lambda w: STUDY.upstream_checkpoint(w.report_upstream),
+        manifest=STUDY.report_heldout,
+    output:
+        STUDY.report_kdloss("{report_upstream}"),
+    params:
+        cfg=STUDY.report_identity("cka"),  # the same held-out utterances as CKA
+        identity=STUDY.params("report"),
+    resources:
+        **STUDY.gpu_job("report_kdloss"),
+    log:
+        STUDY.log("report_kdloss", "{report_upstream}"),
+    shell:
+        "{PY} -m deepwide report kdloss --teacher {input.teacher:q} --student {input.student:q}"
+        " --upstream {wildcards.report_upstream:q} --manifest {input.manifest:q} --options {params.cfg:q}"
+        " --out {output:q} > {log:q} 2>&1"
+
+
 rule report_collect:
     input:
         results=STUDY.report_result_files(),
@@ -68,7 +88,9 @@ rule report_collect:
 
 rule report_tables:
     input:
-        str(STUDY.report_dir / "results.parquet"),
+        results=str(STUDY.report_dir / "results.parquet"),
+        teacher_info=STUDY.report_teacher_info,
+        kd_loss=STUDY.report_kdlosses,
     output:
         **{
             f"{name}_{ext}": (
@@ -89,8 +111,8 @@ rule report_tables:
     log:
         STUDY.log("report_tables", "tables"),
     shell:
-        "{PY} -m deepwide report tables --results {input:q} --options {params.cfg:q}"
-        " --out-dir {params.out_dir:q} > {log:q} 2>&1"
+        "{PY} -m deepwide report tables --results {input.results:q} --options {params.cfg:q}"
+        " --teacher-info {input.teacher_info:q} --kd-loss {input.kd_loss:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
 rule report_figures:
@@ -98,6 +120,7 @@ rule report_figures:
         results=str(STUDY.report_dir / "results.parquet"),
         weights=str(STUDY.report_dir / "layer_weights.parquet"),
         cka=STUDY.report_ckas,
+        kd_loss=STUDY.report_kdlosses,
     output:
         **{
             f"{name}_{ext}": (
@@ -119,4 +142,4 @@ rule report_figures:
         STUDY.log("report_figures", "figures"),
     shell:
         "{PY} -m deepwide report figures --results {input.results:q} --layer-weights {input.weights:q}"
-        " --cka {input.cka:q} --options {params.cfg:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
+        " --cka {input.cka:q} --kd-loss {input.kd_loss:q} --options {params.cfg:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"

@@ -9,7 +9,9 @@
 
 Loss per target: L1 + cos_weight * (-log sigmoid(cos(pred, target))), averaged over
 *valid* frames only (DistilHuBERT's reference code averaged over padding too). The total is
-the sum over targets, as in DistilHuBERT.
+the *mean* over targets (:func:`kd_total`), as s3prl's distiller and DPHuBERT average it:
+a sum would scale the loss, and so the effective learning rate, with the number of targets,
+giving dense L2L on a deep student a larger step than pred KD's three heads.
 """
 
 from __future__ import annotations
@@ -119,3 +121,10 @@ def kd_loss(pred: Tensor, target: Tensor, mask: Tensor, cos_weight: float = 1.0)
     cos = F.cosine_similarity(pred, target, dim=-1)
     cos_term = (-F.logsigmoid(cos) * m).sum() / n
     return l1 + cos_weight * cos_term, l1, cos_term
+
+
+def kd_total(losses: Sequence[Tensor]) -> Tensor:
+    """The KD objective of one batch: the mean of the per-target losses (not their sum)."""
+    if not losses:
+        raise DeepwideError("KD loss: no targets")
+    return torch.stack([torch.as_tensor(x) for x in losses]).mean()

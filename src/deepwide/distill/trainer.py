@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from deepwide.distill import data
-from deepwide.distill.methods import KDHeads, kd_loss, method_pairs, target_name
+from deepwide.distill.methods import KDHeads, kd_loss, kd_total, method_pairs, target_name
 from deepwide.distill.targets import TargetCacheSet, pick_device, teacher_forward
 from deepwide.errors import DeepwideError
 from deepwide.models.arch import ArchConfig, build_model, hidden_states
@@ -121,6 +121,37 @@ def init_from_teacher(student, arch: ArchConfig, teacher, tarch: ArchConfig) -> 
     return copied
 
 
+def init_encoder_from_teacher(student, arch: ArchConfig, teacher, tarch: ArchConfig) -> list[str]:
+    """DistilHuBERT's encoder init (s3prl distiller, ``init_teacher_encoder_layers``): copy the
+    teacher's positional conv and its first L transformer layers into an L-layer student.
+
+    Only where the shapes match (same width, and FFN and heads for the layers): a student
+    narrower than the teacher keeps its random encoder. The encoder's layer norm after the
+    positional conv is not copied, as in s3prl's distiller. Returns what was copied.
+    """
+    if arch.width != tarch.width:
+        return []
+    copied = []
+    st, tt = student.encoder.transformer, teacher.encoder.transformer
+
+    def same(a, b):
+        sa, sb = a.state_dict(), b.state_dict()
+        return sa.keys() == sb.keys() and all(sa[k].shape == sb[k].shape for k in sa)
+
+    if same(st.pos_conv_embed, tt.pos_conv_embed):
+        st.pos_conv_embed.load_state_dict(tt.pos_conv_embed.state_dict())
+        copied.append("pos_conv")
+    layers = []
+    for i in range(min(arch.depth, tarch.depth)):
+        if not same(st.layers[i], tt.layers[i]):
+            break
+        st.layers[i].load_state_dict(tt.layers[i].state_dict())
+        layers.append(i)
+    if layers:
+        copied.append(f"layers.0-{layers[-1]}" if len(layers) > 1 else "layers.0")
+    return copied
+
+
 def _mode(cached: bool, cached_fe: bool, shared_fe: bool) -> str:
     if cached:
         return "cached-targets+cached-frontend" if cached_fe else "cached-targets"
@@ -178,12 +209,14 @@ def train(
     student = build_model(arch)
     heads = KDHeads(method, pairs, arch.width, tarch.width)
     copied = []
-    if job["init"] == "teacher_frontend":
+    if job["init"] in ("teacher_frontend", "distilhubert"):
         copied = init_from_teacher(student, arch, teacher, tarch)
+    if job["init"] == "distilhubert":
+        copied += init_encoder_from_teacher(student, arch, teacher, tarch)
     frozen = job["frontend"] == "frozen"
     if frozen:
-        if job["init"] != "teacher_frontend":
-            raise DeepwideError("distill.frontend frozen needs distill.init teacher_frontend")
+        if job["init"] not in ("teacher_frontend", "distilhubert"):
+            raise DeepwideError("distill.frontend frozen needs distill.init teacher_frontend or distilhubert")
         for p in student.feature_extractor.parameters():
             p.requires_grad_(False)
     fe_scale = float(job["frontend_grad_scale"]) if job["frontend"] == "scaled" else 1.0
@@ -331,12 +364,8 @@ def train(
             rng_cpu = torch.get_rng_state()
             rng_cuda = torch.cuda.get_rng_state() if cuda else None
             preds, targets, mask = fwd_c(batch)
-            total = 0.0
-            parts = []
-            for p, t in zip(preds, targets):
-                l, _, _ = kd_loss(p, t, mask, job["loss"]["cos_weight"])
-                parts.append(l)
-                total = total + l
+            parts = [kd_loss(p, t, mask, job["loss"]["cos_weight"])[0] for p, t in zip(preds, targets)]
+            total = kd_total(parts)  # mean over targets
             vals = torch.stack([total.detach()] + [x.detach() for x in parts]).float().cpu().tolist()
             if not all(np.isfinite(vals)):
                 _save_state(state_path, snapshot(rng_cpu, rng_cuda))
@@ -393,6 +422,9 @@ def train(
             "normalize": normalize, "source": f"deepwide distill {method}"}
     out_dir.mkdir(parents=True, exist_ok=True)
     save_checkpoint(out_dir / "student.pt", student, arch, meta)
+    # the KD heads beside the student: the report's held-out KD loss needs them (deepwide.report.kdloss)
+    torch.save({"method": method, "pairs": [list(p) for p in pairs], "student_width": arch.width,
+                "teacher_width": tarch.width, "state_dict": heads.cpu().state_dict()}, out_dir / "kd_heads.pt")
     import pandas as pd
 
     write_parquet(pd.DataFrame(curve), out_dir / "curve.parquet")

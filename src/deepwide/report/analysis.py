@@ -1,12 +1,20 @@
 """From the tidy results table to per-model numbers: best lr, seed statistics, scores.
 
 - Best lr per (upstream model, task) by the mean dev value over seeds (SF by its F1).
-- Test values at that lr: mean and standard deviation over seeds.
-- Scores per model, each per seed and then mean +- std over seeds:
-  ``leaderboard``: SUPERB score with the leaderboard FBANK and SOTA constants;
-  ``normalised``: the study's own FBANK row = 0 and teacher row = 100 per task.
+- Test values at that lr: mean and standard deviation over replicates (a replicate is a
+  (distillation seed, SUPERB head seed) pair; the teacher and FBANK have head seeds only).
+- The guard (:func:`guard`): a task is *informative* only when the study's teacher beats
+  its FBANK row by more than ``Z_GUARD`` standard errors of that difference (from the seed
+  spread of both rows and, where results carry ``n_test``, the test set's sampling error).
+  Otherwise ``(s - fbank) / (teacher - fbank)`` flips sign or explodes, and the task is
+  "not informative at this scale".
+- Scores per model, each per replicate and then mean +- std over replicates:
+  ``leaderboard``: SUPERB score with the leaderboard FBANK and SOTA constants (all tasks);
+  ``normalised``: the study's own FBANK row = 0 and teacher row = 100 per task, over the
+  informative tasks only.
   Both sum over the tasks a model was evaluated on (100 per task at the upper anchor), and
-  ``content`` / ``speaker`` are the mean per-task term over the tasks of that family.
+  ``content`` / ``speaker`` / ``semantics`` / ``paralinguistics`` (SUPERB's families) are the
+  mean per-task term over the tasks of that family.
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from deepwide.report.score import FAMILIES, FBANK, SCORE_KEYS, SOTA, TASKS, task_terms
+from deepwide.report.score import FAMILIES, FBANK, METRIC, SCORE_KEYS, SOTA, TASK_KEYS, TASKS, task_terms
 
 # methods that are not distilled students (extra: an upstream superb was given by name)
 NOT_STUDENTS = ("teacher", "fbank", "extra")
@@ -53,9 +61,104 @@ def _order(models: pd.DataFrame) -> pd.DataFrame:
     return models.sort_values(["_p", "_r", "method", "depth", "width"], na_position="first").drop(columns=["_r", "_p"])
 
 
+# a task enters the normalised score and the verdict only when teacher - FBANK > Z_GUARD standard errors
+Z_GUARD = 2.0
+
+
 def per_seed_metrics(best: pd.DataFrame) -> pd.DataFrame:
-    """(model, seed) x score key -> test value."""
-    return best.pivot_table(index=["model", "seed"], columns="key", values="test", aggfunc="mean")
+    """(model, distill_seed, seed) x score key -> test value: one row per replicate.
+
+    ``distill_seed`` is -1 where a model has none (teacher, FBANK, published rows)."""
+    d = best.assign(distill_seed=best["distill_seed"].astype("Int64").fillna(-1).astype(int) if "distill_seed" in best
+                    else -1)
+    return d.pivot_table(index=["model", "distill_seed", "seed"], columns="key", values="test", aggfunc="mean")
+
+
+def _key_stats(best: pd.DataFrame, model: str, key: str) -> tuple[float, float, int, float]:
+    """(mean, sd over replicates, number of replicates, test-set size) of one model's score key."""
+    per = per_seed_metrics(best[(best["model"] == model) & (best["key"] == key) & ~best["published"]])
+    if key not in per or per[key].dropna().empty:
+        return math.nan, math.nan, 0, math.nan
+    v = per[key].dropna().to_numpy(float)
+    sel = best[(best["model"] == model) & (best["key"] == key)]
+    n_test = float(sel["test_n"].mean()) if "test_n" in sel and sel["test_n"].notna().any() else math.nan
+    return float(v.mean()), (float(v.std(ddof=1)) if len(v) > 1 else math.nan), len(v), n_test
+
+
+def _sampling_se(mean: float, n_test: float, key: str) -> float:
+    """Binomial standard error (in %) of a percent metric over ``n_test`` scored units."""
+    if math.isnan(n_test) or n_test <= 0 or METRIC[key] == "MTWV" or math.isnan(mean):
+        return math.nan
+    p = min(max(mean / 100.0, 0.0), 1.0)
+    return 100.0 * math.sqrt(p * (1 - p) / n_test)
+
+
+def guard(best: pd.DataFrame, z: float = Z_GUARD) -> pd.DataFrame:
+    """Per score key: teacher and FBANK (mean, sd, n), the gap in the better direction, its
+    standard error, and whether the key is informative (gap > z * se).
+
+    The standard error of the gap combines the seed spread of both rows (a row with one
+    replicate borrows the other's sd) and, where results carry ``n_test``, each row's
+    binomial sampling error; the larger of the two estimates is used. With neither (one
+    seed, no test-set size) the noise is unknown and the key is not informative.
+    """
+    measured = best[~best["published"]]
+    rows = []
+    for key in SCORE_KEYS:
+        if key not in set(measured["key"]):
+            continue
+        t_mean, t_sd, t_n, t_nt = _key_stats(measured, "teacher", key)
+        f_mean, f_sd, f_n, f_nt = _key_stats(measured, "fbank", key)
+        higher = bool(measured.loc[measured["key"] == key, "higher_is_better"].iloc[0])
+        rec = {"task": "SF" if key.startswith("SF") else key, "key": key, "metric": METRIC[key],
+               "teacher": t_mean, "teacher_sd": t_sd, "teacher_n": t_n,
+               "fbank": f_mean, "fbank_sd": f_sd, "fbank_n": f_n}
+        if t_n == 0 or f_n == 0:
+            rec.update(gap=math.nan, se=math.nan, informative=False,
+                       reason="no " + ("teacher" if t_n == 0 else "FBANK") + " result")
+            rows.append(rec)
+            continue
+        gap = (t_mean - f_mean) if higher else (f_mean - t_mean)
+        ses = []
+        sds = [s for s in (t_sd, f_sd) if not math.isnan(s)]
+        if sds:
+            pooled = float(np.sqrt(np.mean(np.square(sds))))
+            ts = t_sd if not math.isnan(t_sd) else pooled
+            fs = f_sd if not math.isnan(f_sd) else pooled
+            ses.append(math.sqrt(ts ** 2 / t_n + fs ** 2 / f_n))
+        st, sf_ = _sampling_se(t_mean, t_nt, key), _sampling_se(f_mean, f_nt, key)
+        if not (math.isnan(st) or math.isnan(sf_)):
+            ses.append(math.sqrt(st ** 2 + sf_ ** 2))
+        se = max(ses) if ses else math.nan
+        if math.isnan(se):
+            informative, reason = False, "noise unknown (one seed and no test-set size)"
+        elif gap > z * se:
+            informative, reason = True, f"teacher beats FBANK by {gap / se:.1f} SE"
+        else:
+            informative, reason = False, (f"teacher beats FBANK by only {gap / se:.1f} SE" if gap > 0
+                                          else "teacher does not beat FBANK")
+        rec.update(gap=gap, se=se, informative=informative, reason=reason)
+        rows.append(rec)
+    return pd.DataFrame(rows, columns=["task", "key", "metric", "teacher", "teacher_sd", "teacher_n", "fbank", "fbank_sd",
+                                       "fbank_n", "gap", "se", "informative", "reason"])
+
+
+def informative_tasks(g: pd.DataFrame) -> list[str]:
+    """Tasks (SF as one) all of whose present score keys pass the guard, in SUPERB's order."""
+    ok = dict(zip(g["key"], g["informative"]))
+    out = []
+    for task in TASKS:
+        keys = [k for k in TASK_KEYS[task] if k in ok]
+        if keys and all(ok[k] for k in keys):
+            out.append(task)
+    return out
+
+
+def _restrict(anchor: dict | None, tasks) -> dict | None:
+    if anchor is None:
+        return None
+    keys = {k for t in tasks for k in TASK_KEYS[t]}
+    return {k: v for k, v in anchor.items() if k in keys}
 
 
 def model_summary(best: pd.DataFrame) -> pd.DataFrame:
@@ -96,9 +199,19 @@ def _stat(values):
     return float(np.mean(v)), (float(np.std(v, ddof=1)) if len(v) > 1 else math.nan)
 
 
-def scores(best: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
-    """Per model: leaderboard / normalised SUPERB scores and family means, mean and std over seeds."""
+def normalised_anchors(best: pd.DataFrame, summary: pd.DataFrame) -> tuple[dict | None, dict | None]:
+    """The study's (FBANK, teacher) anchors restricted to the informative tasks."""
     fb, te = anchors(summary)
+    if fb is None or te is None:
+        return fb, te
+    tasks = informative_tasks(guard(best))
+    return _restrict(fb, tasks), _restrict(te, tasks)
+
+
+def scores(best: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
+    """Per model: leaderboard / normalised SUPERB scores and family means, mean and std over
+    replicates. The normalised score counts the informative tasks only (:func:`guard`)."""
+    fb, te = normalised_anchors(best, summary)
     per_seed = per_seed_metrics(best)
     published = set(summary.loc[summary["published"], "model"])
     rows = []
@@ -108,7 +221,7 @@ def scores(best: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
         refs = {"leaderboard": (FBANK, SOTA), "normalised": (None, None) if model in published else (fb, te)}
         for ref, (low, high) in refs.items():
             if low is None or high is None:
-                for col in ("", "_content", "_speaker"):
+                for col in ("", *(f"_{f}" for f in FAMILIES)):
                     rec[f"{ref}{col}"], rec[f"{ref}{col}_std"] = math.nan, math.nan
                 rec[f"{ref}_tasks"] = ""
                 continue
@@ -133,12 +246,12 @@ def scores(best: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
 
 def task_terms_table(best: pd.DataFrame, summary: pd.DataFrame, reference: str) -> pd.DataFrame:
     """Per (model, task, seed) normalised term (0 = FBANK, 100 = SOTA/teacher): for colours."""
-    fb, te = anchors(summary)
+    fb, te = normalised_anchors(best, summary)
     low, high = (FBANK, SOTA) if reference == "leaderboard" else (fb, te)
     rows = []
     if low is None or high is None:
         return pd.DataFrame(columns=["model", "seed", "task", "term"])
-    for (model, seed), metrics in per_seed_metrics(best).iterrows():
+    for (model, _dseed, seed), metrics in per_seed_metrics(best).iterrows():
         m = {k: float(v) for k, v in metrics.items() if pd.notna(v)}
         for task, t in _terms(m, low, high).items():
             rows.append({"model": model, "seed": seed, "task": task, "term": t})

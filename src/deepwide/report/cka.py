@@ -147,3 +147,24 @@ def compute_cka(teacher_ckpt, student_ckpt, manifest, max_utterances=16, max_sec
     df["frames"] = min(n, max_frames)
     df["utterances"] = len(utts)
     return df
+
+
+def first_last_cka(model, paths: list[str], max_seconds: float = 10.0, max_frames: int = 8000, seed: int = 0,
+                   device: str = "auto") -> float:
+    """Linear CKA between the first and the last transformer layer of ``model`` over the
+    frames of ``paths`` (a fixed random subset of at most ``max_frames``). Near 1: the layers
+    carry the same information, no hierarchy for a deeper student to exploit."""
+    dev = device_auto(device)
+    wavs = [load_audio(p, max_seconds) for p in paths]
+    states = layer_frames(model.to(dev).eval(), wavs, dev)
+    if len(states[0]) < 3:
+        raise DeepwideError("first-vs-last-layer CKA needs a model with at least 2 transformer layers")
+    first = torch.cat([u[1] for u in states])
+    last = torch.cat([u[-1] for u in states])
+    n = first.shape[0]
+    if n < 2:
+        raise DeepwideError(f"first-vs-last-layer CKA: only {n} frame(s) of audio")
+    if n > max_frames:
+        idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:max_frames]
+        first, last = first[idx], last[idx]
+    return linear_cka(first, last)

@@ -2,8 +2,9 @@
 
 score superb FILE.json     print the SUPERB score of a JSON object of per-task metrics
 report collect ...         result.json + info.json + cost JSON files -> tidy results.parquet
-report tables ...          results.parquet -> Markdown, CSV and LaTeX tables
+report tables ...          results.parquet -> Markdown, CSV and LaTeX tables (and the verdict)
 report figures ...         results.parquet (+ layer weights, CKA) -> PNG and PDF figures
+report kdloss ...          held-out KD loss per teacher layer of a student (no downstream training)
 report cka ...             linear CKA of every student layer vs every teacher layer
 report cost ...            params, MACs per second of audio, real-time factor of a checkpoint
 """
@@ -72,8 +73,34 @@ def cmd_tables(args):
     reference = opts.get("reference", "normalised")
     if reference not in ("normalised", "leaderboard"):
         raise DeepwideError(f"report tables: reference must be normalised or leaderboard, got {reference!r}")
-    written = write_tables(df, args.out_dir, include_published=opts.get("include_published", True), reference=reference)
+    teacher_info = None
+    if args.teacher_info:
+        from deepwide.utils.io import read_json_object
+
+        teacher_info = read_json_object(args.teacher_info[0], "teacher info")
+    kd = _kd_losses(args.kd_loss)
+    written = write_tables(df, args.out_dir, include_published=opts.get("include_published", True), reference=reference,
+                           teacher_info=teacher_info, kd_loss=kd)
     log.info("wrote %d table files to %s", len(written), args.out_dir)
+
+
+def _kd_losses(paths):
+    import pandas as pd
+
+    return pd.concat([_read_parquet(p, "KD-loss table") for p in paths], ignore_index=True) if paths else None
+
+
+def cmd_kdloss(args):
+    from deepwide.report.kdloss import compute_kd_loss
+    from deepwide.report.collect import parse_upstream
+    from deepwide.utils.io import write_parquet
+
+    opts = _options(args.options)
+    df = compute_kd_loss(args.teacher, args.student, args.manifest, max_utterances=int(opts.get("utterances", 16)),
+                         max_seconds=float(opts.get("max_seconds", 10.0)), device=args.device)
+    df.insert(0, "model", parse_upstream(args.upstream)["model"])
+    df.insert(0, "upstream", args.upstream)
+    write_parquet(df, args.out)
 
 
 def cmd_figures(args):
@@ -86,7 +113,7 @@ def cmd_figures(args):
         columns=["model", "task", "lr", "seed", "layer", "weight"])
     cka = pd.concat([_read_parquet(p, "CKA table") for p in args.cka], ignore_index=True) if args.cka else pd.DataFrame(
         columns=["model", "student_layer", "teacher_layer", "cka"])
-    written = write_figures(df, lw, cka, args.out_dir, _options(args.options))
+    written = write_figures(df, lw, cka, args.out_dir, _options(args.options), kd_loss=_kd_losses(args.kd_loss))
     log.info("wrote %d figure files to %s", len(written), args.out_dir)
 
 
@@ -141,6 +168,9 @@ def register(sub):
     t = rsub.add_parser("tables", help="results.parquet -> tables (md, csv, tex)")
     t.add_argument("--results", required=True, type=Path)
     t.add_argument("--options", help="JSON object: include_published, reference (normalised|leaderboard)")
+    t.add_argument("--teacher-info", type=Path, nargs="*",
+                   help="the pretrained teacher's info.json (its cka_first_last > 0.8 puts a warning in the report)")
+    t.add_argument("--kd-loss", nargs="*", type=Path, help="held-out KD-loss tables of `report kdloss`")
     t.add_argument("--out-dir", required=True, type=Path)
     t.set_defaults(func=cmd_tables)
 
@@ -149,8 +179,19 @@ def register(sub):
     f.add_argument("--layer-weights", type=Path)
     f.add_argument("--cka", nargs="*", type=Path, help="CKA tables of `report cka`")
     f.add_argument("--options", help="JSON object: dpi, panel_width, panel_height, font_size, cmap, reference, show_published")
+    f.add_argument("--kd-loss", nargs="*", type=Path, help="held-out KD-loss tables of `report kdloss`")
     f.add_argument("--out-dir", required=True, type=Path)
     f.set_defaults(func=cmd_figures)
+
+    q = rsub.add_parser("kdloss", help="held-out KD loss (L1, cosine) per teacher layer of a student")
+    q.add_argument("--teacher", required=True, type=Path)
+    q.add_argument("--student", required=True, type=Path, help="student.pt (kd_heads.pt beside it)")
+    q.add_argument("--upstream", required=True, help="the student's upstream name (METHOD-SHAPE-seedN)")
+    q.add_argument("--manifest", required=True, type=Path, help="held-out manifest (parquet with id, path)")
+    q.add_argument("--options", help="JSON object: utterances, max_seconds")
+    q.add_argument("--device", default="auto")
+    q.add_argument("--out", required=True, type=Path)
+    q.set_defaults(func=cmd_kdloss)
 
     k = rsub.add_parser("cka", help="linear CKA of student vs teacher layers on held-out audio")
     k.add_argument("--teacher", required=True, type=Path)

@@ -2,6 +2,11 @@
 
 One row per (upstream, score key, lr, seed): method, shape (depth, width, ffn, heads),
 params, task, metric, dev and test value in SUPERB units, upstream, published flag.
+Two seeds identify a replicate: ``distill_seed`` (the student's, from its upstream name
+``METHOD-SHAPE-seedN``; empty for the teacher, FBANK and published rows) and ``seed`` (the
+SUPERB head's, the result's ``seed`` key). ``test_n``: the number of scored test units
+(utterances, trials, words) when the result carries it as ``n_test``, for a sampling
+standard error of the test metric.
 Published rows (src/deepwide/data/published.yaml, with their sources) carry only test values and ``published=True``.
 
 Units: s3prl reports accuracy, WER, PER, CER, EER, DER and slot F1/CER as fractions; the
@@ -39,7 +44,7 @@ REFERENCE_UPSTREAMS = ("teacher", "fbank")
 
 COLUMNS = [
     "upstream", "model", "method", "shape", "depth", "width", "ffn", "heads", "params",
-    "task", "key", "metric", "higher_is_better", "lr", "seed", "dev", "test", "best_step",
+    "task", "key", "metric", "higher_is_better", "lr", "distill_seed", "seed", "dev", "test", "test_n", "best_step",
     "published", "runtime_s", "device", "source",
 ]
 
@@ -107,8 +112,10 @@ def read_result(path: str | Path) -> tuple[list[dict[str, Any]], list[float]]:
     task = canonical_task(obj["task"])
     metric = str(obj["metric"])
     lr = _number(path, obj, "lr")
-    seed = obj.get("seed", info["seed"])
+    seed = obj.get("seed")
     seed = int(seed) if seed is not None else 0
+    n_test = obj.get("n_test")
+    n_test = _number(path, obj, "n_test") if n_test is not None else math.nan
     unit = obj.get("unit")
     weights = obj["layer_weights"]
     if weights is not None and (not isinstance(weights, list) or not all(isinstance(w, (int, float)) for w in weights)):
@@ -116,7 +123,7 @@ def read_result(path: str | Path) -> tuple[list[dict[str, Any]], list[float]]:
     base = {
         "upstream": upstream, "model": info["model"], "method": info["method"], "shape": info["shape"],
         "depth": info.get("depth"), "width": info.get("width"), "ffn": info.get("ffn"), "heads": info.get("heads"),
-        "params": math.nan, "task": task, "lr": lr, "seed": seed,
+        "params": math.nan, "task": task, "lr": lr, "distill_seed": info["seed"], "seed": seed, "test_n": n_test,
         "best_step": obj.get("best_step"), "published": False,
         "runtime_s": obj.get("runtime_s"), "device": obj.get("device"), "source": str(path),
     }
@@ -150,7 +157,8 @@ def read_info(path: str | Path) -> dict[str, Any]:
     obj = read_json_object(path, "student info")
     if "params" not in obj:
         raise DeepwideError(f"{path}: missing key 'params'")
-    method, shape = path.parent.parent.name, path.parent.name
+    d = path.parent.parent if re.fullmatch(r"seed\d+", path.parent.name) else path.parent  # students/{m}/{shape}/seed{n}
+    method, shape = d.parent.name, d.name
     out = {"model": f"{obj.get('method', method)}-{obj.get('shape', shape)}", "params": _number(path, obj, "params")}
     arch = obj.get("arch")
     if isinstance(arch, dict):
@@ -185,7 +193,8 @@ def published_rows() -> list[dict[str, Any]]:
                 "shape": shape, "depth": pub["depth"], "width": pub["width"], "ffn": pub["ffn"],
                 "heads": pub["heads"], "params": pub["params"], "task": "SF" if key.startswith("SF") else key,
                 "key": key, "metric": METRIC[key], "higher_is_better": HIGHER_IS_BETTER[key],
-                "lr": math.nan, "seed": 0, "dev": math.nan, "test": value, "best_step": None,
+                "lr": math.nan, "distill_seed": None, "seed": 0, "dev": math.nan, "test": value, "test_n": math.nan,
+                "best_step": None,
                 "published": True, "runtime_s": None, "device": None, "source": pub["source"],
             })
     return rows
@@ -199,7 +208,7 @@ def collect(results: Iterable[str | Path], infos: Iterable[str | Path] = (), cos
     for path in results:
         new, weights = read_result(path)
         for r in new:
-            ident = (r["upstream"], r["key"], r["lr"], r["seed"])
+            ident = (r["upstream"], r["key"], r["lr"], r["seed"])  # the upstream holds the distill seed
             if ident in seen:
                 raise DeepwideError(f"{path}: duplicate result for upstream {ident[0]}, task {ident[1]}, lr {ident[2]}, seed {ident[3]} (also in {seen[ident]})")
             seen[ident] = path
@@ -251,11 +260,11 @@ def collect(results: Iterable[str | Path], infos: Iterable[str | Path] = (), cos
     if "machine" not in df:
         df["machine"] = None
     df = df[COLUMNS + ["macs_per_second", "rtf", "machine", "train_wall_s", "train_mode"]]
-    for col in ("depth", "width", "ffn", "heads", "seed"):
+    for col in ("depth", "width", "ffn", "heads", "distill_seed", "seed"):
         df[col] = df[col].astype("Int64")
-    for col in ("params", "lr", "dev", "test", "macs_per_second", "rtf", "train_wall_s"):
+    for col in ("params", "lr", "dev", "test", "test_n", "macs_per_second", "rtf", "train_wall_s"):
         df[col] = df[col].astype(float)
     df["published"] = df["published"].astype(bool)
     df["higher_is_better"] = df["higher_is_better"].astype(bool)
     lw = pd.DataFrame(weight_rows, columns=["upstream", "model", "method", "shape", "task", "lr", "seed", "layer", "weight"])
-    return df.sort_values(["published", "method", "depth", "model", "key", "lr", "seed"], na_position="first").reset_index(drop=True), lw, cost
+    return df.sort_values(["published", "method", "depth", "model", "key", "lr", "distill_seed", "seed"], na_position="first").reset_index(drop=True), lw, cost

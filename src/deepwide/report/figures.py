@@ -1,13 +1,15 @@
 """Figures of the report (matplotlib, Agg backend), each saved as PNG and PDF.
 
 - ``depth``: family score vs student depth at (roughly) constant parameters, one panel per
-  task family (content, speaker, all tasks), one line per KD method, error bars over seeds;
+  SUPERB task family (content, speaker, semantics, paralinguistics, all tasks), one line per
+  KD method, error bars over seeds;
 - ``heatmap``: per task and KD method, depth x width coloured by the per-task score
   (0 = FBANK, 100 = upper anchor) and annotated with the raw metric;
 - ``layer_weights``: learned SUPERB layer-weight profiles, one panel per task, one line per
   upstream;
 - ``cka``: linear CKA between every student layer and every teacher layer, one panel per
   student;
+- ``kd_loss``: held-out KD loss (L1, cosine similarity) per teacher layer for every student;
 - ``pareto``: SUPERB score vs parameters and vs MACs per second of audio, with the Pareto
   front (best score for at most that cost).
 """
@@ -88,9 +90,8 @@ def depth_figure(sc, opts, out):
     def named(members):
         return ", ".join(t for t in members if t in present) or "none evaluated"
 
-    panels = [("content", f"{ref}_content", f"content tasks ({named(FAMILIES['content'])})", "mean per-task score"),
-              ("speaker", f"{ref}_speaker", f"speaker tasks ({named(FAMILIES['speaker'])})", "mean per-task score"),
-              ("all", ref, f"all tasks ({named(TASKS)})", "SUPERB score")]
+    panels = [(f, f"{ref}_{f}", f"{f} tasks ({named(members)})", "mean per-task score") for f, members in FAMILIES.items()]
+    panels.append(("all", ref, f"all tasks ({named(TASKS)})", "SUPERB score"))
     fig, axes = _grid(len(panels), opts)
     params = students["params"].dropna()
     budget = (f"students at {params.min() / 1e6:.2f}-{params.max() / 1e6:.2f} M params" if len(params)
@@ -271,7 +272,32 @@ def pareto_figure(sc, opts, out):
     return save(fig, out, opts["dpi"])
 
 
-def write_figures(results: pd.DataFrame, layer_weights: pd.DataFrame, cka: pd.DataFrame, out_dir, options=None):
+def kd_loss_figure(kd, opts, out):
+    """Held-out KD loss per teacher layer: per KD method, L1 and cosine similarity of every
+    student's predictions, one line per student shape (mean over distillation seeds)."""
+    methods = sorted(kd["method"].unique()) if len(kd) else []
+    fig, axes = _grid(max(1, 2 * len(methods)), opts, ncols=2)
+    if not methods:
+        _empty(axes[0], "no held-out KD loss (no students)")
+        return save(fig, out, opts["dpi"])
+    for i, method in enumerate(methods):
+        g = kd[kd["method"] == method]
+        for j, (col, label) in enumerate((("l1", "held-out L1"), ("cos", "held-out cosine similarity"))):
+            ax = axes[2 * i + j]
+            for shape, s in sorted(g.groupby("shape"), key=lambda kv: [int(v) for v in re.findall(r"\d+", kv[0])]):
+                m = s.groupby("teacher_layer")[col].agg(["mean", "std"]).reset_index()
+                ax.errorbar(m["teacher_layer"], m["mean"], yerr=m["std"].fillna(0), marker="o", capsize=3, label=shape)
+            ax.set_title(f"{method}: {label}")
+            ax.set_xlabel("teacher layer (KD target)")
+            ax.set_ylabel(label)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize="small")
+    fig.suptitle("KD fidelity on held-out audio (no downstream training)")
+    return save(fig, out, opts["dpi"])
+
+
+def write_figures(results: pd.DataFrame, layer_weights: pd.DataFrame, cka: pd.DataFrame, out_dir, options=None,
+                  kd_loss: pd.DataFrame | None = None):
     from deepwide.errors import DeepwideError
 
     unknown = sorted(set(options or {}) - set(DEFAULTS))
@@ -291,8 +317,9 @@ def write_figures(results: pd.DataFrame, layer_weights: pd.DataFrame, cka: pd.Da
     if opts["reference"] == "normalised" and sc["normalised"].isna().all():
         # e.g. a smoke run where teacher and FBANK tie on every task: the score figures stay
         # empty (and say why) but the per-task figures are still worth drawing
-        log.warning("report figures: no task has distinct teacher and FBANK results, so the normalised "
-                    "score is undefined; score-vs-depth and Pareto figures stay empty "
+        log.warning("report figures: no task passes the teacher-vs-FBANK guard (see the guard table: one seed "
+                    "gives no noise estimate), so the normalised score is undefined; score-vs-depth and Pareto "
+                    "figures stay empty "
                     "(report.figures.reference: leaderboard uses SUPERB's constants instead)")
     out_dir = Path(out_dir)
     written = []
@@ -301,4 +328,14 @@ def write_figures(results: pd.DataFrame, layer_weights: pd.DataFrame, cka: pd.Da
     written += layer_weight_figure(layer_weights, best, opts, out_dir / "layer_weights")
     written += cka_figure(cka, opts, out_dir / "cka")
     written += pareto_figure(sc, opts, out_dir / "pareto")
+    written += kd_loss_figure(_kd_frame(kd_loss), opts, out_dir / "kd_loss")
     return written
+
+
+def _kd_frame(kd: pd.DataFrame | None) -> pd.DataFrame:
+    from deepwide.report.collect import parse_upstream
+
+    if kd is None or kd.empty:
+        return pd.DataFrame(columns=["upstream", "method", "shape", "teacher_layer", "l1", "cos"])
+    info = kd["upstream"].map(parse_upstream)
+    return kd.assign(method=[i["method"] for i in info], shape=[i["shape"] or i["model"] for i in info])

@@ -22,10 +22,15 @@ from deepwide.utils.io import read_json_object
 # score keys, in SUPERB's order; SF has two
 SCORE_KEYS = ["PR", "ASR", "KS", "QbE", "SID", "ASV", "SD", "IC", "SF_F1", "SF_CER", "ER"]
 TASKS = ["PR", "ASR", "KS", "QbE", "SID", "ASV", "SD", "IC", "SF", "ER"]
-# task families of the study (KS is in neither: the paper reports it apart)
-CONTENT = ["PR", "ASR", "QbE", "IC", "SF"]
-SPEAKER = ["SID", "ASV", "SD", "ER"]
-FAMILIES = {"content": CONTENT, "speaker": SPEAKER}
+# SUPERB's task families (as SUPERB groups them)
+CONTENT = ["PR", "ASR", "KS", "QbE"]
+SPEAKER = ["SID", "ASV", "SD"]
+SEMANTICS = ["IC", "SF"]
+PARALINGUISTICS = ["ER"]
+FAMILIES = {"content": CONTENT, "speaker": SPEAKER, "semantics": SEMANTICS, "paralinguistics": PARALINGUISTICS}
+FAMILY_OF = {t: f for f, members in FAMILIES.items() for t in members}
+# the score keys of a task (SF has two: its F1 and CER terms)
+TASK_KEYS = {t: (["SF_F1", "SF_CER"] if t == "SF" else [t]) for t in TASKS}
 
 # metric shown for each score key
 METRIC = {

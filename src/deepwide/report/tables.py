@@ -2,12 +2,18 @@
 
 - ``results``: every model x task (test metric at the best lr by dev) with cost columns;
 - ``grid``: each task over depth x width (rows) and KD method (columns);
-- ``families``: content (PR, ASR, QbE, IC, SF) vs speaker (SID, ASV, SD, ER) tasks;
+- ``families``: SUPERB's task families: content (PR, ASR, KS, QbE), speaker (SID, ASV, SD),
+  semantics (IC, SF), paralinguistics (ER);
 - ``score``: SUPERB score with the leaderboard constants and the study-normalised score;
-- ``trend``: the study's answer per KD method and task family: score at each student depth,
-  the best depth and the Spearman correlation of score with depth (positive: depth helps).
+- ``trend``: descriptive: per KD method and task family the score at each student depth
+  (mean ± sd over replicates), the best depth and the Spearman correlation with depth;
+- ``guard``: per task, teacher vs FBANK and whether the task is informative at this scale
+  (only informative tasks enter the normalised score and the verdict);
+- ``verdict``: the study's answer (:mod:`deepwide.report.verdict`): seed-paired contrasts
+  with 95 % intervals and "deeper better" / "wider better" / "inconclusive"; its Markdown
+  states the answer from these verdicts.
 
-Values are ``mean ± std`` over seeds when a model has several seeds.
+Values are ``mean ± std`` over replicates (distillation x head seeds) when a model has several.
 """
 
 from __future__ import annotations
@@ -17,11 +23,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from deepwide.report import analysis
-from deepwide.report.score import CONTENT, METRIC, SCORE_KEYS, SPEAKER
+from deepwide.report import analysis, verdict
+from deepwide.report.score import CONTENT, FAMILIES, METRIC, SCORE_KEYS, SPEAKER
 from deepwide.utils.io import atomic_write_text
 
-TABLES = ("results", "grid", "families", "score", "trend")
+TABLES = ("results", "grid", "families", "score", "trend", "guard", "verdict", "kd_loss")
+# the teacher's first-vs-last-layer linear CKA above which the report warns (no hierarchy for depth)
+CKA_WARN = 0.8
 FORMATS = ("md", "csv", "tex")
 
 
@@ -99,14 +107,32 @@ def grid_table(summary: pd.DataFrame) -> pd.DataFrame:
 def families_table(sc: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for _, r in sc.iterrows():
-        rows.append({
-            "model": model_label(r), "params (M)": _params(r["params"]),
-            "content (normalised)": fmt(r["normalised_content"], r["normalised_content_std"], 1),
-            "speaker (normalised)": fmt(r["normalised_speaker"], r["normalised_speaker_std"], 1),
-            "content (leaderboard)": fmt(r["leaderboard_content"], r["leaderboard_content_std"], 1),
-            "speaker (leaderboard)": fmt(r["leaderboard_speaker"], r["leaderboard_speaker_std"], 1),
-        })
+        rec = {"model": model_label(r), "params (M)": _params(r["params"])}
+        for ref in ("normalised", "leaderboard"):
+            for f in FAMILIES:
+                rec[f"{f} ({ref})"] = fmt(r[f"{ref}_{f}"], r[f"{ref}_{f}_std"], 1)
+        rows.append(rec)
     return pd.DataFrame(rows)
+
+
+def guard_table(g: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for _, r in g.iterrows():
+        d = digits_for(r["key"])
+        rows.append({
+            "task": _label(r["key"]), "teacher": fmt(r["teacher"], r["teacher_sd"], d), "FBANK": fmt(r["fbank"], r["fbank_sd"], d),
+            "teacher - FBANK (better direction)": fmt(r["gap"], digits=d), "SE": fmt(r["se"], digits=d),
+            "informative": "yes" if r["informative"] else "not informative at this scale", "why": r["reason"],
+        })
+    return pd.DataFrame(rows, columns=["task", "teacher", "FBANK", "teacher - FBANK (better direction)", "SE",
+                                       "informative", "why"])
+
+
+def verdict_csv(v: pd.DataFrame) -> pd.DataFrame:
+    out = v.copy()
+    for c in ("estimate", "ci_low", "ci_high"):
+        out[c] = out[c].astype(float).round(3)
+    return out
 
 
 def score_table(sc: pd.DataFrame) -> pd.DataFrame:
@@ -125,12 +151,13 @@ def score_table(sc: pd.DataFrame) -> pd.DataFrame:
 
 
 def trend_table(sc: pd.DataFrame, reference: str) -> pd.DataFrame:
-    """Per KD method and task family: score by depth, best depth, Spearman rho(depth, score)."""
+    """Per KD method and task family: score by depth (mean ± sd over replicates), best depth,
+    Spearman rho(depth, mean score). Descriptive: the answer is the verdict table's."""
     from scipy.stats import spearmanr
 
     students = sc[~sc["published"] & ~sc["method"].isin(analysis.NOT_STUDENTS)]
     depths = sorted(students["depth"].dropna().astype(int).unique())
-    cols = {"content": f"{reference}_content", "speaker": f"{reference}_speaker", "all tasks": reference}
+    cols = {**{f: f"{reference}_{f}" for f in FAMILIES}, "all tasks": reference}
     rows = []
     for method, g in students.groupby("method"):
         for family, col in cols.items():
@@ -139,8 +166,9 @@ def trend_table(sc: pd.DataFrame, reference: str) -> pd.DataFrame:
                 continue
             rec = {"method": method, "family": family}
             by_depth = d.groupby("depth")[col].mean()
+            sd_depth = d.groupby("depth")[f"{col}_std"].mean()  # one shape per depth: its sd over replicates
             for dep in depths:
-                rec[f"L={dep}"] = fmt(by_depth.get(dep, math.nan), digits=1)
+                rec[f"L={dep}"] = fmt(by_depth.get(dep, math.nan), sd_depth.get(dep, math.nan), digits=1)
             rec["best depth"] = int(by_depth.idxmax())
             if len(by_depth) >= 3 and by_depth.nunique() > 1:
                 rec["rho(depth, score)"] = f"{spearmanr(by_depth.index, by_depth.values).statistic:+.2f}"
@@ -150,9 +178,15 @@ def trend_table(sc: pd.DataFrame, reference: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def captions(summary: pd.DataFrame, sc: pd.DataFrame) -> dict[str, str]:
+def captions(summary: pd.DataFrame, sc: pd.DataFrame, g: pd.DataFrame | None = None) -> dict[str, str]:
     seeds = int(sc.loc[~sc["published"], "seeds"].max()) if (~sc["published"]).any() else 1
-    seed_note = f" Values are mean ± standard deviation over {seeds} seeds." if seeds > 1 else " One seed."
+    seed_note = (f" Values are mean ± standard deviation over {seeds} seeds (replicates: distillation x head seeds)."
+                 if seeds > 1 else " One seed.")
+    g = pd.DataFrame(columns=["task", "key", "informative"]) if g is None else g
+    informative = analysis.informative_tasks(g) if len(g) else []
+    left_out = sorted({t for t in g["task"] if t not in informative}, key=lambda t: list(g["task"]).index(t)) if len(g) else []
+    guard_note = (f" Not informative at this scale (left out of the normalised score and the verdict): {', '.join(left_out)}."
+                  if left_out else "")
     pub = " Rows marked † are published numbers (sources in src/deepwide/data/published.yaml), not runs of this pipeline." if summary["published"].any() else ""
     return {
         "results": (
@@ -164,24 +198,37 @@ def captions(summary: pd.DataFrame, sc: pd.DataFrame) -> dict[str, str]:
         "grid": "Each task's test metric over student depth x width (rows) and KD method (columns), "
                 "best lr by dev." + seed_note,
         "families": (
-            "Content tasks (PR, ASR, QbE, IC, SF) vs speaker tasks (SID, ASV, SD, ER): mean per-task score "
-            "over the family's tasks present, 0 = FBANK, 100 = upper anchor. Normalised: this study's own FBANK "
-            "and teacher rows as anchors; leaderboard: SUPERB's FBANK and SOTA constants (meaningful at full scale)."
-            + seed_note + pub
+            "SUPERB's task families: content (PR, ASR, KS, QbE), speaker (SID, ASV, SD), semantics (IC, SF), "
+            "paralinguistics (ER): mean per-task score over the family's tasks present, 0 = FBANK, 100 = upper "
+            "anchor. Normalised: this study's own FBANK and teacher rows as anchors, informative tasks only; "
+            "leaderboard: SUPERB's FBANK and SOTA constants (meaningful at full scale)."
+            + seed_note + guard_note + pub
         ),
         "trend": (
             "Depth vs width at a roughly constant parameter count: per KD method and task family, the score of "
             "the students at each depth (mean per-task score for a family, SUPERB score for all tasks; reference "
             "as set in report.figures.reference), the best depth, and the Spearman correlation between depth and "
             "score over the depths (positive: deeper, narrower students do better; negative: wider, shallower "
-            "ones do)." + seed_note
+            "ones do). Descriptive only: the answer, with its uncertainty, is the verdict table's." + seed_note
+        ),
+        "guard": (
+            f"Which tasks can carry a claim: a task is informative only when the teacher beats FBANK by more than "
+            f"{analysis.Z_GUARD:g} standard errors of the difference (from the seed spread of both rows and, where "
+            "results give the test-set size, its sampling error). Only informative tasks enter the normalised "
+            "score and the verdict; the others are listed with their numbers as not informative at this scale."
+        ),
+        "verdict": (
+            "Depth vs width, with uncertainty: per KD method and task family (study-normalised score over the "
+            "family's informative tasks), the seed-paired difference deepest minus shallowest student and the slope "
+            "of the score per doubling of depth, each averaged over replicates with a 95 % Student-t interval. "
+            "Verdict: deeper better (interval above 0), wider better (below 0), otherwise inconclusive."
         ),
         "score": (
             "SUPERB score = 1000/10 x sum over tasks of (s - s_FBANK)/(s_ref - s_FBANK), SF as the mean of its F1 "
             "and CER terms, summed over the tasks listed (a full 10-task run is on the leaderboard scale). "
             "Leaderboard: SUPERB's FBANK and SOTA constants (for full-scale runs). Normalised: this study's own "
             "FBANK row = 0 and teacher row = 100 per task (for the embedded study, whose numbers are not "
-            "comparable to the leaderboard)." + seed_note + pub
+            "comparable to the leaderboard), over the informative tasks only (guard table)." + seed_note + guard_note + pub
         ),
     }
 
@@ -213,37 +260,82 @@ def to_latex(df: pd.DataFrame, caption: str, label: str) -> str:
     return "\n".join(lines)
 
 
-def to_markdown(df: pd.DataFrame, caption: str) -> str:
+def to_markdown(df: pd.DataFrame, caption: str, notes: str = "") -> str:
     body = df.to_markdown(index=False) if len(df) else "(no rows)"
-    return f"{caption}\n\n{body}\n"
+    return f"{caption}\n\n{body}\n" + (f"\n{notes}\n" if notes else "")
 
 
-def build_tables(results: pd.DataFrame, reference: str = "normalised") -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
+def teacher_warning(teacher_info: dict | None) -> str:
+    """A warning when the teacher has little layer hierarchy (first-vs-last linear CKA > CKA_WARN)."""
+    cka = (teacher_info or {}).get("cka_first_last")
+    if cka is None or (isinstance(cka, float) and math.isnan(cka)) or float(cka) <= CKA_WARN:
+        return ""
+    return (f"**Warning:** the teacher's first and last layers have linear CKA {float(cka):.2f} > {CKA_WARN:g} on "
+            "held-out audio: it has little layer hierarchy for depth to exploit, so this study's depth-vs-width "
+            "answer says little about a real HuBERT teacher's.")
+
+
+def verdict_notes(v: pd.DataFrame, g: pd.DataFrame, teacher_info: dict | None = None) -> str:
+    """The report's answer, stated from the verdict table (never from a point estimate)."""
+    lines = ["## Answer", ""]
+    lines += verdict.answer_lines(v) if len(v) else ["- no student results: no answer."]
+    bad = g[~g["informative"].astype(bool)] if len(g) else g
+    if len(bad):
+        lines += ["", "Not informative at this scale (teacher vs FBANK within noise; left out of the normalised score "
+                  "and the verdict): " + "; ".join(
+                      f"{_label(r['key'])} teacher {fmt(r['teacher'], r['teacher_sd'], digits_for(r['key']))}, "
+                      f"FBANK {fmt(r['fbank'], r['fbank_sd'], digits_for(r['key']))} ({r['reason']})"
+                      for _, r in bad.iterrows()) + "."]
+    warn = teacher_warning(teacher_info)
+    if warn:
+        lines += ["", warn]
+    return "\n".join(lines)
+
+
+def build_tables(results: pd.DataFrame, reference: str = "normalised", teacher_info: dict | None = None,
+                 kd_loss: pd.DataFrame | None = None) -> tuple[dict[str, pd.DataFrame], dict[str, str], dict[str, str]]:
+    """(tables, captions, Markdown notes) of the report."""
+    from deepwide.report.kdloss import kd_loss_table
+
     best = analysis.best_lr(results)
     summary = analysis.model_summary(best)
     sc = analysis.scores(best, summary)
+    g = analysis.guard(best)
+    v = verdict.verdict_table(best, summary)
     tables = {
         "results": results_table(summary),
         "grid": grid_table(summary),
         "families": families_table(sc),
         "score": score_table(sc),
         "trend": trend_table(sc, reference),
+        "guard": guard_table(g),
+        "verdict": verdict_csv(v),
+        "kd_loss": kd_loss_table(kd_loss if kd_loss is not None else pd.DataFrame()),
     }
-    return tables, captions(summary, sc)
+    caps = captions(summary, sc, g)
+    caps["kd_loss"] = ("Held-out KD loss per KD target (teacher layer) of every student, a readout needing no downstream "
+                       "training: L1, cosine similarity and the training loss L1 - log sigmoid(cos), averaged over the "
+                       "frames of the held-out set (report.heldout), mean ± sd over distillation seeds.")
+    warn = teacher_warning(teacher_info)
+    if warn:
+        for name in ("score", "trend"):
+            caps[name] += " " + warn.replace("**", "")
+    return tables, caps, {"verdict": verdict_notes(v, g, teacher_info)}
 
 
 def write_tables(results: pd.DataFrame, out_dir: str | Path, include_published: bool = True,
-                 reference: str = "normalised") -> list[Path]:
+                 reference: str = "normalised", teacher_info: dict | None = None,
+                 kd_loss: pd.DataFrame | None = None) -> list[Path]:
     if not include_published:
         results = results[~results["published"]]
-    tables, caps = build_tables(results, reference)
+    tables, caps, notes = build_tables(results, reference, teacher_info, kd_loss)
     out_dir = Path(out_dir)
     written = []
     for name, df in tables.items():
         for ext in FORMATS:
             path = out_dir / f"{name}.{ext}"
             if ext == "md":
-                text = to_markdown(df, caps[name])
+                text = to_markdown(df, caps[name], notes.get(name, ""))
             elif ext == "csv":
                 text = df.to_csv(index=False)
             else:

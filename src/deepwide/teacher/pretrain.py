@@ -454,8 +454,15 @@ def pretrain(
     for it in range(1, len(steps_list) + 1):
         state = torch.load(workdir / f"state_it{it}.pt", map_location="cpu", weights_only=False)
         curve.extend(state["curve"])
+    # does the teacher have a layer hierarchy for depth to exploit? (the report warns above 0.8)
+    from deepwide.report.cka import first_last_cka
+
+    cka_first_last = (first_last_cka(w2v, valid.paths[:16], max_seconds=10.0, max_frames=8000, seed=cfg["seed"],
+                                     device="cpu") if arch.depth >= 2 else None)
     info = {
         "source": "pretrain",
+        "cka_first_last": cka_first_last,
+        "cka_first_last_on": f"{min(len(valid), 16)} held-out utterances ({valid_source})",
         "arch": arch.to_dict(),
         "name": arch.name,
         "params": count_params(w2v),

@@ -350,9 +350,10 @@ class Study:
         from deepwide.distill.plan import resolve_students
 
         d = self.dcfg
-        if d["frontend"] == "frozen" and d["init"] != "teacher_frontend":
+        if d["frontend"] == "frozen" and d["init"] not in ("teacher_frontend", "distilhubert"):
             raise DeepwideError(
-                "config key distill.frontend: `frozen` needs distill.init `teacher_frontend` (a frozen random front end learns nothing)"
+                "config key distill.frontend: `frozen` needs distill.init `teacher_frontend` or `distilhubert` "
+                "(a frozen random front end learns nothing)"
             )
         return resolve_students(d)
 

@@ -176,8 +176,29 @@ def _collect_sd(res: dict, test_dir: Path) -> dict:
     return res
 
 
+def test_units(work: Path) -> int | None:
+    """Scored test units, for the report's sampling error: the rows of the test lists s3prl
+    wrote into its target dir (utterances; trials for ASV; recordings for SD)."""
+    import csv
+
+    lists = sorted(work.glob("test*.csv"))
+    if not lists:
+        return None
+    n = 0
+    for path in lists:
+        with open(path, newline="") as f:
+            n += max(0, sum(1 for _ in csv.reader(f)) - 1)
+    return n
+
+
 def collect(spec: TaskSpec, work: Path) -> dict:
     """Dev score, best step, test score, layer weights from an s3prl target dir."""
+    res = _collect(spec, work)
+    res["n_test"] = test_units(work)
+    return res
+
+
+def _collect(spec: TaskSpec, work: Path) -> dict:
     if spec.name == "asv":
         return _collect_asv(spec, work)
     valid_best = work / "train" / "valid_best"
@@ -414,6 +435,7 @@ def run_job(
         "best_step": per_fold[0]["best_step"],
         "test_score": mean("test_score"),
         "layer_weights": weights,
+        "n_test": (sum(r["n_test"] for r in per_fold) if all(r.get("n_test") for r in per_fold) else None),
         "runtime_s": round(time.time() - t0, 3),
         "device": device,
         "device_name": _device_name(device),
@@ -421,7 +443,7 @@ def run_job(
         "total_steps": int(tcfg["total_steps"]),
         "work_dir": str(work_root),
         "folds": [
-            {k: r[k] for k in ("fold", "dev_score", "best_step", "test_score", "test_metrics", "dev_metrics", "layer_weights")}
+            {k: r.get(k) for k in ("fold", "dev_score", "best_step", "test_score", "n_test", "test_metrics", "dev_metrics", "layer_weights")}
             for r in per_fold
         ],
     }

@@ -82,3 +82,35 @@ def test_added_lr_restores_finished_heads_and_resumes(tmp_path):
     again = run_sweep(heads=[(lr, 0, out(lr)) for lr in (1e-3, 1e-2, 1e-1)], **common)
     assert again[2]["test_score"] == third[2]["test_score"] and again[2]["best_step"] == third[2]["best_step"]
     assert json.loads((out(1e-1) / "result.json").read_text())["lr"] == 1e-1
+
+
+def test_feature_cache_equals_uncached(tmp_path):
+    """States cached in memory (exact) or on disk (bf16 shards) give the run an uncached
+    per-utterance upstream gives; later epochs, lrs and the test stages hit the cache."""
+    root = tiny_ks(tmp_path / "ks")
+    ckpt = tiny_checkpoint(tmp_path / "tiny.pt")
+    heads = [(1e-3, 0), (1e-2, 0)]
+
+    def run(name, **cache):
+        up = {"kind": "deepwide", "path": str(ckpt), **cache}
+        return run_sweep(task="ks", upstream_name="tiny", upstream=up, root=root, tcfg=KS_TCFG, cache_root=tmp_path / "cache",
+                         device="cpu", num_workers=0, heads=[(lr, s, tmp_path / name / f"lr{lr:g}" / f"seed{s}") for lr, s in heads])
+
+    from deepwide.superb import upstream as U
+
+    uncached = run("none", cache_mb=1e-9)  # per utterance, nothing fits: every pass recomputes
+    memory = run("mem", cache_mb=64)
+    disk = run("disk", cache_mb=1e-9, cache_disk_mb=64, cache_dir=str(tmp_path / "features"))
+    stores = {k.split("|")[1:3][0] + "/" + k.split("|")[2]: s for k, s in U._STORES.items() if str(ckpt) in k}
+    mem_store = next(s for s in stores.values() if s.mem_bytes > 2**20)
+    disk_store = next(s for s in stores.values() if s.disk_bytes > 0)
+    assert mem_store.hits > mem_store.misses > 0 and len(mem_store._mem) == mem_store.misses
+    assert disk_store.hits > 0 and len(disk_store._disk) > 0 and list((tmp_path / "features").rglob("shard-*.bin"))
+    for a, b in zip(uncached, memory):
+        assert (a["dev_score"], a["test_score"], a["best_step"]) == (b["dev_score"], b["test_score"], b["best_step"])
+        sa, sb = _head_state(a), _head_state(b)
+        for k in sa:
+            torch.testing.assert_close(sa[k], sb[k], rtol=1e-5, atol=1e-7)
+    for a, c in zip(uncached, disk):  # bf16 states: equal within bf16 rounding
+        assert c["layer_weights"] == pytest.approx(a["layer_weights"], abs=2e-3)
+        assert c["folds"][0]["dev_metrics"]["loss"] == pytest.approx(a["folds"][0]["dev_metrics"]["loss"], rel=2e-2)

@@ -100,7 +100,12 @@ def s3prl_overrides(spec: TaskSpec, tcfg: dict, lr: float, seed: int) -> dict:
 
 
 def _upstream_identity(spec: dict) -> str:
-    spec = {k: v for k, v in spec.items() if k != "cache_mb"}  # a cache size changes no result
+    from deepwide.superb.upstream import CACHE_KEYS, uses_cache
+
+    # a cache's size, folder and skip rule change no result; whether states are computed
+    # per utterance (any cache) or in padded batches (none) does, for front ends that
+    # normalise over time (group norm)
+    spec = {**{k: v for k, v in spec.items() if k not in CACHE_KEYS}, **({"per_utterance": True} if uses_cache(spec) else {})}
     path = spec.get("path")
     if not path:
         return canonical_json(spec)
@@ -322,6 +327,10 @@ def run_job(
 
 TESTED = "deepwide_tested.json"
 
+# tasks whose s3prl train set crops long utterances at random (max_secs default): the
+# feature cache skips utterances of exactly that length there (superb.upstream._Frozen)
+RANDOM_CROP_TASKS = {"sid": 8.0, "asv": 8.0}
+
 
 def run_sweep(
     *,
@@ -366,6 +375,12 @@ def run_sweep(
         raise DeepwideError(f"superb run --lexicon-dir is for task pr only (task {task})")
 
     t0 = time.time()
+    upstream = dict(upstream)
+    if task in RANDOM_CROP_TASKS:
+        # train utterances longer than max_secs are cut at a random offset every epoch:
+        # those crops are computed but not stored (they will not come back)
+        ds = (tcfg.get("s3prl") or {}).get("build_dataset", {}).get("train", {})
+        upstream.setdefault("cache_skip_samples", round(float(ds.get("max_secs", RANDOM_CROP_TASKS[task])) * 16000))
     folds = list(tcfg.get("folds") or [None]) if task == "er" else [None]
     s3prl_root, transcripts, extra_ident, tr = root, None, {}, None
     if task in ("asr", "pr"):

@@ -191,17 +191,31 @@ class _Frozen(nn.Module):
                     return [h.float() for h in self._states(wavs, wavs_len)]
             return [h.float() for h in self._states(wavs, wavs_len)]
 
-    def _cached(self, wav: Tensor, frames: int) -> Tensor:
-        """(L+1, frames, D) states of one unpadded utterance, from the store if there."""
-        key = hashlib.blake2b(wav.detach().cpu().numpy().tobytes(), digest_size=16).digest()
-        hit = self.store.get(key)
-        if hit is not None:
-            return hit.to(wav.device)
-        n = torch.tensor([wav.numel()], device=wav.device)
-        states = torch.stack([_fit(h, frames)[0] for h in self._run(wav[None], n)])
-        if wav.numel() != self.skip_samples:
-            self.store.put(key, states)
-        return states
+    def _per_utterance(self, wavs: Tensor, wavs_len: Tensor, lens: Tensor) -> list[Tensor]:
+        """(L+1, frames_i, D) states of each unpadded utterance, from the store where there.
+
+        Misses of equal length run as one batch (no padding, so the same states as one by
+        one: Speech Commands clips are all 1 s)."""
+        out: list[Tensor | None] = [None] * wavs.size(0)
+        keys, todo = [], {}
+        for i, (w, n) in enumerate(zip(wavs, wavs_len.tolist())):
+            wav = w[:n]
+            key = hashlib.blake2b(wav.detach().cpu().numpy().tobytes(), digest_size=16).digest()
+            keys.append(key)
+            hit = self.store.get(key)
+            if hit is not None:
+                out[i] = hit.to(wavs.device)
+            else:
+                todo.setdefault(n, []).append(i)
+        for n, idx in todo.items():
+            batch = wavs[idx, :n]
+            frames = int(lens[idx[0]])
+            states = torch.stack([_fit(h, frames) for h in self._run(batch, wavs_len[idx])], dim=1)  # (b, L+1, T, D)
+            for j, i in enumerate(idx):
+                out[i] = states[j]
+                if n != self.skip_samples:
+                    self.store.put(keys[i], states[j])
+        return out
 
     def forward(self, wavs: Tensor, wavs_len: Tensor):
         """``wavs`` (B, T) or (B, T, 1) at 16 kHz, ``wavs_len`` (B,) valid samples."""
@@ -211,7 +225,7 @@ class _Frozen(nn.Module):
         lens = _frames(wavs_len, self._downsample_rate)
         frames = int(lens.max())
         if self.cache_bytes > 0:
-            per_utt = [self._cached(w[: int(n)], int(f)) for w, n, f in zip(wavs, wavs_len, lens)]
+            per_utt = self._per_utterance(wavs, wavs_len, lens)
             stacked = nn.utils.rnn.pad_sequence([s.transpose(0, 1) for s in per_utt], batch_first=True)
             states = list(stacked.permute(2, 0, 1, 3).unbind(0))  # L+1 x (B, T, D)
         else:

@@ -17,7 +17,7 @@ Heads are s3prl's own: PR ``FrameLevelLinear`` + CTC, SID and KS ``MeanPoolingLi
 cross entropy (s3prl's defaults, hidden 256). Upstreams are deepwide encoders with random
 weights: ``small`` (4 x 256, FFN 1024, 128-channel conv) and ``12x384`` (12 x 384, FFN
 1536, 512-channel conv: the 26.87 M "12-L Half" class). Throughput is training audio
-seconds per wall second per lr (3 x audio trained / total time); ``ratio`` = ours /
+seconds per second per lr (wall time on CUDA; this process's CPU time on CPU) (3 x audio trained / total time); ``ratio`` = ours /
 reference. Validation and test passes are not timed (at SUPERB scale they are a few
 percent of a job; they share the same cache). Writes JSON and prints a table.
 """
@@ -117,6 +117,12 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
+def _clock(device) -> float:
+    """Wall time on CUDA; on CPU this process's CPU time (all its threads): on a shared
+    machine other users' load changes wall time by several x, CPU time far less."""
+    return time.perf_counter() if device.startswith("cuda") else time.process_time()
+
+
 def _upstream(name: str, cache_mb: float, device: str):
     from deepwide.superb.upstream import EncoderUpstream
 
@@ -138,7 +144,7 @@ def reference(task: str, up_name: str, batches, device: str) -> float:
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.Adam(params, lr=lr)
         _sync(device)
-        t0 = time.perf_counter()
+        t0 = _clock(device)
         for wavs, lens, target in batches:
             model.train()
             wavs, lens = wavs.to(device), lens.to(device)
@@ -146,7 +152,7 @@ def reference(task: str, up_name: str, batches, device: str) -> float:
             _loss(task, model, wavs, lens, target).backward()
             _step(params, opt)
         _sync(device)
-        total += time.perf_counter() - t0
+        total += _clock(device) - t0
     return total
 
 
@@ -166,7 +172,7 @@ def ours(task: str, up_name: str, batches, device: str) -> float:
         params = [p for p in model.parameters() if p.requires_grad]
         heads.append((model, params, torch.optim.Adam(params, lr=lr), _RNG()))
     _sync(device)
-    t0 = time.perf_counter()
+    t0 = _clock(device)
     for wavs, lens, target in batches:
         wavs, lens = wavs.to(device), lens.to(device)
         target = tuple(t.to(device) for t in target) if isinstance(target, tuple) else target.to(device)
@@ -178,7 +184,7 @@ def ours(task: str, up_name: str, batches, device: str) -> float:
             with rng:
                 _step(params, opt)
     _sync(device)
-    return time.perf_counter() - t0
+    return _clock(device) - t0
 
 
 def main(argv=None) -> int:
@@ -220,7 +226,8 @@ def main(argv=None) -> int:
     else:
         machine = f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
     out = {"rows": rows, "machine": machine, "device": device, "lrs": LRS, "quick": bool(args.quick),
-           "unit": "training audio seconds per wall second per lr", "torch": torch.__version__}
+           "unit": "training audio seconds per second per lr",
+           "clock": "wall time" if device.startswith("cuda") else "process CPU time (shared machine)", "torch": torch.__version__}
     Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
     print(f"\n{'task':5s} {'upstream':8s} {'reference':>10s} {'ours':>10s} {'ratio':>6s}   ({machine})")
     for r in rows:

@@ -23,6 +23,7 @@ STAGES = [
     "deepwide.report.cli",
     "deepwide.teacher.cli",
     "deepwide.superb.cli",
+    "deepwide.superb.cost",  # `plan cost`
 ]
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 from deepwide.errors import DeepwideError
@@ -34,6 +35,9 @@ def _run(args) -> int:
     tcfg = {**cfg["task"], **(cfg.get("tasks") or {}).get(args.task, {})}
     upstream = upstream_spec(args.upstream)
     upstream["cache_mb"] = float(cfg.get("cache_mb", 0))
+    if args.cache_disk_mb and upstream["cache_mb"] > 0:  # superb.cache_mb 0: padded batches, no cache
+        upstream["cache_disk_mb"] = float(args.cache_disk_mb)
+        upstream["cache_dir"] = str(Path(args.cache_dir or Path(args.cache) / "features").resolve())
     out = Path(args.out)
     if out.name != "result.json":
         raise DeepwideError(f"--out must name a result.json file, got {out}")
@@ -119,6 +123,11 @@ def register(sub):
     r.add_argument("--exec-json", help='execution settings as JSON: {"device", "num_workers", "cache_mb", "tasks": {TASK: {"log_step", "save_step"}}}')
     r.add_argument("--cache", required=True, help="cache folder for s3prl (data, download, numba)")
     r.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    r.add_argument("--cache-disk-mb", type=float, default=float(os.environ.get("DEEPWIDE_FEATURE_CACHE_DISK_MB", 0)),
+                   help="feature cache: bf16 shards on disk up to this many MB once superb.cache_mb (> 0) is full "
+                        "(execution; default $DEEPWIDE_FEATURE_CACHE_DISK_MB or 0)")
+    r.add_argument("--cache-dir", default=os.environ.get("DEEPWIDE_FEATURE_CACHE_DIR"),
+                   help="feature cache shards: a local-disk folder (default $DEEPWIDE_FEATURE_CACHE_DIR, else CACHE/features)")
     r.add_argument("--out", required=True, help=".../result.json (written last)")
     r.add_argument("--lexicon-dir", default=None,
                    help="pr: a `superb lexicon` output folder to use (default: superb.pr.lexicon, else generated)")

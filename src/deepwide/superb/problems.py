@@ -23,6 +23,7 @@ from deepwide.superb import compat
 
 compat.install()  # torchaudio/pandas shims before the first s3prl import
 
+from deepwide.superb.sweep import SweepTrainMixin  # noqa: E402
 from deepwide.superb.upstream import build_upstream as _build_upstream  # noqa: E402
 
 
@@ -205,8 +206,9 @@ def _define():
     for short in ("ASR", "PR", "SID", "KS", "IC", "ER", "ASV", "SD", "SF"):
         base = getattr(P, f"Superb{short}")
         name = f"Deepwide{short}"
-        mixins = {"SD": (DeepwideUpstreamMixin, OfflineSDScoringMixin),
-                  "ASV": (DeepwideUpstreamMixin, ScaledXvectorMixin)}.get(short, (DeepwideUpstreamMixin,))
+        # SweepTrainMixin: several (lr, seed) heads on one upstream pass (deepwide.superb.sweep)
+        extra = {"SD": (OfflineSDScoringMixin,), "ASV": (ScaledXvectorMixin,)}.get(short, ())
+        mixins = (DeepwideUpstreamMixin, SweepTrainMixin, *extra)
         classes[short.lower()] = type(name, (*mixins, base), {"__module__": __name__, "__doc__": f"s3prl {base.__name__} on a deepwide upstream."})
         globals()[name] = classes[short.lower()]
     return classes

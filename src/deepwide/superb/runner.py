@@ -21,6 +21,7 @@ Snakemake leaves it in place when a job fails.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -99,7 +100,12 @@ def s3prl_overrides(spec: TaskSpec, tcfg: dict, lr: float, seed: int) -> dict:
 
 
 def _upstream_identity(spec: dict) -> str:
-    spec = {k: v for k, v in spec.items() if k != "cache_mb"}  # a cache size changes no result
+    from deepwide.superb.upstream import CACHE_KEYS, uses_cache
+
+    # a cache's size, folder and skip rule change no result; whether states are computed
+    # per utterance (any cache) or in padded batches (none) does, for front ends that
+    # normalise over time (group norm)
+    spec = {**{k: v for k, v in spec.items() if k not in CACHE_KEYS}, **({"per_utterance": True} if uses_cache(spec) else {})}
     path = spec.get("path")
     if not path:
         return canonical_json(spec)
@@ -335,12 +341,53 @@ def run_job(
     ``text_policy`` (ASR, PR): how transcript text outside LibriSpeech's character set is
     read (corpus.librispeech.text_policy).
     """
+    return run_sweep(task=task, upstream_name=upstream_name, upstream=upstream, heads=[(lr, seed, out_dir)], root=root,
+                     tcfg=tcfg, cache_root=cache_root, device=device, num_workers=num_workers, embedded=embedded,
+                     lexicon_dir=lexicon_dir, text_policy=text_policy)[0]
+
+
+TESTED = "deepwide_tested.json"
+
+# tasks whose s3prl train set crops long utterances at random (max_secs default): the
+# feature cache skips utterances of exactly that length there (superb.upstream._Frozen)
+RANDOM_CROP_TASKS = {"sid": 8.0, "asv": 8.0}
+
+
+def run_sweep(
+    *,
+    task: str,
+    upstream_name: str,
+    upstream: dict,
+    heads: list[tuple[float, int, str | Path]],
+    root: str | Path,
+    tcfg: dict,
+    cache_root: str | Path,
+    device: str = "auto",
+    num_workers: int = 0,
+    embedded: bool = False,
+    lexicon_dir: str | Path | None = None,
+    text_policy: str = "normalise",
+    shared: bool = True,
+) -> list[dict]:
+    """Several (lr, head seed) runs of one (upstream, task): ``heads`` is a list of
+    ``(lr, seed, out_dir)``; each head writes ``out_dir/result.json`` as :func:`run_job`.
+
+    With ``shared`` (default) the heads that still need training train together on one
+    upstream pass per batch (:mod:`deepwide.superb.sweep`); each keeps its own s3prl target
+    directory ``out_dir/work-<hash>/`` (the same one a one-head job uses), so a head whose
+    training and test already finished there is restored (collected), not retrained, and a
+    requeued job resumes every head from its own checkpoint. ``shared=False`` runs the
+    heads one after another through s3prl's own loop (the reference).
+    """
+    from deepwide.superb import sweep as sw
+
     spec = get_task(task)
     if not spec.trainable:
         raise DeepwideError(f"superb task {task} is not run through s3prl's trainer")
+    sw.check_heads([(float(lr), int(seed)) for lr, seed, _ in heads])
+    sw.STATS.clear()
     root = Path(root).resolve()
     check_root(task, root, tcfg, embedded=embedded)
-    out_dir = Path(out_dir)
     cache_root = Path(cache_root).resolve()
     (cache_root / "data").mkdir(parents=True, exist_ok=True)
     device = resolve_device(device)
@@ -349,9 +396,14 @@ def run_job(
         raise DeepwideError(f"superb run --lexicon-dir is for task pr only (task {task})")
 
     t0 = time.time()
-    over = s3prl_overrides(spec, tcfg, lr, seed)
+    upstream = dict(upstream)
+    if task in RANDOM_CROP_TASKS:
+        # train utterances longer than max_secs are cut at a random offset every epoch:
+        # those crops are computed but not stored (they will not come back)
+        ds = (tcfg.get("s3prl") or {}).get("build_dataset", {}).get("train", {})
+        upstream.setdefault("cache_skip_samples", round(float(ds.get("max_secs", RANDOM_CROP_TASKS[task])) * 16000))
     folds = list(tcfg.get("folds") or [None]) if task == "er" else [None]
-    s3prl_root, transcripts, extra_ident = root, None, {}
+    s3prl_root, transcripts, extra_ident, tr = root, None, {}, None
     if task in ("asr", "pr"):
         from deepwide.corpus.librispeech import write_s3prl_view
 
@@ -366,24 +418,31 @@ def run_job(
     # resume identity: the result settings only (log and save cadence may change on a requeue)
     from deepwide.study import split_execution
 
-    over_id = {**over, "train": {k: v for k, v in over["train"].items() if k not in ("log_step", "save_step")}}
     tcfg_id = split_execution(tcfg, f"superb.{task}")[0]
-    ident = hashlib.sha256(
-        canonical_json({"over": over_id, "task": tcfg_id, "upstream": _upstream_identity(upstream), "root": str(root),
-                        "folds": folds, **extra_ident}).encode()
-    ).hexdigest()[:12]
-    work_root = out_dir / f"work-{ident}"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    jobs = []
+    for lr, seed, out_dir in heads:
+        over = s3prl_overrides(spec, tcfg, lr, seed)
+        over_id = {**over, "train": {k: v for k, v in over["train"].items() if k not in ("log_step", "save_step")}}
+        ident = hashlib.sha256(
+            canonical_json({"over": over_id, "task": tcfg_id, "upstream": _upstream_identity(upstream), "root": str(root),
+                            "folds": folds, **extra_ident}).encode()
+        ).hexdigest()[:12]
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        jobs.append({"lr": float(lr), "seed": int(seed), "out_dir": out_dir, "over": over,
+                     "work_root": out_dir / f"work-{ident}", "per_fold": []})
 
     s3prl_log = logging.getLogger("s3prl")
-    handler = logging.FileHandler(out_dir / "s3prl.log", mode="a")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    s3prl_log.addHandler(handler)
+    handlers = []
+    for job in jobs:
+        handler = logging.FileHandler(job["out_dir"] / "s3prl.log", mode="a")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        s3prl_log.addHandler(handler)
+        handlers.append(handler)
     s3prl_log.setLevel(logging.INFO)
-    per_fold = []
+    restored = []
     try:
         for fold in folds:
-            work = work_root if fold is None else work_root / f"fold{fold}"
             lexicon = _prepare_offline(task, root, tcfg, cache_root, embedded, 0 if fold is None else int(fold),
                                        words=_words(tr) if task == "pr" else None, lexicon_dir=lexicon_dir,
                                        text_policy=text_policy)
@@ -392,69 +451,91 @@ def run_job(
                 prep["n_jobs"] = max(1, int(num_workers))  # corpus parsing workers (s3prl: 6)
             if task == "er":
                 prep["test_fold"] = int(fold)
-            config = deep_merge(
-                {
-                    "target_dir": str(work.resolve()),
-                    "cache_dir": str(cache_root / "data"),
-                    "device": device,
-                    "num_workers": int(num_workers),
-                    "prepare_data": prep,
-                    "build_upstream": {"name": upstream_name, **upstream},
-                },
-                over,
-            )
-            log.info("superb %s / %s / lr %s%s: s3prl target dir %s", upstream_name, task, lr, "" if fold is None else f" / fold {fold}", work)
-            run_s3prl(task, config, work, cache_root)
-            res = collect(spec, work)
-            res["fold"] = fold
-            per_fold.append(res)
-            pred_dir = out_dir / "predictions" / ("" if fold is None else f"fold{fold}")
-            src = work / "evaluate" / ("" if task == "asv" else "valid_best") / res["test_set"]
-            if pred_dir.exists():
-                shutil.rmtree(pred_dir)
-            shutil.copytree(src, pred_dir)
+            for job in jobs:
+                job["work"] = job["work_root"] if fold is None else job["work_root"] / f"fold{fold}"
+                job["config"] = deep_merge(
+                    {
+                        "target_dir": str(job["work"].resolve()),
+                        "cache_dir": str(cache_root / "data"),
+                        "device": device,
+                        "num_workers": int(num_workers),
+                        "prepare_data": prep,
+                        "build_upstream": {"name": upstream_name, **upstream},
+                    },
+                    job["over"],
+                )
+            pending = [j for j in jobs if not (j["work"] / TESTED).is_file()]
+            restored += [(j["lr"], j["seed"], fold) for j in jobs if j not in pending]
+            heads_ctx = [sw.Head(j["lr"], j["seed"], j["work"] / "train") for j in pending]
+            with sw.sweep(heads_ctx) if shared and len(pending) > 1 else contextlib.nullcontext():
+                for job in pending:
+                    log.info("superb %s / %s / lr %s seed %s%s: s3prl target dir %s", upstream_name, task, job["lr"], job["seed"],
+                             "" if fold is None else f" / fold {fold}", job["work"])
+                    run_s3prl(task, job["config"], job["work"], cache_root)
+                    (job["work"] / TESTED).write_text(json.dumps({"lr": job["lr"], "seed": job["seed"]}) + "\n")
+            for job in jobs:
+                res = collect(spec, job["work"])
+                res["fold"] = fold
+                job["per_fold"].append(res)
+                pred_dir = job["out_dir"] / "predictions" / ("" if fold is None else f"fold{fold}")
+                src = job["work"] / "evaluate" / ("" if task == "asv" else "valid_best") / res["test_set"]
+                if pred_dir.exists():
+                    shutil.rmtree(pred_dir)
+                shutil.copytree(src, pred_dir)
     finally:
-        s3prl_log.removeHandler(handler)
-        handler.close()
+        for handler in handlers:
+            s3prl_log.removeHandler(handler)
+            handler.close()
+    if restored:
+        log.info("superb %s / %s: restored finished head(s) %s from their target dirs (not retrained)", upstream_name, task, restored)
 
-    def mean(key):
-        return float(sum(r[key] for r in per_fold) / len(per_fold))
-
-    weights = [float(sum(ws) / len(per_fold)) for ws in zip(*(r["layer_weights"] for r in per_fold))]
     import s3prl
 
-    result = {
-        "upstream": upstream_name,
-        "task": task,
-        "lr": float(lr),
-        "seed": int(seed),
-        "metric": spec.metric,
-        "unit": "%" if spec.scale == 100.0 else "",
-        "higher_is_better": spec.higher_is_better,
-        "dev_score": mean("dev_score"),
-        "best_step": per_fold[0]["best_step"],
-        "test_score": mean("test_score"),
-        "layer_weights": weights,
-        "n_test": (sum(r["n_test"] for r in per_fold) if all(r.get("n_test") for r in per_fold) else None),
-        "runtime_s": round(time.time() - t0, 3),
-        "device": device,
-        "device_name": _device_name(device),
-        "s3prl_version": getattr(s3prl, "__version__", "0.4.18"),
-        "total_steps": int(tcfg["total_steps"]),
-        "work_dir": str(work_root),
-        "folds": [
-            {k: r.get(k) for k in ("fold", "dev_score", "best_step", "test_score", "n_test", "test_metrics", "dev_metrics", "layer_weights")}
-            for r in per_fold
-        ],
-    }
-    if task == "pr":
-        result.update(lexicon)  # phone_set, lexicon_source, lexicon_dir (+ lexicon_words)
-    if transcripts is not None:
-        result["transcripts"] = transcripts
-    if not all(math.isfinite(result[k]) for k in ("dev_score", "test_score")):
-        raise DeepwideError(f"superb {upstream_name}/{task}/lr{format_lr(lr)}: non-finite score {result['dev_score']}, {result['test_score']}")
-    atomic_write_text(out_dir / "result.json", json.dumps(result, indent=1) + "\n")
-    return result
+    results = []
+    runtime = round(time.time() - t0, 3)
+    for job in jobs:
+        per_fold = job["per_fold"]
+
+        def mean(key):
+            return float(sum(r[key] for r in per_fold) / len(per_fold))
+
+        weights = [float(sum(ws) / len(per_fold)) for ws in zip(*(r["layer_weights"] for r in per_fold))]
+        result = {
+            "upstream": upstream_name,
+            "task": task,
+            "lr": job["lr"],
+            "seed": job["seed"],
+            "metric": spec.metric,
+            "unit": "%" if spec.scale == 100.0 else "",
+            "higher_is_better": spec.higher_is_better,
+            "dev_score": mean("dev_score"),
+            "best_step": per_fold[0]["best_step"],
+            "test_score": mean("test_score"),
+            "layer_weights": weights,
+            "n_test": (sum(r["n_test"] for r in per_fold) if all(r.get("n_test") for r in per_fold) else None),
+            "runtime_s": runtime,
+            "sweep": {"heads": [[j["lr"], j["seed"]] for j in jobs], "shared_pass": bool(shared and len(jobs) > 1),
+                      "restored_folds": [f for lr, sd, f in restored if (lr, sd) == (job["lr"], job["seed"])]},
+            "device": device,
+            "device_name": _device_name(device),
+            "s3prl_version": getattr(s3prl, "__version__", "0.4.18"),
+            "total_steps": int(tcfg["total_steps"]),
+            "work_dir": str(job["work_root"]),
+            "folds": [
+                {k: r.get(k) for k in ("fold", "dev_score", "best_step", "test_score", "n_test", "test_metrics", "dev_metrics", "layer_weights")}
+                for r in per_fold
+            ],
+        }
+        if task == "pr":
+            result.update(lexicon)  # phone_set, lexicon_source, lexicon_dir (+ lexicon_words)
+        if transcripts is not None:
+            result["transcripts"] = transcripts
+        if not all(math.isfinite(result[k]) for k in ("dev_score", "test_score")):
+            raise DeepwideError(f"superb {upstream_name}/{task}/lr{format_lr(job['lr'])}: non-finite score {result['dev_score']}, {result['test_score']}")
+        results.append(result)
+    for job, result in zip(jobs, results):  # declared outputs last, once every head is done
+        atomic_write_text(job["out_dir"] / "result.json", json.dumps(result, indent=1) + "\n")
+    return results
 
 
 def _words(tr) -> list[str]:

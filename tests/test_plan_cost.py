@@ -19,7 +19,9 @@ def test_plan_cost_paper(tmp_path, capsys):
     assert st["superb sid"]["ours"] < st["superb sid"]["per_lr"] / 2
     # a single-lr task costs the same either way; targets/distill do not change
     assert st["superb ks"]["ours"] == st["superb ks"]["per_lr"]
-    assert st["distill"]["ours"] == st["distill"]["per_lr"] > 0 and st["targets"]["ours"] > 0
+    assert st["distill"]["ours"] == st["distill"]["per_lr"] > 0
+    # paper.yaml runs both KD methods from an online teacher: no targets cache to build
+    assert st["targets"]["jobs"] == 0 and st["targets"]["ours"] == 0
     # measured figures (the benchmark's JSON) replace the shipped ones
     fig = {"machine": "test box", "rows": [{"task": t, "upstream": "12x384", "reference": 100.0, "ours": 300.0} for t in ("pr", "sid", "ks")]}
     (tmp_path / "fig.json").write_text(json.dumps(fig))

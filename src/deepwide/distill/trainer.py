@@ -1,7 +1,9 @@
 """The distillation trainer: one student, one KD method, resumable and GPU-aware.
 
 One step: a length-bucketed batch (at most ``batch_seconds`` of padded audio, crops of at
-most ``max_seconds``) -> student hidden states -> KD heads -> loss against teacher targets
+most ``max_seconds``: the fixed windows of ``job["targets"]["crop"]`` policy ``fixed``, which
+the cache's teacher and the online teacher see too, or random crops per epoch with ``full``,
+the policy of jobs without a crop) -> student hidden states -> KD heads -> loss against teacher targets
 (read from the cache, or from an online teacher) -> AdamW (fused on CUDA) with linear
 warmup and decay, gradient clipping. bf16 autocast on CUDA, float32 on CPU.
 

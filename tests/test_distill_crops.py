@@ -238,3 +238,21 @@ def test_targets_key_follows_the_crop_policy():
     for j in s.student_jobs:
         assert s.student_identity(j)["targets"]["crop"] == s.targets_crop
     assert s.targets_identity("layer3")["crop"] == "fixed"
+
+
+def test_cli_extracts_fixed_windows(corpus, teacher, caches, tmp_path):
+    import subprocess
+    import sys
+
+    base = [sys.executable, "-m", "deepwide", "targets", "extract", "--threads", "1", "--teacher", str(teacher),
+            "--manifest", str(corpus), "--layers", "3", "--out", str(tmp_path / "c")]
+    r = subprocess.run(base + ["--crop", "fixed"], capture_output=True, text=True)
+    assert r.returncode == 2 and "--crop fixed needs --crop-seconds" in r.stderr
+    r = subprocess.run(base + ["--crop", "fixed", "--crop-seconds", str(CROP_S), "--crop-seed", "7"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["crop"]["policy"] == "fixed"
+    c, ref = targets.TargetCache(tmp_path / "c"), targets.TargetCache(caches[0])
+    assert c.crop == FIXED and c.utterances() == ref.utterances()
+    uid = c.index["id"][0]
+    assert torch.equal(c.targets(uid, 0, 50, [3]), ref.targets(uid, 0, 50, [3]))

@@ -144,6 +144,26 @@ def test_cached_and_online_targets_equal_on_the_same_crop(corpus, teacher, cache
     assert worst_full > 0.1  # far beyond bf16 rounding (~1e-2 here)
 
 
+def test_normalizing_teacher_sees_the_same_window_cached_and_online(corpus, teacher, tmp_path):
+    """A teacher that normalizes its input (HF do_normalize) normalizes the window alike."""
+    from deepwide.models.checkpoint import save_checkpoint
+
+    model, arch, meta = load_checkpoint(teacher)
+    norm = tmp_path / "norm.pt"
+    save_checkpoint(norm, model, arch, {**meta, "normalize": True})
+    info = targets.extract(norm, [corpus], [2], tmp_path / "c", crop=FIXED)
+    assert info["normalize"] is True
+    cache = targets.TargetCache(tmp_path / "c")
+    win = cache.utterances()
+    plan = [[data.BatchItem(i, 0, w.frames)] for i, w in enumerate(win)]
+    loader = data.BatchLoader(win, plan, arch.conv, normalize=True)  # as the trainer's online mode reads it
+    model.eval()
+    for i, w in enumerate(win):
+        b = loader[i]
+        outs, _, _ = targets.teacher_forward(model, b["wavs"], b["lengths"], [2], torch.device("cpu"))
+        assert np.array_equal(_bits(cache.targets(w.id, 0, w.frames, [2])[:, 0]), data.float32_to_bf16(outs[0][0].numpy()))
+
+
 def _job(mode, crop, cached_frontend=False, steps=2):
     return {
         "method": "pred", "method_config": {"layers": None, "num_targets": 3},

@@ -124,7 +124,8 @@ def test_every_embedded_student_trains_from_the_embedded_teacher_shape(repo_root
     caches = {}
     for part in plan.targets_parts:
         layers = [] if part == "frontend" else [int(part[5:])]
-        targets.extract(teacher, [manifest], layers, tmp_path / part, frontend=part == "frontend")
+        # the study's crop policy (fixed windows by default), as its targets rule extracts them
+        targets.extract(teacher, [manifest], layers, tmp_path / part, frontend=part == "frontend", crop=plan.targets_crop)
         caches[part] = tmp_path / part
     for j in plan.student_jobs:
         job = plan.student_identity(j)

@@ -42,7 +42,7 @@ from deepwide.errors import DeepwideError
 from deepwide.utils.io import canonical_json
 
 # Bump a stage's number when its code changes what its jobs produce.
-STAGE_VERSIONS = {"corpus": 2, "teacher": 3, "targets": 2, "distill": 3, "superb": 2, "qbe": 1, "report": 3}
+STAGE_VERSIONS = {"corpus": 2, "teacher": 3, "targets": 3, "distill": 4, "superb": 2, "qbe": 1, "report": 3}
 
 # Settings that never change a job's result: (config path, key) pairs. Dotted paths; "*"
 # stands for every SUPERB task section.
@@ -424,14 +424,35 @@ class Study:
             "frontend_grad_scale": d["frontend_grad_scale"],
             "train": {**train, "seed": job.seed},
             "targets": {"mode": "cached" if job.cached else "online", "frontend": job.cache_frontend,
+                        "crop": self.targets_crop,  # cached and online students see the same windows
                         **({"key": self.targets_key, "layers": list(job.layers)} if job.cached else {})},
         }
 
     # targets: one cache per (corpus splits, dtype, crop policy); one job per teacher layer
     @cached_property
+    def targets_crop(self) -> dict:
+        """distill.targets.crop as :func:`deepwide.distill.data.crop_spec`: ``fixed`` windows are
+        distill.train.max_seconds long, drawn from the config's seed and the utterance id."""
+        from deepwide.distill.data import crop_spec
+
+        return crop_spec(self.dcfg["targets"]["crop"], self.dcfg["train"]["max_seconds"], self.config["seed"])
+
+    @cached_property
     def targets_spec(self) -> dict:
         d = self.dcfg
-        return {"corpus": d["corpus"], "splits": list(d["splits"]), "dtype": d["targets"]["dtype"], "crop": "full"}
+        spec = {"corpus": d["corpus"], "splits": list(d["splits"]), "dtype": d["targets"]["dtype"],
+                "crop": self.targets_crop["policy"]}
+        if spec["crop"] == "fixed":  # the windows' length and seed; `full` keeps the key it always had
+            spec.update(crop_seconds=self.targets_crop["max_seconds"], crop_seed=self.targets_crop["seed"])
+        return spec
+
+    @property
+    def targets_crop_flags(self) -> str:
+        """``targets extract`` options of the crop policy."""
+        c = self.targets_crop
+        if c["policy"] == "full":
+            return "--crop full"
+        return f"--crop fixed --crop-seconds {c['max_seconds']!r} --crop-seed {c['seed']}"
 
     @property
     def targets_key(self) -> str:

@@ -20,6 +20,7 @@ rule targets:
         identity=lambda w: STUDY.params("targets", **STUDY.targets_identity(w.part)),
         select=lambda w: "--frontend" if w.part == "frontend" else f"--layers {w.part[5:]}",
         dtype=STUDY.dcfg["targets"]["dtype"],
+        crop=STUDY.targets_crop_flags,
         work=lambda w: str(STUDY.results / "resume" / "targets" / STUDY.targets_key / w.part),
     log:
         STUDY.log("targets", f"{STUDY.targets_key}/{{part}}"),
@@ -28,7 +29,7 @@ rule targets:
         **STUDY.gpu_job("targets"),
     shell:
         "{PY} -m deepwide targets extract --threads {threads} --teacher {input.teacher:q}"
-        " --manifest {input.manifests:q} {params.select} --dtype {params.dtype}"
+        " --manifest {input.manifests:q} {params.select} --dtype {params.dtype} {params.crop}"
         " --shard-seconds {config[distill][targets][shard_seconds]} --work {params.work:q} --out {output:q} > {log:q} 2>&1"
 
 

@@ -54,13 +54,18 @@ def cmd_extract(args) -> int:
         log.info("method %s needs teacher layers %s", args.method, layers)
     else:
         raise DeepwideError("give --layers, or --method (with --method-config and --student-depths)")
+    from deepwide.distill.data import crop_spec
+
+    if args.crop == "fixed" and args.crop_seconds is None:
+        raise DeepwideError("--crop fixed needs --crop-seconds (the students' distill.train.max_seconds)")
+    crop = crop_spec(args.crop, args.crop_seconds, args.crop_seed)
     info = targets.extract(
         args.teacher, args.manifest, layers, args.out, work=args.work, frontend=args.frontend, dtype=args.dtype,
-        shard_seconds=args.shard_seconds, device=args.device, stop_after_shards=args.stop_after_shards,
+        shard_seconds=args.shard_seconds, device=args.device, stop_after_shards=args.stop_after_shards, crop=crop,
     )
     if info:
-        print(json.dumps({k: info[k] for k in ("key", "layers", "dtype", "frontend", "num_utterances", "audio_seconds",
-                                              "bytes", "bytes_per_audio_second")}, indent=1))
+        print(json.dumps({k: info[k] for k in ("key", "layers", "dtype", "frontend", "crop", "num_utterances",
+                                              "audio_seconds", "bytes", "bytes_per_audio_second")}, indent=1))
     return 0
 
 
@@ -134,6 +139,10 @@ def register(sub):
     e.add_argument("--frontend", action="store_true", help="also store the conv front-end output")
     e.add_argument("--dtype", choices=["bf16", "fp16"], default="bf16", help="storage precision")
     e.add_argument("--shard-seconds", type=float, default=3600.0, help="audio seconds per shard")
+    e.add_argument("--crop", choices=["full", "fixed"], default="full",
+                   help="what the teacher sees: whole utterances, or each one's fixed crop window (distill.targets.crop)")
+    e.add_argument("--crop-seconds", type=float, help="window length for --crop fixed (the students' train.max_seconds)")
+    e.add_argument("--crop-seed", type=int, default=0, help="seed of the fixed windows (the config's seed)")
     e.add_argument("--out", required=True, help="cache folder to write (created atomically)")
     e.add_argument("--work", help="resume folder for finished shards (default: .OUT.partial beside OUT)")
     e.add_argument("--stop-after-shards", type=int, help=argparse_suppress())

@@ -11,6 +11,14 @@ Crops are frame-aligned: a crop of F frames starting at frame f0 reads samples
 ``[f0 * hop, f0 * hop + (F - 1) * hop + receptive_field)``. With the conv front end's
 valid (unpadded) convolutions, the crop's frames are exactly frames f0..f0+F-1 of the full
 utterance, so cached teacher targets line up with the student's output frame by frame.
+
+Crop policy (``distill.targets.crop``, see :func:`crop_utterances`): with ``fixed`` every
+utterance longer than ``max_seconds`` is replaced, once and for all, by one frame-aligned
+window (a pure function of the seed and the utterance id). Extraction runs the teacher on
+that window, the loader reads that window every epoch (its plan has no slack left to
+re-crop), and the online teacher sees it too: the targets never use context the student
+does not see. ``full`` keeps whole utterances and random crops per epoch (cached targets
+then come from whole utterances).
 """
 
 from __future__ import annotations
@@ -56,8 +64,89 @@ def stored_to_tensor(a: np.ndarray, dtype: str) -> torch.Tensor:
 class Utterance:
     id: str
     path: str
-    num_samples: int
-    frames: int  # frames of the whole utterance
+    num_samples: int  # samples the student may read: the whole utterance, or its fixed crop window
+    frames: int  # frames of those samples
+    start: int = 0  # first sample of the window in the audio file (0: the whole utterance)
+
+
+CROP_POLICIES = ("fixed", "full")
+
+
+def crop_spec(policy: str = "full", max_seconds: float | None = None, seed: int = 0) -> dict:
+    """The crop policy as the JSON dict that job identities and cache.json hold:
+    ``{"policy": "full"}`` or ``{"policy": "fixed", "max_seconds": S, "seed": N}``."""
+    if policy not in CROP_POLICIES:
+        raise DeepwideError(f"crop policy must be one of {', '.join(CROP_POLICIES)}, got {policy!r}")
+    if policy == "full":
+        return {"policy": "full"}
+    if max_seconds is None or not float(max_seconds) > 0:
+        raise DeepwideError(f"crop policy fixed needs max_seconds > 0, got {max_seconds!r}")
+    return {"policy": "fixed", "max_seconds": float(max_seconds), "seed": int(seed)}
+
+
+def max_crop_frames(max_seconds: float, conv) -> int:
+    """Frames of a ``max_seconds`` crop (distill.train.max_seconds): the trainer's batches and
+    the fixed crop windows use this one number."""
+    return max(1, int(max_seconds * (SAMPLE_RATE / hop(conv))))
+
+
+def crop_window(uid: str, frames: int, max_frames: int, seed: int) -> tuple[int, int]:
+    """``(first frame, frames)`` of an utterance's fixed crop window: the whole utterance when
+    it has at most ``max_frames`` frames, else ``max_frames`` frames starting at a frame drawn
+    from (seed, utterance id) alone, so any process, any order, any manifest subset gives the
+    same window. In samples it is ``[f0 * hop, f0 * hop + samples_for_frames(F))``: aligned to
+    the frame stride and inside the utterance."""
+    import hashlib
+
+    frames, max_frames = int(frames), int(max_frames)
+    if frames <= max_frames:
+        return 0, max(frames, 0)
+    h = hashlib.sha256(f"deepwide-crop\0{int(seed)}\0{uid}".encode()).digest()
+    return int.from_bytes(h[:8], "big") % (frames - max_frames + 1), max_frames
+
+
+def crop_utterances(utts: Sequence[Utterance], crop: dict | None, conv) -> list[Utterance]:
+    """What the student (and the teacher) see of each utterance under a crop spec
+    (:func:`crop_spec`): ``full`` returns the utterances unchanged; ``fixed`` returns each
+    one's window (:func:`crop_window`) as an :class:`Utterance` with ``start`` and
+    ``num_samples`` in samples. The one place windows are made: targets extraction, the
+    cached loader (through the cache's index, checked against this) and the online teacher."""
+    crop = crop or {"policy": "full"}
+    if crop["policy"] == "full":
+        return list(utts)
+    m = max_crop_frames(crop["max_seconds"], conv)
+    h = hop(conv)
+    out = []
+    for u in utts:
+        if u.start:
+            raise DeepwideError(f"utterance {u.id} is already a crop window (start {u.start})")
+        f0, f = crop_window(u.id, u.frames, m, crop["seed"])
+        # uncropped ones too lose the < hop samples past their last frame: extraction, loader and
+        # online teacher then read (and normalize) exactly the same samples
+        out.append(Utterance(u.id, u.path, samples_for_frames(f, conv), f, f0 * h))
+    return out
+
+
+def crop_stats(utts: Sequence[Utterance], windows: Sequence[Utterance], max_frames: int | None) -> dict:
+    """For info.json: how many utterances the windows crop, the share of the audio and frames
+    they keep, and the share of the whole utterances' frames past one ``max_frames`` crop (what
+    whole-utterance targets compute from context a cropped student never sees; None without
+    ``max_frames``)."""
+    total_s = sum(u.num_samples for u in utts)
+    total_f = sum(u.frames for u in utts)
+    return {
+        "cropped_utterances": sum(1 for u, w in zip(utts, windows) if w.frames < u.frames),
+        "audio_kept_fraction": sum(w.num_samples for w in windows) / max(total_s, 1),
+        "frames_kept_fraction": sum(w.frames for w in windows) / max(total_f, 1),
+        "frames_beyond_one_crop_fraction": (sum(max(0, u.frames - max_frames) for u in utts) / max(total_f, 1)
+                                            if max_frames else None),
+    }
+
+
+def manifest_utterances(df, conv) -> list[Utterance]:
+    """The manifest's utterances (whole, frames under ``conv``)."""
+    return [Utterance(str(u), str(p), int(n), num_frames(int(n), conv))
+            for u, p, n in zip(df["id"], df["path"], df["num_samples"])]
 
 
 @dataclass
@@ -243,12 +332,12 @@ class BatchLoader(torch.utils.data.Dataset):
             ns = [samples_for_frames(it.frames, self.conv) for it in items]
             wavs = torch.zeros(len(items), samples_for_frames(fmax, self.conv))
             for r, (it, n) in enumerate(zip(items, ns)):
-                s0 = it.start * h
-                wav = read_audio(self.utts[it.index].path, s0, s0 + n)
+                u = self.utts[it.index]
+                s0 = u.start + it.start * h  # a fixed crop window starts at u.start
+                wav = read_audio(u.path, s0, s0 + n)
                 if len(wav) < n:
                     raise DeepwideError(
-                        f"{self.utts[it.index].path}: {len(wav) + s0} samples on disk, manifest says "
-                        f"{self.utts[it.index].num_samples}"
+                        f"{u.path}: {len(wav) + s0} samples on disk, manifest says at least {u.start + u.num_samples}"
                     )
                 wavs[r, :n] = torch.from_numpy(normalize_wav(wav) if self.normalize else wav)
             out["wavs"] = wavs

@@ -2,8 +2,8 @@
 
 Layout of a finished cache folder::
 
-    cache.json        content key, teacher sha256, layers, dtype, sizes, bytes per audio second
-    index.parquet     id, path, num_samples, frames, shard, offset
+    cache.json        content key, teacher sha256, layers, dtype, crop policy, sizes, bytes per audio second
+    index.parquet     id, path, start, num_samples, utterance_samples, frames, shard, offset
     shard_00000.layers.npy    (frames, n_layers, width)  uint16 (bf16 bits) or float16
     shard_00000.frontend.npy  (frames, conv_channels)    optional: conv front-end output
 
@@ -16,9 +16,14 @@ Storage dtype:
   overflow stops extraction naming the utterance and layer (HuBERT's layer outputs are
   post-LayerNorm and small, but a foreign teacher may not be).
 
+Crop policy (:func:`deepwide.distill.data.crop_utterances`): with ``fixed`` the teacher runs
+on each utterance's fixed crop window, samples ``[start, start + num_samples)`` of the file,
+and the shards hold that window's frames only (``utterance_samples`` is the whole file);
+with ``full`` on the whole utterance (``start`` 0). The student reads the same windows.
+
 The cache is keyed by a hash of the teacher's weights, the layer list, the front-end flag,
-the dtype and the manifest content: :meth:`TargetCache.check` refuses a cache built from
-another teacher or corpus, so a changed teacher never feeds stale targets.
+the dtype, the crop policy and the manifest content: :meth:`TargetCache.check` refuses a
+cache built from another teacher, corpus or crop, so a changed teacher never feeds stale targets.
 
 Extraction writes shards into a work folder (outside the declared output); each shard is
 complete once its ``.json`` exists. An interrupted run keeps completed shards and resumes
@@ -45,7 +50,9 @@ from deepwide.utils.io import atomic_path, atomic_write_text, canonical_json, sh
 
 log = logging.getLogger(__name__)
 
-FORMAT = "deepwide-targets/1"
+FORMAT = "deepwide-targets/2"
+# /1 caches (no crop policy, whole utterances) are still read, as crop policy full
+READ_FORMATS = ("deepwide-targets/1", FORMAT)
 FP16_MAX = 65504.0
 DTYPES = ("bf16", "fp16")
 
@@ -56,11 +63,12 @@ def pick_device(device: str | None = None) -> torch.device:
     return torch.device(device)
 
 
-def content_key(teacher_sha: str, layers: Sequence[int], frontend: bool, dtype: str, manifest_sha: str) -> str:
+def content_key(teacher_sha: str, layers: Sequence[int], frontend: bool, dtype: str, manifest_sha: str,
+                crop: dict | None = None) -> str:
     import hashlib
 
     spec = {"teacher": teacher_sha, "layers": sorted(int(x) for x in layers), "frontend": bool(frontend),
-            "dtype": dtype, "manifest": manifest_sha, "format": FORMAT}
+            "dtype": dtype, "manifest": manifest_sha, "format": FORMAT, "crop": crop or {"policy": "full"}}
     return hashlib.sha256(canonical_json(spec).encode()).hexdigest()
 
 
@@ -120,8 +128,12 @@ def extract(
     shard_seconds: float = 600.0,
     device: str | None = None,
     stop_after_shards: int | None = None,
+    crop: dict | None = None,
 ) -> dict:
     """Run the frozen teacher over the manifests and write the cache folder ``out``.
+
+    ``crop`` (:func:`deepwide.distill.data.crop_spec`; None: ``full``) picks what the teacher
+    sees of each utterance: the whole of it, or its fixed crop window.
 
     ``stop_after_shards`` (tests, debugging) stops after that many new shards, leaving the
     work folder to resume from. Returns the cache.json dict.
@@ -143,15 +155,16 @@ def extract(
         raise DeepwideError(f"targets layers {bad}: the teacher has layers 0..{tarch.depth} (0 = input of layer 1)")
     if not layers and not frontend:
         raise DeepwideError("targets: give teacher layers, the front end (--frontend), or both")
+    crop = crop or data.crop_spec("full")
     teacher_sha = sha256_file(teacher_ckpt)
     df = data.load_manifests(manifests)
     manifest_sha = data.manifest_digest(df)
-    key = content_key(teacher_sha, layers, frontend, dtype, manifest_sha)
+    key = content_key(teacher_sha, layers, frontend, dtype, manifest_sha, crop)
     conv = tarch.conv
-    utts, skipped = [], []
-    for uid, path, n in zip(df["id"], df["path"], df["num_samples"]):
-        f = data.num_frames(int(n), conv)
-        (utts if f > 0 else skipped).append(data.Utterance(str(uid), str(path), int(n), f))
+    whole, skipped = [], []
+    for u in data.manifest_utterances(df, conv):
+        (whole if u.frames > 0 else skipped).append(u)
+    utts = data.crop_utterances(whole, crop, conv)  # what the teacher runs on, one window per utterance
     from deepwide.utils.skips import skip_record
 
     skip = skip_record(", ".join(map(str, manifests)), "shorter than one frame of the teacher's conv front end",
@@ -200,12 +213,13 @@ def extract(
             off = 0
             for i in idx:
                 u = utts[i]
-                wav = data.read_audio(u.path, 0, u.num_samples)
+                wav = data.read_audio(u.path, u.start, u.start + u.num_samples)
                 if normalize:
                     wav = data.normalize_wav(wav)
                 wav = torch.from_numpy(wav)[None].to(dev)
                 if wav.shape[1] != u.num_samples:
-                    raise DeepwideError(f"{u.path}: {wav.shape[1]} samples on disk, manifest says {u.num_samples}")
+                    raise DeepwideError(f"{u.path}: {wav.shape[1] + u.start} samples on disk, manifest says at least "
+                                        f"{u.start + u.num_samples}")
                 outs, fe, flen = teacher_forward(teacher, wav, None, layers, dev)
                 if fe.shape[1] != u.frames:
                     raise DeepwideError(f"{u.id}: teacher gave {fe.shape[1]} frames, expected {u.frames}")
@@ -214,8 +228,8 @@ def extract(
                     lay_mm[off : off + u.frames] = _encode(stack, dtype, f"utterance {u.id}, layers {layers}")
                 if fe_mm is not None:
                     fe_mm[off : off + u.frames] = _encode(fe[0].cpu().numpy(), dtype, f"utterance {u.id}, front end")
-                rows.append({"id": u.id, "path": u.path, "num_samples": u.num_samples, "frames": u.frames,
-                             "shard": s, "offset": off})
+                rows.append({"id": u.id, "path": u.path, "start": u.start, "num_samples": u.num_samples,
+                             "utterance_samples": whole[i].num_samples, "frames": u.frames, "shard": s, "offset": off})
                 off += u.frames
                 bar.update(1)
             if lay_mm is not None:
@@ -242,6 +256,8 @@ def extract(
         for part in (("layers",) if layers else ()) + (("frontend",) if frontend else ())
     )
     new_seconds = sum(utts[i].num_samples for s in todo for i in shards[s]) / data.SAMPLE_RATE
+    m = data.max_crop_frames(crop["max_seconds"], conv) if crop["policy"] == "fixed" else None
+    crop_info = {**crop, **({"max_frames": m} if m else {}), **data.crop_stats(whole, utts, m)}
     info = {
         "format": FORMAT,
         "key": key,
@@ -254,13 +270,15 @@ def extract(
         "frontend": bool(frontend),
         "normalize": normalize,
         "dtype": dtype,
+        "crop": crop_info,
         "width": tarch.width,
         "frontend_channels": conv[-1][0],
         "num_utterances": len(index),
         "skipped_short": [u.id for u in skipped],
         "skipped": [skip],
         "num_shards": len(shards),
-        "audio_seconds": seconds,
+        "audio_seconds": seconds,  # what the teacher ran on (the crop windows)
+        "utterance_audio_seconds": float(index["utterance_samples"].sum()) / data.SAMPLE_RATE,
         "bytes": nbytes,
         "bytes_per_audio_second": nbytes / max(seconds, 1e-9),
         "extract_seconds_this_run": elapsed,
@@ -268,9 +286,11 @@ def extract(
         "device": str(dev),
     }
     log.info(
-        "targets: %d utterances, %.1f h audio, %d shard(s), %.1f MB, %.0f bytes per audio second (%s, layers %s%s)",
+        "targets: %d utterances, %.1f h audio, %d shard(s), %.1f MB, %.0f bytes per audio second (%s, layers %s%s), "
+        "crop %s: %d cropped, %.1f %% of the audio kept",
         len(index), seconds / 3600, len(shards), nbytes / 1e6, info["bytes_per_audio_second"], dtype, layers,
-        ", front end" if frontend else "",
+        ", front end" if frontend else "", crop["policy"], crop_info["cropped_utterances"],
+        100 * crop_info["audio_kept_fraction"],
     )
     # publish: move shards into the output folder, index and cache.json written last
     with atomic_path(out, is_dir=True) as tmp:
@@ -296,9 +316,13 @@ class TargetCache:
         if not meta.is_file():
             raise DeepwideError(f"{self.folder} is not a finished targets cache (no cache.json)")
         self.info = json.loads(meta.read_text())
-        if self.info.get("format") != FORMAT:
+        if self.info.get("format") not in READ_FORMATS:
             raise DeepwideError(f"{meta}: unknown format {self.info.get('format')!r}")
         self.index = pd.read_parquet(self.folder / "index.parquet")
+        if "start" not in self.index.columns:  # a /1 cache: whole utterances
+            self.index["start"] = 0
+        self.crop = {k: v for k, v in (self.info.get("crop") or {"policy": "full"}).items()
+                     if k in ("policy", "max_seconds", "seed")}
         self.row = {uid: i for i, uid in enumerate(self.index["id"])}
         self.layers = list(self.info["layers"])
         self.dtype = self.info["dtype"]
@@ -311,9 +335,16 @@ class TargetCache:
         state["_mm"] = {}
         return state
 
-    def check(self, teacher_sha: str, layers: Sequence[int], frontend: bool, manifest_sha: str | None = None) -> None:
-        """Refuse a cache made from another teacher/corpus or lacking needed layers."""
+    def check(self, teacher_sha: str, layers: Sequence[int], frontend: bool, manifest_sha: str | None = None,
+              crop: dict | None = None) -> None:
+        """Refuse a cache made from another teacher/corpus/crop policy or lacking needed layers."""
         where = self.folder / "cache.json"
+        if crop is not None and self.crop != crop:
+            raise DeepwideError(
+                f"stale targets: {where} was extracted with crop {canonical_json(self.crop)}, the student trains on "
+                f"crop {canonical_json(crop)} (distill.targets.crop, distill.train.max_seconds, seed); rerun "
+                "`deepwide targets extract` with the same --crop, --crop-seconds and --crop-seed"
+            )
         if self.info["teacher_sha256"] != teacher_sha:
             raise DeepwideError(
                 f"stale targets: {where} was extracted from another teacher (sha256 {self.info['teacher_sha256'][:12]}..., "
@@ -352,8 +383,9 @@ class TargetCache:
 
     def utterances(self) -> list[data.Utterance]:
         return [
-            data.Utterance(str(u), str(p), int(n), int(f))
-            for u, p, n, f in zip(self.index["id"], self.index["path"], self.index["num_samples"], self.index["frames"])
+            data.Utterance(str(u), str(p), int(n), int(f), int(s))
+            for u, p, n, f, s in zip(self.index["id"], self.index["path"], self.index["num_samples"], self.index["frames"],
+                                     self.index["start"])
         ]
 
 
@@ -377,7 +409,13 @@ class TargetCacheSet:
                         f"targets caches {first.folder} and {c.folder} differ in {key} "
                         f"({first.info[key]!r} vs {c.info[key]!r}); extract them from the same teacher and manifests"
                     )
+            if c.crop != first.crop:
+                raise DeepwideError(
+                    f"targets caches {first.folder} and {c.folder} differ in crop ({canonical_json(first.crop)} vs "
+                    f"{canonical_json(c.crop)}); extract them with the same crop policy"
+                )
         self.info = first.info
+        self.crop = first.crop
         self.dtype = first.dtype
         self._by_layer: dict[int, TargetCache] = {}
         for c in self.caches:
@@ -387,9 +425,10 @@ class TargetCacheSet:
         self._fe = next((c for c in self.caches if c.info["frontend"]), None)
         self._main = next((c for c in self.caches if c.layers), first)
 
-    def check(self, teacher_sha: str, layers: Sequence[int], frontend: bool, manifest_sha: str | None = None) -> None:
+    def check(self, teacher_sha: str, layers: Sequence[int], frontend: bool, manifest_sha: str | None = None,
+              crop: dict | None = None) -> None:
         for c in self.caches:
-            c.check(teacher_sha, [k for k in layers if k in c.layers], False, manifest_sha)
+            c.check(teacher_sha, [k for k in layers if k in c.layers], False, manifest_sha, crop)
         missing = sorted(set(int(x) for x in layers) - set(self.layers))
         if missing:
             raise DeepwideError(

@@ -1,7 +1,9 @@
 """The distillation trainer: one student, one KD method, resumable and GPU-aware.
 
 One step: a length-bucketed batch (at most ``batch_seconds`` of padded audio, crops of at
-most ``max_seconds``) -> student hidden states -> KD heads -> loss against teacher targets
+most ``max_seconds``: the fixed windows of ``job["targets"]["crop"]`` policy ``fixed``, which
+the cache's teacher and the online teacher see too, or random crops per epoch with ``full``,
+the policy of jobs without a crop) -> student hidden states -> KD heads -> loss against teacher targets
 (read from the cache, or from an online teacher) -> AdamW (fused on CUDA) with linear
 warmup and decay, gradient clipping. bf16 autocast on CUDA, float32 on CPU.
 
@@ -223,27 +225,43 @@ def train(
     n_params = count_params(arch, student)
 
     cached = job["targets"]["mode"] == "cached"
+    # the crop policy (distill.targets.crop): jobs built without one train as before (full)
+    crop = data.crop_spec(**(job["targets"].get("crop") or {"policy": "full"}))
+    if crop["policy"] == "fixed" and crop["max_seconds"] != float(tc["max_seconds"]):
+        raise DeepwideError(f"targets crop max_seconds {crop['max_seconds']} differs from train.max_seconds "
+                            f"{tc['max_seconds']}: the fixed windows are the student's crops")
     cache = None
     df = data.load_manifests(manifests)
+    # frames as the teacher sees them (the cache was extracted with its conv), else the student's
+    whole = data.manifest_utterances(df, tarch.conv if cached else arch.conv)
+    cached_fe = cached and bool(job["targets"]["frontend"]) and frozen
+    shared_fe = (not cached) and frozen
+    mode = _mode(cached, cached_fe, shared_fe)
+    kept, skipped = data.drop_short(whole, tc["min_seconds"], arch.conv, ", ".join(map(str, manifests)))
+    if not kept:
+        raise DeepwideError(f"no utterance of at least {tc['min_seconds']} s in {', '.join(map(str, manifests))}")
+    # what the student and its teacher see: the whole utterances (randomly cropped per epoch) or
+    # their fixed windows (the plan then has nothing left to crop); the cache's must be the same
+    utts = data.crop_utterances(kept, crop, tarch.conv if cached else arch.conv)
     if cached:
         if not targets_dirs:
             raise DeepwideError("cached targets mode needs --targets DIR (one per teacher layer, and the front end)")
         cache = TargetCacheSet(targets_dirs)
-        cache.check(teacher_sha, layers, job["targets"]["frontend"], data.manifest_digest(df))
-        utts = cache.utterances()
-    else:
-        utts = [data.Utterance(str(u), str(p), int(n), data.num_frames(int(n), arch.conv))
-                for u, p, n in zip(df["id"], df["path"], df["num_samples"])]
-    cached_fe = cached and bool(job["targets"]["frontend"]) and frozen
-    shared_fe = (not cached) and frozen
-    mode = _mode(cached, cached_fe, shared_fe)
-    utts, skipped = data.drop_short(utts, tc["min_seconds"], arch.conv, ", ".join(map(str, manifests)))
-    if not utts:
-        raise DeepwideError(f"no utterance of at least {tc['min_seconds']} s in {', '.join(map(str, manifests))}")
+        cache.check(teacher_sha, layers, job["targets"]["frontend"], data.manifest_digest(df), crop)
+        have = {u.id: u for u in cache.utterances()}
+        for u in utts:
+            c = have.get(u.id)
+            if c is None or (c.start, c.num_samples, c.frames) != (u.start, u.num_samples, u.frames):
+                got = "missing" if c is None else f"samples {c.start}+{c.num_samples}, {c.frames} frames"
+                raise DeepwideError(
+                    f"stale targets: utterance {u.id} in {', '.join(map(str, targets_dirs))} is {got}; the student's "
+                    f"window is samples {u.start}+{u.num_samples}, {u.frames} frames; rerun `deepwide targets extract`"
+                )
     frames = [u.frames for u in utts]
     fps = data.SAMPLE_RATE / data.hop(arch.conv)
-    max_frames = max(1, int(tc["max_seconds"] * fps))
+    max_frames = data.max_crop_frames(tc["max_seconds"], arch.conv)
     batch_frames = max(1, int(tc["batch_seconds"] * fps))
+    crop_info = {**crop, **data.crop_stats(kept, utts, max_frames)}
 
     if not cached:
         teacher = teacher.to(dev).eval()
@@ -344,9 +362,10 @@ def train(
         log.info("resumed from %s at step %d (epoch %d, batch %d of %d)", state_path, step, *plan.position(step),
                  plan.per_epoch)
     log.info(
-        "distill %s %s (%d params, KD targets %s) from teacher %dx%d, mode %s, %d utterances, device %s, init %s (%s), front end %s",
-        method, arch.name, n_params, names, tarch.depth, tarch.width, mode, len(utts), dev, job["init"],
-        ",".join(copied) or "-", job["frontend"],
+        "distill %s %s (%d params, KD targets %s) from teacher %dx%d, mode %s, %d utterances, crop %s "
+        "(%.1f %% of the audio), device %s, init %s (%s), front end %s",
+        method, arch.name, n_params, names, tarch.depth, tarch.width, mode, len(utts), crop["policy"],
+        100 * crop_info["audio_kept_fraction"], dev, job["init"], ",".join(copied) or "-", job["frontend"],
     )
     bar = tqdm(total=steps, initial=step, desc=f"{method} {arch.name}", unit="step", mininterval=5)
     acc = {"n": 0, "loss": 0.0, "audio": 0.0, **{n: 0.0 for n in names}}
@@ -457,6 +476,7 @@ def train(
         "wall_time_s": wall_prev + time.time() - t_start,  # over all resumed runs
         "job_hash": jh,
         "num_utterances": len(utts),
+        "crop": crop_info,  # policy; share of audio the windows keep; share of frames past one crop
         "skipped": [skipped],  # utterances left out for length (count, threshold)
     }
     atomic_write_text(out_dir / "info.json", json.dumps(info, indent=1))

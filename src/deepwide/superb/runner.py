@@ -199,17 +199,7 @@ def collect(spec: TaskSpec, work: Path) -> dict:
         "layer_weights": _layer_weights(valid_best),
         "test_set": tests[0].parent.name,
     }
-    if spec.name == "sf":
-        return _collect_sf(res)
     return _collect_sd(res, tests[0].parent) if spec.name == "sd" else res
-
-
-def _collect_sf(res: dict) -> dict:
-    """SF: every metric but the loss in percent, like the score (slot_type_f1, slot_value_cer,
-    slot_value_wer, slot_edit_f1_full/part, wer, cer; s3prl logs fractions)."""
-    for key in ("dev_metrics", "test_metrics"):
-        res[key] = {k: (v if k == "loss" else 100.0 * v) for k, v in res[key].items()}
-    return res
 
 
 def _prepare_offline(task: str, root: Path, tcfg: dict, cache_root: Path, embedded: bool, fold: int | None,
@@ -435,7 +425,9 @@ def run_job(
             for r in per_fold
         ],
     }
-    if len(per_fold) == 1:  # one run: its metrics at top level too (SF: slot_type_f1 and slot_value_cer)
+    if len(per_fold) == 1:
+        # one run: its metrics at top level too, s3prl's raw logs (fractions; SD: its scorer's
+        # percent), which the report reads for SF's second term (slot_value_cer beside slot_type_f1)
         result["dev_metrics"] = per_fold[0]["dev_metrics"]
         result["test_metrics"] = per_fold[0]["test_metrics"]
     if task == "pr":

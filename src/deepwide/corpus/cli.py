@@ -1,6 +1,6 @@
 """``python -m deepwide corpus ...``: synthesize a corpus, or prepare its manifests.
 
-    deepwide corpus synth --corpus NAME --config-json JSON --tts-json JSON --seed N --out DIR [--jobs N]
+    deepwide corpus synth --corpus NAME|snips|quesst14 --config-json JSON --tts-json JSON --seed N --out DIR [--jobs N]
     deepwide corpus prepare --corpus NAME --config-json JSON --root DIR [--test-root DIR] --out-dir DIR [--jobs N]
     deepwide corpus check --config-json JSON   (the whole corpus section: roots and programs)
     deepwide corpus prepare-extra --corpus quesst14|librimix|snips --root DIR --out-dir DIR [--sd-data-dir DIR]
@@ -75,13 +75,13 @@ def cmd_check(args) -> int:
 
 
 def register(sub):
-    from deepwide.corpus.sources import CORPORA
+    from deepwide.corpus.sources import CORPORA, SYNTH_EXTRA
 
     p = sub.add_parser("corpus", help="synthesize corpora and write manifests")
     cmds = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = cmds.add_parser("synth", help="synthesize one corpus in its real dataset's layout")
-    s.add_argument("--corpus", required=True, choices=CORPORA)
+    s.add_argument("--corpus", required=True, choices=CORPORA + SYNTH_EXTRA)
     s.add_argument("--config-json", required=True, help="the corpus.NAME config section as JSON")
     s.add_argument("--tts-json", default="{}", help="the corpus.tts config section as JSON")
     s.add_argument("--seed", type=int, default=0)

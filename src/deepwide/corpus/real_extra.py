@@ -436,10 +436,11 @@ def prepare_extra(corpus: str, root: str | Path, cfg: dict, jobs: int = 1) -> Pr
 
 # ------------------------------------------------------------------ config and CLI hook
 EXTRA_DEFAULTS = {
-    "quesst14": {"root": None, "languages": ["nnenglish"], "max_reject_share": 0.01},
-    # enabled and synth (corpus.schema.yaml) are the pipeline's and synth-librimix's; prepare ignores them
+    # enabled and synth (corpus.schema.yaml) are the pipeline's and the synthesizers' (synth-librimix,
+    # corpus synth --corpus quesst14|snips); prepare ignores them
+    "quesst14": {"enabled": False, "root": None, "languages": ["nnenglish"], "max_reject_share": 0.01, "synth": {}},
     "librimix": {"enabled": True, "root": None, "mode": "max", "rttm_dir": None, "max_reject_share": 0.01, "synth": {}},
-    "snips": {"root": None, "speakers": None, "max_reject_share": 0.01},
+    "snips": {"enabled": False, "root": None, "speakers": None, "max_reject_share": 0.01, "synth": {}},
 }
 
 

@@ -14,6 +14,8 @@ from deepwide.corpus.tts import PROGRAMS, require_programs
 from deepwide.errors import DeepwideError
 
 CORPORA = ("librispeech", "voxceleb1", "speech_commands", "fluent_speech_commands", "iemocap")
+# synthesized by `corpus synth` too (deepwide.corpus.synth_extra), read by `corpus prepare-extra`
+SYNTH_EXTRA = ("snips", "quesst14")
 
 
 def enabled(corpus_cfg: dict) -> list[str]:

@@ -357,14 +357,20 @@ PLANS = {
 
 
 def plan(corpus: str, cfg: dict, tts: dict, seed: int):
-    """(utterances, text files, hard links, numpy arrays) of one corpus; paths relative."""
-    if corpus not in PLANS:
-        raise DeepwideError(f"unknown corpus {corpus!r} (known: {', '.join(PLANS)})")
-    out = PLANS[corpus](cfg, tts, seed)
+    """(utterances, text files, hard links, numpy arrays, finish) of one corpus; paths
+    relative. ``finish(root, durations)``, when not None, returns more text files once the
+    audio is rendered (``durations``: seconds per utterance path, e.g. for time stamps)."""
+    from deepwide.corpus.synth_extra import EXTRA_PLANS
+
+    plans = {**PLANS, **EXTRA_PLANS}
+    if corpus not in plans:
+        raise DeepwideError(f"unknown corpus {corpus!r} (known: {', '.join(plans)})")
+    out = plans[corpus](cfg, tts, seed)
     utts, files = out[0], out[1]
     links = out[2] if len(out) > 2 else []
     arrays = out[3] if len(out) > 3 else {}
-    return utts, files, links, arrays
+    finish = out[4] if len(out) > 4 else None
+    return utts, files, links, arrays, finish
 
 
 def synthesize(corpus: str, cfg: dict, tts: dict, seed: int, out: str | Path, jobs: int = 1, progress: bool = True) -> dict:
@@ -373,7 +379,8 @@ def synthesize(corpus: str, cfg: dict, tts: dict, seed: int, out: str | Path, jo
     from tqdm import tqdm
 
     require_programs()
-    utts, files, links, arrays = plan(corpus, cfg, tts, seed)
+    utts, files, links, arrays, finish = plan(corpus, cfg, tts, seed)
+    rel_paths = [u.path for u in utts]
     out = Path(out)
     jobs = max(1, int(jobs or os.cpu_count() or 1))
     t0 = time.time()
@@ -386,6 +393,9 @@ def synthesize(corpus: str, cfg: dict, tts: dict, seed: int, out: str | Path, jo
                     pass
             except RuntimeError as err:  # a TTS or sox call failed: name the program and file
                 raise DeepwideError(f"synthesizing {corpus} failed: {err}") from None
+        durations = {rel: sf.info(u.path).duration for rel, u in zip(rel_paths, utts)}
+        if finish is not None:
+            files = {**files, **finish(tmp, durations)}
         for rel, text in files.items():
             p = tmp / rel
             p.parent.mkdir(parents=True, exist_ok=True)
@@ -402,9 +412,7 @@ def synthesize(corpus: str, cfg: dict, tts: dict, seed: int, out: str | Path, jo
             except OSError:
                 shutil.copyfile(tmp / src, d)
         wall = time.time() - t0
-        seconds = 0.0
-        for u in utts:
-            seconds += sf.info(u.path).duration
+        seconds = sum(durations.values())
         summary = dict(
             corpus=corpus, seed=seed, utterances=len(utts), audio_hours=round(seconds / 3600, 4),
             wall_s=round(wall, 2), utterances_per_s=round(len(utts) / max(wall, 1e-9), 2), jobs=jobs,

@@ -91,6 +91,8 @@ class Utterance:
     speaker: dict
     prosody: dict = field(default_factory=lambda: dict(NEUTRAL))
     pad_to_s: float | None = None  # pad/trim to this duration (Speech Commands: 1 s)
+    sample_rate: int = SAMPLE_RATE  # output rate (QUESST 2014's audio is 8 kHz)
+    trim: bool = False  # cut leading and trailing silence (spoken queries cut to the term)
 
 
 def tts_env() -> dict:
@@ -133,7 +135,8 @@ def _tts_wav(utt: Utterance, tmpdir: str) -> str:
 
 
 def render(utt: Utterance) -> str:
-    """Write ``utt.path`` (format from its suffix: .wav or .flac), 16 kHz mono 16-bit."""
+    """Write ``utt.path`` (format from its suffix: .wav or .flac), mono 16-bit at
+    ``utt.sample_rate`` (16 kHz unless set)."""
     t = utt.speaker["timbre"]
     out = Path(utt.path)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -143,13 +146,15 @@ def render(utt: Utterance) -> str:
             "pitch", str(t["shift_cents"]),
             "equalizer", str(t["eq_hz"]), "1q", str(t["eq_db"]),
             "treble", str(t["treble_db"]),
-            "rate", "-h", str(SAMPLE_RATE),
+            "rate", "-h", str(utt.sample_rate),
             "gain", "-n", str(utt.prosody["volume_db"]),
         ]
+        if utt.trim:  # below 1 % of full scale for 10 ms at either end
+            effects += ["silence", "1", "0.01", "1%", "reverse", "silence", "1", "0.01", "1%", "reverse"]
         if utt.pad_to_s:
             effects += ["pad", "0.08", str(utt.pad_to_s), "trim", "0", str(utt.pad_to_s)]
         tmp_out = os.path.join(tmp, "out" + out.suffix)
-        cmd = ["sox", "-R", "-D", "-V1", wav, "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", tmp_out, *effects]
+        cmd = ["sox", "-R", "-D", "-V1", wav, "-r", str(utt.sample_rate), "-c", "1", "-b", "16", tmp_out, *effects]
         res = subprocess.run(cmd, capture_output=True)
         if res.returncode != 0:
             raise RuntimeError(f"sox failed for {utt.path}: {res.stderr.decode(errors='replace')[-500:]}")

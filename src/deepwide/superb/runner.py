@@ -526,6 +526,11 @@ def run_sweep(
                 for r in per_fold
             ],
         }
+        if len(per_fold) == 1:
+            # one run: its metrics at top level too, s3prl's raw logs (fractions; SD: its scorer's
+            # percent), which the report reads for SF's second term (slot_value_cer beside slot_type_f1)
+            result["dev_metrics"] = per_fold[0]["dev_metrics"]
+            result["test_metrics"] = per_fold[0]["test_metrics"]
         if task == "pr":
             result.update(lexicon)  # phone_set, lexicon_source, lexicon_dir (+ lexicon_words)
         if transcripts is not None:

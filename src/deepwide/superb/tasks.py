@@ -114,6 +114,8 @@ def check_root(task: str, root: str | Path, tcfg: dict | None = None, embedded: 
             _need(task, root, f"{split}/wav.scp", "Kaldi-style LibriMix data dir (s3prl's SD recipe: train/dev/test with wav.scp, reco2dur, segments, utt2spk)")
     elif task == "sf":
         _need(task, root, "all.iob.snips.txt", "SNIPS slot file")
+        for split in ("train", "valid", "test"):
+            _need(task, root, split, "Audio SNIPS wav folder")
     elif task == "qbe":
         from deepwide.corpus.real_extra import QUESST_LISTS, _quesst_root
 

@@ -41,12 +41,13 @@ def synth_librimix_cli(librispeech: Path, out: Path, env: dict | None = None, se
 
 
 def offline_env(tmp_path: Path) -> dict:
-    """PATH with only bash and the TTS and audio programs the corpus stage runs (no git, no
-    python), HOME empty: s3prl's own SD scoring would clone dscore from GitHub here."""
+    """PATH with only a shell, ``which`` (Snakemake looks programs up with it) and the TTS
+    and audio programs the corpus stage runs (no git, no python), HOME empty: s3prl's own SD
+    scoring would clone dscore from GitHub here."""
     bin_dir, home = tmp_path / "bin", tmp_path / "home"
     bin_dir.mkdir()
     home.mkdir()
-    for prog in ("bash", "espeak-ng", "flite", "sox"):
+    for prog in ("bash", "sh", "which", "espeak-ng", "flite", "sox"):
         os.symlink(shutil.which(prog), bin_dir / prog)
     drop = ("HOME", "PATH", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "NUMBA_CACHE_DIR", "HF_HOME", "TORCH_HOME")
     env = {k: v for k, v in os.environ.items() if k not in drop}

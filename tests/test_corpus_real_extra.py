@@ -211,7 +211,7 @@ def test_prepare_extra_cli_writes_manifests_and_sd_dirs(librimix_base, tmp_path,
 
 
 def test_extra_config_defaults_and_types():
-    assert extra_config("quesst14", {}) == {"enabled": False, "root": None, "languages": ["nnenglish"],
+    assert extra_config("quesst14", {}) == {"enabled": True, "root": None, "languages": ["nnenglish"],
                                             "max_reject_share": 0.01, "synth": {}}
     assert extra_config("snips", {"enabled": True, "synth": {"train_sentences": 3}})["synth"] == {"train_sentences": 3}
     assert extra_config("quesst14", {"languages": None})["languages"] is None

@@ -114,8 +114,8 @@ def test_snips_config_checks(tmp_path):
     from deepwide.corpus.real_extra import extra_config
 
     cfg = validate_config({})["corpus"]
-    assert cfg["snips"]["enabled"] is False and cfg["snips"]["root"] is None and cfg["snips"]["synth"]["train_sentences"] == 80
-    assert cfg["quesst14"]["enabled"] is False and cfg["quesst14"]["synth"]["sample_rate"] == 8000
+    assert cfg["snips"]["enabled"] is True and cfg["snips"]["root"] is None and cfg["snips"]["synth"]["train_sentences"] == 80
+    assert cfg["quesst14"]["enabled"] is True and cfg["quesst14"]["synth"]["sample_rate"] == 8000
     # every key of the schema sections is one extra_config accepts (prepare-extra gets the same JSON)
     for corpus in ("snips", "quesst14"):
         assert extra_config(corpus, cfg[corpus]) == cfg[corpus]

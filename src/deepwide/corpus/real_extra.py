@@ -438,9 +438,9 @@ def prepare_extra(corpus: str, root: str | Path, cfg: dict, jobs: int = 1) -> Pr
 EXTRA_DEFAULTS = {
     # enabled and synth (corpus.schema.yaml) are the pipeline's and the synthesizers' (synth-librimix,
     # corpus synth --corpus quesst14|snips); prepare ignores them
-    "quesst14": {"enabled": False, "root": None, "languages": ["nnenglish"], "max_reject_share": 0.01, "synth": {}},
+    "quesst14": {"enabled": True, "root": None, "languages": ["nnenglish"], "max_reject_share": 0.01, "synth": {}},
     "librimix": {"enabled": True, "root": None, "mode": "max", "rttm_dir": None, "max_reject_share": 0.01, "synth": {}},
-    "snips": {"enabled": False, "root": None, "speakers": None, "max_reject_share": 0.01, "synth": {}},
+    "snips": {"enabled": True, "root": None, "speakers": None, "max_reject_share": 0.01, "synth": {}},
 }
 
 

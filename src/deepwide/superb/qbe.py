@@ -614,9 +614,12 @@ def result_record(res: dict, upstream_name: str, lr: float, runtime_s: float, de
         "device": device,
         "layer": res["layer"],
         "dev_by_layer": res["dev_by_layer"],
-        "dev_threshold": res["dev_threshold"],
-        "test_threshold": res["test_threshold"],
+        # the TWV-maximising score threshold; null when no threshold admits a detection
+        # (strict JSON has no Infinity)
+        "dev_threshold": res["dev_threshold"] if math.isfinite(res["dev_threshold"]) else None,
+        "test_threshold": res["test_threshold"] if math.isfinite(res["test_threshold"]) else None,
         "counts": res["counts"],
+        "n_test": res["counts"]["eval_queries"],
         "dtw": {"normalize": cfg.normalize, "metric": cfg.metric, "minmax": cfg.minmax,
                 "min_query_frames": cfg.min_query_frames, "znorm": cfg.znorm, "beta": beta},
     }

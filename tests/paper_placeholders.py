@@ -26,7 +26,7 @@ PLACEHOLDER_FILES = [
     *[f"IEMOCAP_full_release/Session{i}/dialog/EmoEvaluation/Ses0{i}F_impro01.txt" for i in range(1, 6)],
     *[f"IEMOCAP_full_release/Session{i}/sentences/wav/Ses0{i}F_impro01/Ses0{i}F_impro01_F000.wav" for i in range(1, 6)],
     *[f"superb/librimix/data/{s}/{f}" for s in ("train", "dev", "test") for f in ("wav.scp", "reco2dur", "segments", "utt2spk")],
-    "superb/SNIPS/all.iob.snips.txt",
+    "superb/SNIPS/all.iob.snips.txt", *[f"superb/SNIPS/{s}/Ezra-snips-{s}-0.wav" for s in ("train", "valid", "test")],
     *[f"quesst14Database/scoring/{f}" for f in ("language_key_utterances.lst", "language_key_dev.lst", "language_key_eval.lst")],
     *[f"quesst14Database/scoring/groundtruth_quesst14_{s}/quesst14.ecf.xml" for s in ("dev", "eval")],
     "models/hubert_base_ls960.pt",

@@ -65,6 +65,9 @@ def write_study_inputs(cfg: dict) -> None:
             "upstream": job.upstream, "task": job.task, "lr": float(job.lr), "seed": job.seed, "metric": metric,
             "unit": "%", "higher_is_better": higher, "dev_score": 100 * score, "best_step": 100,
             "test_score": 100 * score, "layer_weights": w.tolist(), "runtime_s": 1.0, "device": "cpu"}))
+    for up, task in study.superb_sweeps:  # each SUPERB job's declared output, beside its heads' results
+        Path(study.superb_heads_file(up, task)).write_text(json.dumps({"upstream": up, "task": task, "heads": [
+            {"lr": lr, "seed": s, "result": study.superb_result(up, task, lr, s)} for lr, s in study.superb_heads(task)]}))
 
 
 def _snakemake(wf, *args, timeout=600):

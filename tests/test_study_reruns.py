@@ -90,10 +90,37 @@ def test_adding_an_lr_plans_only_its_jobs(finished):
     wd, cfg = finished
     jobs = planned(wd, grown(cfg, lambda c: c["superb"]["ks"].update(lr=[0.001, 0.01])))
     n_up = 2 + 4  # teacher, fbank, 4 students
+    # one SUPERB job per (upstream, task) holds all its heads: each reruns, to train the new lr
     assert counts(jobs) == Counter({"superb_run": n_up, "superb_select": n_up, **{r: 1 for r in REPORT}})
     for rule, outs in jobs:
         if rule == "superb_run":
-            assert all("/ks/lr0.01/seed0/" in o for o in outs), outs
+            assert all(o.endswith("/ks/heads.json") for o in outs), outs
+
+
+def test_an_added_lr_trains_only_the_new_head(finished, tmp_path):
+    """The rerun a new lr plans restores the finished head from its s3prl target dir and
+    trains only the new one (one upstream pass per batch)."""
+    import json
+    import shutil
+
+    from deepwide.study import Study
+
+    wd, cfg = finished
+    work = tmp_path / "study"
+    shutil.copytree(wd, work, symlinks=True)
+    new = grown(cfg, lambda c: c["superb"]["ks"].update(lr=[0.001, 0.01]))
+    new["results"] = str(work / "results")
+    study = Study.from_config(copy.deepcopy(new))
+    old = json.loads(Path(study.superb_result("fbank", "ks", "0.001", 0)).read_text())
+    r = snakemake(work, new, "--cores", "1", study.superb_selected("fbank", "ks"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    heads = json.loads(Path(study.superb_heads_file("fbank", "ks")).read_text())["heads"]
+    assert [(h["lr"], h["seed"], h["restored"]) for h in heads] == [("0.001", 0, True), ("0.01", 0, False)]
+    again = json.loads(Path(study.superb_result("fbank", "ks", "0.001", 0)).read_text())
+    assert {k: again[k] for k in ("dev_score", "test_score", "best_step", "layer_weights")} == \
+        {k: old[k] for k in ("dev_score", "test_score", "best_step", "layer_weights")}
+    log = (work / "results" / "logs" / "superb_run" / "fbank" / "ks.log").read_text()
+    assert "restored finished head(s) [(0.001, 0, None)]" in log
 
 
 def test_adding_a_depth_plans_only_its_students(finished):
@@ -128,7 +155,7 @@ def test_adding_a_head_seed_plans_only_its_jobs(finished):
     wd, cfg = finished
     jobs = planned(wd, grown(cfg, lambda c: c["superb"].update(seeds=[0, 1])))
     assert counts(jobs) == Counter({"superb_run": 6, "superb_select": 6, **{r: 1 for r in REPORT}})
-    assert all(o.endswith("/seed1/result.json") for rule, outs in jobs if rule == "superb_run" for o in outs)
+    assert all(o.endswith("/ks/heads.json") for rule, outs in jobs if rule == "superb_run" for o in outs)
 
 
 def test_adding_a_task_plans_only_its_jobs(finished):

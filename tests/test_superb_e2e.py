@@ -110,7 +110,7 @@ def test_pr_with_fbank_on_smoke_librispeech(tmp_path):
 
     study = Study.from_config(smoke)
     home_cache_before = _home_s3prl_cache()
-    job = study.superb_identity("fbank", "pr", "0.01", 0)  # what the superb_run rule passes as --cfg
+    job = study.superb_identity("fbank", "pr", "0.01", 0)  # one head (the superb_run rule passes the task's heads)
     job["task"].update(total_steps=6, eval_step=3, batch_size=4)
     out = results / "superb" / "fbank" / "pr" / "lr0.01" / "result.json"
     proc = subprocess.run(

@@ -555,7 +555,29 @@ class Study:
                 for lr in self.superb_lrs(t) for s in self.superb_seeds]
 
     def superb_task_results(self, upstream: str, task: str) -> list[str]:
-        return [self.superb_result(upstream, task, lr, s) for lr in self.superb_lrs(task) for s in self.superb_seeds]
+        return [self.superb_result(upstream, task, lr, s) for lr, s in self.superb_heads(task)]
+
+    # One SUPERB job per (upstream, task) trains all of its heads (lr x head seed) on one
+    # upstream pass per batch (deepwide.superb.sweep). Its declared output is heads.json; each
+    # head writes its own result.json at superb_result(). The job's identity lists its heads,
+    # so adding an lr or seed reruns it, and the rerun restores every finished head from its
+    # s3prl target dir (lr{lr}/seed{s}/work-<hash>) and trains only the new ones.
+    def superb_heads(self, task: str) -> list[tuple[str, int]]:
+        return [(lr, s) for lr in self.superb_lrs(task) for s in self.superb_seeds]
+
+    def superb_heads_file(self, upstream: str, task: str) -> str:
+        return str(self.results / "superb" / upstream / task / "heads.json")
+
+    @cached_property
+    def superb_sweeps(self) -> list[tuple[str, str]]:
+        """(upstream, task) of every SUPERB job (one sweep each)."""
+        return [(u, t) for u in self.upstreams for t in self.superb_tasks]
+
+    def superb_sweep_identity(self, upstream: str, task: str) -> dict:
+        ident = self.superb_identity(upstream, task, "0", 0)
+        del ident["lr"], ident["seed"]
+        ident["heads"] = [[lr, int(s)] for lr, s in self.superb_heads(task)]
+        return ident
 
     def superb_task_root(self, task: str) -> tuple[Path, bool]:
         from deepwide.superb.plan import task_root
@@ -645,6 +667,10 @@ class Study:
 
     def report_result_files(self) -> list[str]:
         return [self.superb_result(j.upstream, j.task, j.lr, j.seed) for j in self.superb_jobs] + self.qbe_results
+
+    def report_job_outputs(self) -> list[str]:
+        """What report_collect waits for: every SUPERB job's heads.json and QbE's results."""
+        return [self.superb_heads_file(u, t) for u, t in self.superb_sweeps] + self.qbe_results
 
     @property
     def report_upstreams(self) -> list[str]:

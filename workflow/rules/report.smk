@@ -2,6 +2,8 @@
 # cost per upstream, and the captions of `snakemake --report`. Every input list comes from
 # STUDY (results of every SUPERB job, student info.json, cost and CKA per checkpoint).
 
+import shlex
+
 report: "../report/workflow.rst"
 
 
@@ -69,7 +71,7 @@ rule report_kdloss:
 
 rule report_collect:
     input:
-        results=STUDY.report_result_files(),
+        jobs=STUDY.report_job_outputs(),
         infos=STUDY.report_infos,
         costs=STUDY.report_costs,
     output:
@@ -77,12 +79,14 @@ rule report_collect:
         weights=str(STUDY.report_dir / "layer_weights.parquet"),
     params:
         identity=STUDY.params("report"),
+        # every head's result.json (written by its SUPERB job beside heads.json) and QbE's
+        results=" ".join(shlex.quote(p) for p in STUDY.report_result_files()),
     resources:
         **STUDY.cpu_job("report_collect"),
     log:
         STUDY.log("report_collect", "collect"),
     shell:
-        "{PY} -m deepwide report collect --results {input.results:q} --infos {input.infos:q}"
+        "{PY} -m deepwide report collect --results {params.results} --infos {input.infos:q}"
         " --costs {input.costs:q} --out {output.results:q} --layer-weights {output.weights:q} > {log:q} 2>&1"
 
 

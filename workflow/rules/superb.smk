@@ -1,6 +1,6 @@
 # superb stage: every upstream (teacher, FBANK, each student and seed) on each SUPERB task
-# through s3prl's own recipes; one job per (upstream, task, lr, head seed), then the lr with
-# the best mean dev score. A job's identity is its own lr and seed, never the task's lists.
+# through s3prl's own recipes; one job per (upstream, task) trains every (lr, head seed) head
+# on one upstream pass per batch, then the lr with the best mean dev score is selected.
 import shlex
 from pathlib import Path
 
@@ -16,28 +16,30 @@ wildcard_constraints:
     seed=r"\d+",
 
 
+# one job per (upstream, task): every head (lr x head seed) of the task on one upstream pass
+# per batch; heads.json lists them, each head's result.json sits in lr{lr}/seed{s}/
 rule superb_run:
     input:
         upstream=lambda w: STUDY.upstream_inputs(w.upstream),
         corpus=lambda w: STUDY.superb_corpus_inputs(w.task),
         task=lambda w: STUDY.superb_task_inputs(w.task),
     output:
-        STUDY.superb_result("{upstream}", "{task}", "{lr}", "{seed}"),
+        STUDY.superb_heads_file("{upstream}", "{task}"),
     params:
-        identity=lambda w: STUDY.params("superb", **STUDY.superb_identity(w.upstream, w.task, w.lr, w.seed)),
+        identity=lambda w: STUDY.params("superb", **STUDY.superb_sweep_identity(w.upstream, w.task)),
         source=lambda w: STUDY.upstream_source(w.upstream),
         root=lambda w: STUDY.superb_task_root(w.task)[0],
         embedded=lambda w: "--embedded" if STUDY.superb_task_root(w.task)[1] else "",
         flags=lambda w: STUDY.superb_task_flags(w.task),
     log:
-        STUDY.log("superb_run", "{upstream}/{task}/lr{lr}-seed{seed}"),
+        STUDY.log("superb_run", "{upstream}/{task}"),
     threads: max(1, config["superb"]["threads"])
     resources:
         **STUDY.gpu_job("superb_run"),
     shell:
         "NUMBA_CACHE_DIR=${{NUMBA_CACHE_DIR:-{STUDY.superb_cache}/numba}} "
         "{PY} -m deepwide superb run --task {wildcards.task} --upstream-name {wildcards.upstream} "
-        "--upstream {params.source:q} --lr {wildcards.lr} --root {params.root:q} {params.embedded} {params.flags} "
+        "--upstream {params.source:q} --root {params.root:q} {params.embedded} {params.flags} "
         "--cfg {params.identity:q} --exec-json {STUDY.exec[superb]:q} --cache {STUDY.superb_cache:q} "
         "--threads {config[superb][threads]} --out {output:q} > {log:q} 2>&1"
 
@@ -70,17 +72,18 @@ if "pr" in STUDY.superb_tasks:
 
 rule superb_select:
     input:
-        lambda w: STUDY.superb_task_results(w.upstream, w.task),
+        STUDY.superb_heads_file("{upstream}", "{task}"),
     output:
         STUDY.superb_selected("{upstream}", "{task}"),
     params:
         identity=STUDY.params("superb"),
+        results=lambda w: " ".join(shlex.quote(p) for p in STUDY.superb_task_results(w.upstream, w.task)),
     resources:
         **STUDY.cpu_job("superb_select"),
     log:
         STUDY.log("superb_select", "{upstream}/{task}"),
     shell:
-        "{PY} -m deepwide superb select --inputs {input:q} --out {output:q} > {log:q} 2>&1"
+        "{PY} -m deepwide superb select --inputs {params.results} --out {output:q} > {log:q} 2>&1"
 
 
 # QbE on QUESST14 by DTW (no training, one job per upstream) when qbe is in superb.tasks or

@@ -1,6 +1,7 @@
 """``python -m deepwide superb ...``: SUPERB jobs through s3prl's recipes.
 
-- ``superb run``: one (upstream, task, lr) job -> ``result.json`` (+ predictions, logs).
+- ``superb run``: one (upstream, task) job: every (lr, head seed) head on one upstream pass per
+  batch -> ``lr{lr}/seed{s}/result.json`` per head and ``heads.json``; or one head -> ``result.json``.
 - ``superb select``: pick the lr with the best dev score among a task's results.
 - ``superb check``: validate the superb section of a config (roots of real datasets).
 - ``superb lexicon``: PR's two s3prl lexicon files for a LibriSpeech-layout root (generated
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from pathlib import Path
 
 from deepwide.errors import DeepwideError
@@ -21,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 def _run(args) -> int:
-    from deepwide.superb.runner import run_job
+    from deepwide.superb.runner import run_job, run_sweep
     from deepwide.superb.upstream import upstream_spec
 
     from deepwide.study import with_execution
@@ -39,33 +41,74 @@ def _run(args) -> int:
         upstream["cache_disk_mb"] = float(args.cache_disk_mb)
         upstream["cache_dir"] = str(Path(args.cache_dir or Path(args.cache) / "features").resolve())
     out = Path(args.out)
-    if out.name != "result.json":
-        raise DeepwideError(f"--out must name a result.json file, got {out}")
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    res = run_job(
-        task=args.task,
-        upstream_name=args.upstream_name,
-        upstream=upstream,
-        lr=float(args.lr),
-        root=args.root,
-        tcfg=tcfg,
-        out_dir=out.parent,
-        cache_root=args.cache,
-        device=cfg.get("device", "auto"),
-        num_workers=int(cfg.get("num_workers", 0)),
-        seed=int(cfg.get("seed", 0)),
-        embedded=args.embedded,
-        lexicon_dir=args.lexicon_dir,
-        text_policy=args.text_policy,
-    )
-    log.info(
-        "superb %s/%s lr %s: dev %s %.3f (step %d), test %.3f, %.1f s on %s",
-        res["upstream"], res["task"], res["lr"], res["metric"], res["dev_score"], res["best_step"], res["test_score"], res["runtime_s"], res["device"],
-    )
+    common = dict(task=args.task, upstream_name=args.upstream_name, upstream=upstream, root=args.root, tcfg=tcfg,
+                  cache_root=args.cache, device=cfg.get("device", "auto"), num_workers=int(cfg.get("num_workers", 0)),
+                  embedded=args.embedded, lexicon_dir=args.lexicon_dir, text_policy=args.text_policy)
+    if "heads" in cfg:
+        # a sweep (the pipeline's job): every head of the task, result.json per head in
+        # OUT_DIR/lr{lr}/seed{s}/, then heads.json (the job's declared output) last
+        if out.name != "heads.json":
+            raise DeepwideError(f"--out must name a heads.json file for a job with heads, got {out}")
+        if args.lr is not None:
+            raise DeepwideError("superb run: --lr is for one head; this job's --cfg lists its heads")
+        heads = _heads(cfg["heads"])
+        t0 = time.time()
+        results = run_sweep(heads=[(float(lr), seed, out.parent / f"lr{lr}" / f"seed{seed}") for lr, seed in heads], **common)
+        _write_heads(out, heads, results, time.time() - t0)
+    else:
+        if out.name != "result.json":
+            raise DeepwideError(f"--out must name a result.json file, got {out}")
+        if args.lr is None:
+            raise DeepwideError("superb run: give --lr (one head) or list the heads in --cfg")
+        results = [run_job(lr=float(args.lr), out_dir=out.parent, seed=int(cfg.get("seed", 0)), **common)]
+    for res in results:
+        log.info(
+            "superb %s/%s lr %s seed %s: dev %s %.3f (step %d), test %.3f, %.1f s on %s",
+            res["upstream"], res["task"], res["lr"], res["seed"], res["metric"], res["dev_score"], res["best_step"],
+            res["test_score"], res["runtime_s"], res["device"],
+        )
     return 0
+
+
+def _heads(value) -> list[tuple[str, int]]:
+    """``[[lr, seed], ...]`` of a sweep's identity, checked; lr as its path component."""
+    from deepwide.superb.plan import format_lr
+
+    if not isinstance(value, list) or not value:
+        raise DeepwideError(f"--cfg heads: expected a non-empty list of [lr, seed] pairs, got {value!r}")
+    heads = []
+    for h in value:
+        if not (isinstance(h, list) and len(h) == 2):
+            raise DeepwideError(f"--cfg heads: each head is [lr, seed], got {h!r}")
+        try:
+            lr, seed = format_lr(float(h[0])), int(h[1])
+        except (TypeError, ValueError):
+            raise DeepwideError(f"--cfg heads: each head is [lr, seed] with a number and an integer, got {h!r}") from None
+        if float(lr) <= 0 or seed < 0:
+            raise DeepwideError(f"--cfg heads: lr must be > 0 and seed >= 0, got {h!r}")
+        heads.append((lr, seed))
+    if len(set(heads)) != len(heads):
+        raise DeepwideError(f"--cfg heads: a head is listed twice in {value!r}")
+    return heads
+
+
+def _write_heads(out: Path, heads: list[tuple[str, int]], results: list[dict], wall_s: float) -> None:
+    from deepwide.utils.io import atomic_write_text
+
+    rows = []
+    for (lr, seed), res in zip(heads, results):
+        sweep = res.get("sweep") or {}
+        rows.append({"lr": lr, "seed": seed, "result": str(out.parent / f"lr{lr}" / f"seed{seed}" / "result.json"),
+                     "dev_score": res["dev_score"], "test_score": res["test_score"],
+                     "restored": bool(sweep.get("restored_folds"))})
+    first = results[0]
+    atomic_write_text(out, json.dumps({"upstream": first["upstream"], "task": first["task"], "metric": first["metric"],
+                                       "shared_pass": bool((first.get("sweep") or {}).get("shared_pass")),
+                                       "wall_s": round(wall_s, 3), "heads": rows}, indent=1) + "\n")
 
 
 def _select(args) -> int:
@@ -112,14 +155,14 @@ def register(sub):
     p = sub.add_parser("superb", help="SUPERB evaluation through s3prl's recipes")
     cmds = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    r = cmds.add_parser("run", help="train/validate/test one (upstream, task, lr) through s3prl")
+    r = cmds.add_parser("run", help="train/validate/test a task's heads (lr x seed; one upstream pass per batch) or one head through s3prl")
     r.add_argument("--task", required=True)
     r.add_argument("--upstream-name", required=True, help="name in results/superb/{name}/ (teacher, fbank, pred-4x192f768h4...)")
     r.add_argument("--upstream", required=True, help="'fbank', a deepwide checkpoint file, or an HF model directory")
-    r.add_argument("--lr", required=True, type=float)
+    r.add_argument("--lr", type=float, default=None, help="one head's lr (--out result.json); a job whose --cfg lists heads takes none")
     r.add_argument("--root", required=True, help="dataset root in the real dataset's layout")
     r.add_argument("--embedded", action="store_true", help="root is a synthesized corpus: derive split lists/lexicon from it")
-    r.add_argument("--cfg", required=True, help='the job identity as JSON: {"task": {...superb.<task>...}, "seed"}')
+    r.add_argument("--cfg", required=True, help='the job identity as JSON: {"task": {...superb.<task>...}, "heads": [[lr, seed], ...]} or, for one head, {"task", "seed"}')
     r.add_argument("--exec-json", help='execution settings as JSON: {"device", "num_workers", "cache_mb", "tasks": {TASK: {"log_step", "save_step"}}}')
     r.add_argument("--cache", required=True, help="cache folder for s3prl (data, download, numba)")
     r.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -128,7 +171,7 @@ def register(sub):
                         "(execution; default $DEEPWIDE_FEATURE_CACHE_DISK_MB or 0)")
     r.add_argument("--cache-dir", default=os.environ.get("DEEPWIDE_FEATURE_CACHE_DIR"),
                    help="feature cache shards: a local-disk folder (default $DEEPWIDE_FEATURE_CACHE_DIR, else CACHE/features)")
-    r.add_argument("--out", required=True, help=".../result.json (written last)")
+    r.add_argument("--out", required=True, help=".../heads.json for a job with heads (each head's result.json in lr{lr}/seed{s}/ beside it), else .../result.json; written last")
     r.add_argument("--lexicon-dir", default=None,
                    help="pr: a `superb lexicon` output folder to use (default: superb.pr.lexicon, else generated)")
     r.add_argument("--text-policy", choices=TEXT_POLICIES, default="normalise",

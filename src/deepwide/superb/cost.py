@@ -27,8 +27,8 @@ ROW_FOR = {"asr": "pr", "pr": "pr", "sd": "pr", "sf": "pr", "sid": "sid", "asv":
 LIBRISPEECH_HOURS = {"train-clean-100": 100.6, "train-clean-360": 363.6, "train-other-500": 496.7}
 
 DEFAULT_FIGURES = {
-    "machine": "NVIDIA H100 (DESIGN.md 'Speed' section: KD and teacher-forward figures, batch 24 x 12 s)",
-    "targets": 7200.0,  # teacher forward alone, audio-s/s (H100, measured for DESIGN.md)
+    "machine": "NVIDIA H100 (the project's KD and teacher-forward measurements, batch 24 x 12 s)",
+    "targets": 7200.0,  # teacher forward alone, audio-s/s (H100, measured by the project)
     "distill": {"cached": 3900.0, "online": 2600.0},  # reference KD step 2,600; cached targets 1.5x
     "rows_source": (
         "SUPERB rows: reference = the teacher-forward rate above (s3prl's head loop on a frozen upstream is bound by "

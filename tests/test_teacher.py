@@ -176,8 +176,8 @@ def test_pretrain_micro_teacher(corpus, tmp_path):
     assert 0 < info["majority_rate"] < 1 and info["valid_masked_acc"] == valid.masked_acc.iloc[-1]
     assert info["valid_utterances"] == 4 and info["train_utterances"] == 16
     assert info["wall_time_s"] > 0 and info["cpu_time_s"] > 0
-    # HuBERT Base's objective by default: masked frames only, mask_prob 0.8
-    assert info["config"]["train"]["unmasked_weight"] == 0.0 and info["config"]["train"]["mask_prob"] == 0.8
+    # HuBERT Base's mask_prob 0.8; the unmasked frames' loss kept (masked-only learns nothing at the embedded size)
+    assert info["config"]["train"]["unmasked_weight"] == 1.0 and info["config"]["train"]["mask_prob"] == 0.8
     # first-vs-last-layer linear CKA on the held-out audio, for the report's warning
     assert 0.0 <= info["cka_first_last"] <= 1.0 + 1e-9 and "4 held-out" in info["cka_first_last_on"]
 

@@ -97,32 +97,6 @@ def test_adding_an_lr_plans_only_its_jobs(finished):
             assert all(o.endswith("/ks/heads.json") for o in outs), outs
 
 
-def test_an_added_lr_trains_only_the_new_head(finished, tmp_path):
-    """The rerun a new lr plans restores the finished head from its s3prl target dir and
-    trains only the new one (one upstream pass per batch)."""
-    import json
-    import shutil
-
-    from deepwide.study import Study
-
-    wd, cfg = finished
-    work = tmp_path / "study"
-    shutil.copytree(wd, work, symlinks=True)
-    new = grown(cfg, lambda c: c["superb"]["ks"].update(lr=[0.001, 0.01]))
-    new["results"] = str(work / "results")
-    study = Study.from_config(copy.deepcopy(new))
-    old = json.loads(Path(study.superb_result("fbank", "ks", "0.001", 0)).read_text())
-    r = snakemake(work, new, "--cores", "1", study.superb_selected("fbank", "ks"))
-    assert r.returncode == 0, r.stderr[-3000:]
-    heads = json.loads(Path(study.superb_heads_file("fbank", "ks")).read_text())["heads"]
-    assert [(h["lr"], h["seed"], h["restored"]) for h in heads] == [("0.001", 0, True), ("0.01", 0, False)]
-    again = json.loads(Path(study.superb_result("fbank", "ks", "0.001", 0)).read_text())
-    assert {k: again[k] for k in ("dev_score", "test_score", "best_step", "layer_weights")} == \
-        {k: old[k] for k in ("dev_score", "test_score", "best_step", "layer_weights")}
-    log = (work / "results" / "logs" / "superb_run" / "fbank" / "ks.log").read_text()
-    assert "restored finished head(s) [(0.001, 0, None)]" in log
-
-
 def test_adding_a_depth_plans_only_its_students(finished):
     from deepwide.study import Study
 
@@ -189,3 +163,27 @@ def test_adding_sd_plans_librimix_from_the_finished_librispeech(finished):
     assert counts(jobs) == Counter({"synth_librimix": 1, "prepare_librimix": 1, "superb_run": 6, "superb_select": 6,
                                     **{r: 1 for r in REPORT}})
     assert all("/sd/" in o for rule, outs in jobs if rule.startswith("superb") for o in outs)
+
+
+def test_an_added_lr_trains_only_the_new_head(finished):
+    """The rerun a new lr plans restores the finished head from its s3prl target dir and
+    trains only the new one (one upstream pass per batch). It runs FBANK's job in the
+    finished study itself, so it is the module's last test."""
+    import json
+
+    from deepwide.study import Study
+
+    wd, cfg = finished
+    work = wd
+    new = grown(cfg, lambda c: c["superb"]["ks"].update(lr=[0.001, 0.01]))
+    study = Study.from_config(copy.deepcopy(new))
+    old = json.loads(Path(study.superb_result("fbank", "ks", "0.001", 0)).read_text())
+    r = snakemake(work, new, "--cores", "1", study.superb_selected("fbank", "ks"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    heads = json.loads(Path(study.superb_heads_file("fbank", "ks")).read_text())["heads"]
+    assert [(h["lr"], h["seed"], h["restored"]) for h in heads] == [("0.001", 0, True), ("0.01", 0, False)]
+    again = json.loads(Path(study.superb_result("fbank", "ks", "0.001", 0)).read_text())
+    assert {k: again[k] for k in ("dev_score", "test_score", "best_step", "layer_weights")} == \
+        {k: old[k] for k in ("dev_score", "test_score", "best_step", "layer_weights")}
+    log = (work / "results" / "logs" / "superb_run" / "fbank" / "ks.log").read_text()
+    assert "restored finished head(s) [(0.001, 0, None)]" in log

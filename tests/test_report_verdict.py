@@ -155,6 +155,51 @@ def test_guard_needs_noise(tmp_path):
         assert g.loc["SID", "se"] == pytest.approx(100 * math.sqrt((0.9 * 0.1 + 0.1 * 0.9) / n), rel=0.1)
 
 
+def test_error_rate_standard_error_over_utterances(tmp_path):
+    """PER/WER's sampling error from per-utterance dumps: the ratio estimator's delta-method SE,
+    checked against a bootstrap over utterances; the guard uses it instead of a binomial."""
+    from deepwide.superb.runner import error_rate_se
+
+    rng = np.random.default_rng(0)
+    d = tmp_path / "evaluate" / "valid_best" / "test-clean"
+    d.mkdir(parents=True)
+    refs, hyps, e, m = [], [], [], []
+    for i in range(80):
+        ref = [f"p{k}" for k in rng.integers(0, 30, rng.integers(5, 40))]
+        hyp = [t if rng.random() > 0.3 + 0.4 * (i % 3 == 0) else "x" for t in ref]  # substitutions only
+        refs.append(f"u{i} {' '.join(ref)}")
+        hyps.append(f"u{i} {' '.join(hyp)}")
+        e.append(sum(a != b for a, b in zip(hyp, ref)))
+        m.append(len(ref))
+    (d / "ref").write_text("\n".join(refs) + "\n")
+    (d / "hyp").write_text("\n".join(hyps) + "\n")
+    er = error_rate_se(tmp_path)
+    e, m = np.array(e), np.array(m)
+    assert er["rate"] == pytest.approx(100 * e.sum() / m.sum()) and er["utterances"] == 80 and er["tokens"] == m.sum()
+    boot = [100 * e[i].sum() / m[i].sum() for i in (rng.integers(0, 80, 80) for _ in range(4000))]
+    assert er["se"] == pytest.approx(np.std(boot), rel=0.1)
+    # far below the binomial over utterances, which treats each utterance as one Bernoulli trial
+    assert er["se"] < 0.5 * 100 * math.sqrt(er["rate"] / 100 * (1 - er["rate"] / 100) / 80)
+    (d / "hyp").unlink()
+    with pytest.raises(Exception, match="no hyp file"):
+        error_rate_se(tmp_path)
+    assert error_rate_se(tmp_path / "nothing") is None
+
+
+def test_guard_uses_the_measured_error_rate_se(tmp_path):
+    paths = fx.write_results(tmp_path, fx.study_upstreams(), seeds=(0,), lrs=(1e-3,), quality=clear_trends)
+    pr = [p for p in paths if p.parent.parent.name == "pr" and p.parent.parent.parent.name in ("teacher", "fbank")]
+    for p in paths:  # one seed; binomial over one utterance: the 80-point gaps are within noise
+        p.write_text(json.dumps({**json.loads(p.read_text()), "n_test": 1}))
+    g = analysis.guard(analysis.best_lr(collect(paths)[0])).set_index("key")
+    assert not g.loc["PR", "informative"]
+    for p in pr:
+        p.write_text(json.dumps({**json.loads(p.read_text()), "test_se": 1.5}))
+    g = analysis.guard(analysis.best_lr(collect(paths)[0])).set_index("key")
+    assert g.loc["PR", "informative"] and g.loc["PR", "se"] == pytest.approx(1.5 * math.sqrt(2))
+    assert not g.loc["SID", "informative"]  # no test_se there: still binomial
+
+
 def test_verdict_files_and_teacher_warning(tmp_path):
     results = fx.write_results(tmp_path, fx.study_upstreams(), seeds=(0, 1, 2), lrs=(1e-3,), tasks=fx.ALL_TASKS,
                                quality=clear_trends)
@@ -181,6 +226,37 @@ def test_verdict_files_and_teacher_warning(tmp_path):
     assert main(["report", "tables", "--results", str(out / "results.parquet"), "--teacher-info", str(info),
                  "--out-dir", str(out / "u")]) == 0
     assert "Warning" not in (out / "u" / "verdict.md").read_text()
+
+
+def test_verdict_uses_only_tasks_every_seed_ran(tmp_path):
+    """superb.replicate_tasks: later distillation seeds ran PR, KS and SID only. The verdict
+    pairs those over three seeds; ASV, SD and the rest stay in the tables with one replicate
+    and are named in the answer as left out."""
+    results = fx.write_results(tmp_path, fx.study_upstreams(), seeds=(0, 1, 2), lrs=(1e-3,), tasks=fx.ALL_TASKS,
+                               quality=clear_trends)
+    kept = [p for p in results if "-seed0" in str(p) or p.parent.parent.name in ("pr", "ks", "sid")
+            or not any(f"-seed{s}" in str(p) for s in (1, 2))]
+    assert len(kept) < len(results)
+    df, _, _ = collect(kept)
+    best = analysis.best_lr(df)
+    summary = analysis.model_summary(best)
+    v = verdict.verdict_table(best, summary).set_index(["method", "family", "contrast"])
+    for method in ("pred", "l2l"):
+        r = v.loc[(method, "content", "slope per depth doubling")]
+        assert r["tasks"] == "PR,KS" and r["n_seeds"] == 3 and r["verdict"] == "deeper better"
+        r = v.loc[(method, "speaker", "slope per depth doubling")]
+        assert r["tasks"] == "SID" and r["n_seeds"] == 3 and r["verdict"] == "wider better"
+        assert (v.xs("semantics", level="family")["tasks"] == "").all()
+    tables, _, notes = __import__("deepwide.report.tables", fromlist=["build_tables"]).build_tables(df)
+    assert "left out of the verdict: ASR, QbE, ASV, SD, IC, SF, ER." in notes["verdict"]
+    # the normalised score and family means pool only complete replicates (seed 0 here), never
+    # a ten-task total with three-task ones
+    sc = analysis.scores(best, summary).set_index("model")
+    assert math.isnan(sc.loc["pred-4x32f64h2", "normalised_std"])
+    assert math.isnan(sc.loc["pred-4x32f64h2", "normalised_semantics_std"])
+    assert sc.loc["pred-4x32f64h2", "normalised"] > 400  # ten tasks' terms, not a mix with three-task totals
+    # the one-replicate tasks are still in the results table, for seed 0's students
+    assert {"ASV", "SD", "ER"} <= set(best.loc[best["model"].str.startswith("pred"), "key"])
 
 
 # ---------------------------------------------------------------- held-out KD loss readout

@@ -46,6 +46,29 @@ def test_execution_keys_are_not_identity():
     assert exe == {"pretrain": {"threads": 3, "train": {"log_every": 5}}}
 
 
+def test_replicate_tasks_limit_later_distill_seeds():
+    from deepwide.errors import DeepwideError
+
+    cfg = smoke()
+    cfg["distill"]["seeds"] = [0, 1, 2]
+    cfg["superb"].update(tasks=["ks", "sid"], replicate_tasks=["sid"])
+    study = Study.from_config(copy.deepcopy(cfg))
+    students = {j.upstream: j.seed for j in study.student_jobs}
+    sweeps = set(study.superb_sweeps)
+    assert len(students) == 12 and len(sweeps) == 14 + 6  # SID: all 14 upstreams; KS: 4 seed-0 students + 2 references
+    for up, seed in students.items():
+        assert ((up, "ks") in sweeps) is (seed == 0) and (up, "sid") in sweeps
+    assert ("teacher", "ks") in sweeps and ("fbank", "ks") in sweeps
+    assert set(study.all_targets()) >= {study.superb_selected(u, t) for u, t in sweeps}
+    assert not any(study.superb_selected(u, "ks") in study.all_targets() for u, s in students.items() if s)
+    # null (the schema default): every task for every seed
+    cfg["superb"]["replicate_tasks"] = None
+    assert len(Study.from_config(copy.deepcopy(cfg)).superb_sweeps) == 2 * 14
+    cfg["superb"]["replicate_tasks"] = ["asr"]
+    with pytest.raises(DeepwideError, match=r"superb.replicate_tasks: asr not in superb.tasks \(ks, sid\)"):
+        Study.from_config(cfg).superb_sweeps
+
+
 def test_identity_holds_the_jobs_own_lr_and_seed_and_a_stage_version():
     cfg = smoke()
     cfg["superb"]["ks"]["lr"] = [0.001, 0.01]

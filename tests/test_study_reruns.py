@@ -125,6 +125,23 @@ def test_adding_a_distill_seed_plans_only_its_students(finished):
             assert all("seed1" in o for o in outs), (rule, outs)
 
 
+def test_replicate_tasks_run_later_distill_seeds_on_those_tasks_only(finished):
+    """superb.replicate_tasks [sid] with a second distillation seed and SID added: SID for all
+    ten upstreams, KS not for the new seed's students."""
+    wd, cfg = finished
+
+    def edit(c):
+        c["distill"].update(seeds=[0, 1])
+        c["superb"].update(tasks=["ks", "sid"], replicate_tasks=["sid"],
+                           sid={"lr": 0.001, "total_steps": 4, "eval_step": 2, "batch_size": 4})
+
+    jobs = planned(wd, grown(cfg, edit))
+    assert counts(jobs) == Counter({"distill": 4, "superb_run": 10, "superb_select": 10, "report_cost": 4,
+                                    "report_cka": 4, "report_kdloss": 4, **{r: 1 for r in REPORT}})
+    runs = [o for rule, outs in jobs if rule == "superb_run" for o in outs]
+    assert sum("/sid/" in o for o in runs) == 10 and not any("seed1" in o and "/ks/" in o for o in runs)
+
+
 def test_adding_a_head_seed_plans_only_its_jobs(finished):
     wd, cfg = finished
     jobs = planned(wd, grown(cfg, lambda c: c["superb"].update(seeds=[0, 1])))

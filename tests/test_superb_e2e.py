@@ -127,6 +127,12 @@ def test_pr_with_fbank_on_smoke_librispeech(tmp_path):
     hyp = (out.parent / "predictions" / "hyp").read_text().splitlines()
     ref = (out.parent / "predictions" / "ref").read_text().splitlines()
     assert len(hyp) == len(ref) > 0
+    # the PER's test-set standard error over utterances, from the same dumps s3prl scored
+    from deepwide.superb.runner import error_rate_se
+
+    er = error_rate_se(next((out.parent / "work-").parent.glob("work-*")))
+    assert er["rate"] == pytest.approx(res["test_score"], abs=1e-6) and er["utterances"] == len(ref)
+    assert res["test_se"] == pytest.approx(er["se"]) and 0 < res["test_se"] < 100
     assert _home_s3prl_cache() == home_cache_before  # nothing went to ~/.cache/s3prl
     lexicons = list((results / "superb" / "cache" / "download").glob("*lexicon*g2p.txt"))
     assert len(lexicons) == 2

@@ -42,7 +42,7 @@ from deepwide.errors import DeepwideError
 from deepwide.utils.io import canonical_json
 
 # Bump a stage's number when its code changes what its jobs produce.
-STAGE_VERSIONS = {"corpus": 2, "teacher": 3, "targets": 3, "distill": 4, "superb": 2, "qbe": 1, "report": 3}
+STAGE_VERSIONS = {"corpus": 2, "teacher": 3, "targets": 3, "distill": 4, "superb": 2, "qbe": 1, "report": 4}
 
 # Settings that never change a job's result: (config path, key) pairs. Dotted paths; "*"
 # stands for every SUPERB task section.
@@ -550,8 +550,34 @@ class Study:
         return str(self.results / "superb" / upstream / task / "selected.json")
 
     @cached_property
+    def replicate_tasks(self) -> list[str] | None:
+        """superb.replicate_tasks: tasks run for the students of every distillation seed
+        (None: all tasks). Every entry must be one of superb.tasks."""
+        rep = self.scfg.get("replicate_tasks")
+        if rep is None:
+            return None
+        tasks = set(self.scfg["tasks"])
+        missing = [t for t in rep if t not in tasks]
+        if missing:
+            raise DeepwideError(f"config key superb.replicate_tasks: {', '.join(missing)} not in superb.tasks "
+                                f"({', '.join(self.scfg['tasks'])})")
+        return list(rep)
+
+    @cached_property
+    def _later_seed_students(self) -> set[str]:
+        """Student upstreams of distillation seeds after the first."""
+        first = self.distill_seeds[0]
+        return {j.upstream for j in self.student_jobs if j.seed != first} if self.scfg["students"] else set()
+
+    def evaluates(self, upstream: str, task: str) -> bool:
+        """Whether the study runs ``task`` on ``upstream``: every pair, except that students of
+        later distillation seeds run only superb.replicate_tasks when it is set."""
+        rep = self.replicate_tasks
+        return rep is None or task in rep or upstream not in self._later_seed_students
+
+    @cached_property
     def superb_jobs(self) -> list[SuperbJob]:
-        return [SuperbJob(u, t, lr, s) for u in self.upstreams for t in self.superb_tasks
+        return [SuperbJob(u, t, lr, s) for u in self.upstreams for t in self.superb_tasks if self.evaluates(u, t)
                 for lr in self.superb_lrs(t) for s in self.superb_seeds]
 
     def superb_task_results(self, upstream: str, task: str) -> list[str]:
@@ -571,7 +597,7 @@ class Study:
     @cached_property
     def superb_sweeps(self) -> list[tuple[str, str]]:
         """(upstream, task) of every SUPERB job (one sweep each)."""
-        return [(u, t) for u in self.upstreams for t in self.superb_tasks]
+        return [(u, t) for u in self.upstreams for t in self.superb_tasks if self.evaluates(u, t)]
 
     def superb_sweep_identity(self, upstream: str, task: str) -> dict:
         ident = self.superb_identity(upstream, task, "0", 0)
@@ -648,7 +674,7 @@ class Study:
 
     @property
     def qbe_results(self) -> list[str]:
-        return [self.qbe_result(u) for u in self.upstreams] if self.qbe_enabled else []
+        return [self.qbe_result(u) for u in self.upstreams if self.evaluates(u, "qbe")] if self.qbe_enabled else []
 
     def check_superb(self) -> list[str]:
         from deepwide.superb.plan import check_config
@@ -745,7 +771,7 @@ class Study:
         if self.teacher_source == "pretrain":
             out.append(str(self.teacher_dir / "info.json"))
         out += [str(Path(self.student_dir(j.method, j.shape, j.seed)) / "info.json") for j in self.student_jobs]
-        out += [self.superb_selected(u, t) for u in self.upstreams for t in self.superb_tasks]
+        out += [self.superb_selected(u, t) for u, t in self.superb_sweeps]
         out += self.qbe_results
         out += self.report_outputs
         return out

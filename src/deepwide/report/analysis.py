@@ -74,19 +74,27 @@ def per_seed_metrics(best: pd.DataFrame) -> pd.DataFrame:
     return d.pivot_table(index=["model", "distill_seed", "seed"], columns="key", values="test", aggfunc="mean")
 
 
-def _key_stats(best: pd.DataFrame, model: str, key: str) -> tuple[float, float, int, float]:
-    """(mean, sd over replicates, number of replicates, test-set size) of one model's score key."""
+def _key_stats(best: pd.DataFrame, model: str, key: str) -> tuple[float, float, int, float, float]:
+    """(mean, sd over replicates, number of replicates, test-set size, measured sampling
+    error) of one model's score key; the sampling error is NaN unless results carry
+    ``test_se`` (PR, ASR). Replicates share the test set, so it does not shrink with them."""
     per = per_seed_metrics(best[(best["model"] == model) & (best["key"] == key) & ~best["published"]])
     if key not in per or per[key].dropna().empty:
-        return math.nan, math.nan, 0, math.nan
+        return math.nan, math.nan, 0, math.nan, math.nan
     v = per[key].dropna().to_numpy(float)
     sel = best[(best["model"] == model) & (best["key"] == key)]
     n_test = float(sel["test_n"].mean()) if "test_n" in sel and sel["test_n"].notna().any() else math.nan
-    return float(v.mean()), (float(v.std(ddof=1)) if len(v) > 1 else math.nan), len(v), n_test
+    test_se = float(sel["test_se"].mean()) if "test_se" in sel and sel["test_se"].notna().all() else math.nan
+    return float(v.mean()), (float(v.std(ddof=1)) if len(v) > 1 else math.nan), len(v), n_test, test_se
 
 
-def _sampling_se(mean: float, n_test: float, key: str) -> float:
-    """Binomial standard error (in %) of a percent metric over ``n_test`` scored units."""
+def _sampling_se(mean: float, n_test: float, key: str, measured: float = math.nan) -> float:
+    """Sampling standard error (in %) of a percent metric: ``measured`` where the superb stage
+    computed it from per-utterance errors (PR, ASR: errors within an utterance are correlated,
+    so neither tokens nor utterances are independent Bernoulli trials), else binomial over
+    ``n_test`` scored units (accuracies: utterances, trials)."""
+    if not math.isnan(measured):
+        return measured
     if math.isnan(n_test) or n_test <= 0 or METRIC[key] == "MTWV" or math.isnan(mean):
         return math.nan
     p = min(max(mean / 100.0, 0.0), 1.0)
@@ -98,8 +106,8 @@ def guard(best: pd.DataFrame, z: float = Z_GUARD) -> pd.DataFrame:
     standard error, and whether the key is informative (gap > z * se).
 
     The standard error of the gap combines the seed spread of both rows (a row with one
-    replicate borrows the other's sd) and, where results carry ``n_test``, each row's
-    binomial sampling error; the larger of the two estimates is used. With neither (one
+    replicate borrows the other's sd) and each row's test-set sampling error (measured over
+    utterances for PR and ASR, ``test_se``; else binomial over ``n_test``); the larger of the two estimates is used. With neither (one
     seed, no test-set size) the noise is unknown and the key is not informative.
     """
     measured = best[~best["published"]]
@@ -107,8 +115,8 @@ def guard(best: pd.DataFrame, z: float = Z_GUARD) -> pd.DataFrame:
     for key in SCORE_KEYS:
         if key not in set(measured["key"]):
             continue
-        t_mean, t_sd, t_n, t_nt = _key_stats(measured, "teacher", key)
-        f_mean, f_sd, f_n, f_nt = _key_stats(measured, "fbank", key)
+        t_mean, t_sd, t_n, t_nt, t_se = _key_stats(measured, "teacher", key)
+        f_mean, f_sd, f_n, f_nt, f_se = _key_stats(measured, "fbank", key)
         higher = bool(measured.loc[measured["key"] == key, "higher_is_better"].iloc[0])
         rec = {"task": "SF" if key.startswith("SF") else key, "key": key, "metric": METRIC[key],
                "teacher": t_mean, "teacher_sd": t_sd, "teacher_n": t_n,
@@ -126,7 +134,7 @@ def guard(best: pd.DataFrame, z: float = Z_GUARD) -> pd.DataFrame:
             ts = t_sd if not math.isnan(t_sd) else pooled
             fs = f_sd if not math.isnan(f_sd) else pooled
             ses.append(math.sqrt(ts ** 2 / t_n + fs ** 2 / f_n))
-        st, sf_ = _sampling_se(t_mean, t_nt, key), _sampling_se(f_mean, f_nt, key)
+        st, sf_ = _sampling_se(t_mean, t_nt, key, t_se), _sampling_se(f_mean, f_nt, key, f_se)
         if not (math.isnan(st) or math.isnan(sf_)):
             ses.append(math.sqrt(st ** 2 + sf_ ** 2))
         se = max(ses) if ses else math.nan
@@ -226,15 +234,17 @@ def scores(best: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
                 rec[f"{ref}_tasks"] = ""
                 continue
             totals, fam = [], {f: [] for f in FAMILIES}
-            tasks = set()
-            for _, metrics in g.iterrows():
-                m = {k: float(v) for k, v in metrics.items() if pd.notna(v)}
-                terms = _terms(m, low, high)
-                tasks |= set(terms)
-                totals.append(sum(terms.values()) if terms else math.nan)
+            per_rep = [_terms({k: float(v) for k, v in metrics.items() if pd.notna(v)}, low, high)
+                       for _, metrics in g.iterrows()]
+            tasks = set().union(*per_rep) if per_rep else set()
+            # a replicate missing some of the model's tasks (a later distillation seed run on
+            # superb.replicate_tasks only) enters a total or family mean only where it is complete
+            for terms in per_rep:
+                totals.append(sum(terms.values()) if terms and tasks <= set(terms) else math.nan)
                 for f, members in FAMILIES.items():
-                    t = [terms[x] for x in members if x in terms]
-                    fam[f].append(float(np.mean(t)) if t else math.nan)
+                    want = [x for x in members if x in tasks]
+                    fam[f].append(float(np.mean([terms[x] for x in want]))
+                                  if want and all(x in terms for x in want) else math.nan)
             rec[ref], rec[f"{ref}_std"] = _stat(totals)
             for f in FAMILIES:
                 rec[f"{ref}_{f}"], rec[f"{ref}_{f}_std"] = _stat(fam[f])

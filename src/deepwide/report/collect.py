@@ -44,8 +44,8 @@ REFERENCE_UPSTREAMS = ("teacher", "fbank")
 
 COLUMNS = [
     "upstream", "model", "method", "shape", "depth", "width", "ffn", "heads", "params",
-    "task", "key", "metric", "higher_is_better", "lr", "distill_seed", "seed", "dev", "test", "test_n", "best_step",
-    "published", "runtime_s", "device", "source",
+    "task", "key", "metric", "higher_is_better", "lr", "distill_seed", "seed", "dev", "test", "test_n", "test_se",
+    "best_step", "published", "runtime_s", "device", "source",
 ]
 
 
@@ -116,6 +116,8 @@ def read_result(path: str | Path) -> tuple[list[dict[str, Any]], list[float]]:
     seed = int(seed) if seed is not None else 0
     n_test = obj.get("n_test")
     n_test = _number(path, obj, "n_test") if n_test is not None else math.nan
+    test_se = obj.get("test_se")  # the superb stage's sampling error of an error rate (PR, ASR)
+    test_se = _number(path, obj, "test_se") if test_se is not None else math.nan
     unit = obj.get("unit")
     weights = obj["layer_weights"]
     if weights is not None and (not isinstance(weights, list) or not all(isinstance(w, (int, float)) for w in weights)):
@@ -124,6 +126,7 @@ def read_result(path: str | Path) -> tuple[list[dict[str, Any]], list[float]]:
         "upstream": upstream, "model": info["model"], "method": info["method"], "shape": info["shape"],
         "depth": info.get("depth"), "width": info.get("width"), "ffn": info.get("ffn"), "heads": info.get("heads"),
         "params": math.nan, "task": task, "lr": lr, "distill_seed": info["seed"], "seed": seed, "test_n": n_test,
+        "test_se": test_se,
         "best_step": obj.get("best_step"), "published": False,
         "runtime_s": obj.get("runtime_s"), "device": obj.get("device"), "source": str(path),
     }
@@ -194,7 +197,7 @@ def published_rows() -> list[dict[str, Any]]:
                 "heads": pub["heads"], "params": pub["params"], "task": "SF" if key.startswith("SF") else key,
                 "key": key, "metric": METRIC[key], "higher_is_better": HIGHER_IS_BETTER[key],
                 "lr": math.nan, "distill_seed": None, "seed": 0, "dev": math.nan, "test": value, "test_n": math.nan,
-                "best_step": None,
+                "test_se": math.nan, "best_step": None,
                 "published": True, "runtime_s": None, "device": None, "source": pub["source"],
             })
     return rows
@@ -262,7 +265,7 @@ def collect(results: Iterable[str | Path], infos: Iterable[str | Path] = (), cos
     df = df[COLUMNS + ["macs_per_second", "rtf", "machine", "train_wall_s", "train_mode"]]
     for col in ("depth", "width", "ffn", "heads", "distill_seed", "seed"):
         df[col] = df[col].astype("Int64")
-    for col in ("params", "lr", "dev", "test", "test_n", "macs_per_second", "rtf", "train_wall_s"):
+    for col in ("params", "lr", "dev", "test", "test_n", "test_se", "macs_per_second", "rtf", "train_wall_s"):
         df[col] = df[col].astype(float)
     df["published"] = df["published"].astype(bool)
     df["higher_is_better"] = df["higher_is_better"].astype(bool)

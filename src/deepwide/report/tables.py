@@ -286,6 +286,11 @@ def verdict_notes(v: pd.DataFrame, g: pd.DataFrame, teacher_info: dict | None = 
                       f"{_label(r['key'])} teacher {fmt(r['teacher'], r['teacher_sd'], digits_for(r['key']))}, "
                       f"FBANK {fmt(r['fbank'], r['fbank_sd'], digits_for(r['key']))} ({r['reason']})"
                       for _, r in bad.iterrows()) + "."]
+    used = {t for ts in (v["tasks"] if len(v) else []) for t in str(ts).split(",") if t}
+    single = [t for t in analysis.informative_tasks(g) if t not in used] if len(g) and len(v) else []
+    if single:
+        lines += ["", "Informative but not run on every distillation seed (superb.replicate_tasks), so listed in the "
+                  "tables with one replicate and left out of the verdict: " + ", ".join(single) + "."]
     warn = teacher_warning(teacher_info)
     if warn:
         lines += ["", warn]

@@ -80,6 +80,7 @@ def family_scores(best: pd.DataFrame, summary: pd.DataFrame) -> tuple[pd.DataFra
         return pd.DataFrame(columns=cols), tasks
     students = summary[~summary["published"] & ~summary["method"].isin(analysis.NOT_STUDENTS)].set_index("model")
     per = analysis.per_seed_metrics(best)
+    tasks = replicated_tasks(per[per.index.get_level_values("model").isin(students.index)], tasks)
     fams = {**FAMILIES, "all": TASKS}
     rows = []
     for (model, dseed, seed), metrics in per.iterrows():
@@ -96,6 +97,20 @@ def family_scores(best: pd.DataFrame, summary: pd.DataFrame) -> tuple[pd.DataFra
             rows.append({"model": model, "method": students.loc[model, "method"], "depth": int(students.loc[model, "depth"]),
                          "distill_seed": int(dseed), "seed": int(seed), "family": fam, "score": score})
     return pd.DataFrame(rows, columns=cols), tasks
+
+
+def replicated_tasks(per: pd.DataFrame, tasks: list[str]) -> list[str]:
+    """Of ``tasks``, those every student replicate (row of :func:`analysis.per_seed_metrics`)
+    has a score for: a task run on the first distillation seed only (superb.replicate_tasks)
+    would otherwise pair different task sets across seeds."""
+    if per.empty:
+        return list(tasks)
+    out = []
+    for task in tasks:
+        keys = [k for k in analysis.TASK_KEYS[task] if k in per.columns]
+        if keys and per[keys].notna().all().all():
+            out.append(task)
+    return out
 
 
 def verdict_table(best: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:

@@ -76,9 +76,9 @@ def cost(study, fig: dict) -> dict:
     audio = float(tr["steps"]) * float(tr["batch_seconds"])
     t_distill = sum(audio / float(fig["distill"]["cached" if j.cached else "online"]) for j in study.student_jobs) / 3600
     out["stages"].append({"stage": "distill", "jobs": len(study.student_jobs), "ours": t_distill, "per_lr": t_distill})
-    n_up = len(study.upstreams)
     seeds = len(study.superb_seeds)
     for task in study.superb_tasks:
+        n_up = sum(1 for u in study.upstreams if study.evaluates(u, task))
         t = study.scfg[task]
         heads = len(study.superb_lrs(task)) * seeds
         folds = len(t.get("folds") or [None]) if task == "er" else 1

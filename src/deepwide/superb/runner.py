@@ -197,10 +197,54 @@ def test_units(work: Path) -> int | None:
     return n
 
 
+def _read_transcripts(path: Path) -> dict[str, list[str]]:
+    out = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        uid, _, text = line.partition(" ")
+        if uid:
+            out[uid] = text.split()
+    return out
+
+
+def error_rate_se(work: Path) -> dict | None:
+    """Test-set sampling error of a token error rate (PER, WER) from s3prl's per-utterance
+    ``hyp`` and ``ref`` dumps: the rate is sum(edits) / sum(reference tokens) over utterances,
+    and its standard error (percent) is the ratio estimator's over utterances (delta method),
+    so errors within one utterance count as correlated. None without the dumps."""
+    import editdistance
+
+    dumps = sorted(work.glob("evaluate/valid_best/*/ref"))
+    if not dumps:
+        return None
+    edits, lengths = [], []
+    for ref_file in dumps:
+        hyp_file = ref_file.with_name("hyp")
+        if not hyp_file.is_file():
+            raise DeepwideError(f"{ref_file} has no hyp file beside it (s3prl's test dump is incomplete)")
+        refs, hyps = _read_transcripts(ref_file), _read_transcripts(hyp_file)
+        for uid, ref in refs.items():
+            edits.append(editdistance.eval(hyps.get(uid, []), ref))
+            lengths.append(len(ref))
+    n, total = len(edits), sum(lengths)
+    if n < 2 or total == 0:
+        return None
+    import numpy as np
+
+    e, m = np.asarray(edits, float), np.asarray(lengths, float)
+    rate = e.sum() / m.sum()
+    resid = e - rate * m
+    se = math.sqrt(n / (n - 1) * float((resid ** 2).sum())) / m.sum()
+    return {"rate": float(100.0 * rate), "se": float(100.0 * se), "utterances": n, "tokens": int(total)}
+
+
 def collect(spec: TaskSpec, work: Path) -> dict:
     """Dev score, best step, test score, layer weights from an s3prl target dir."""
     res = _collect(spec, work)
     res["n_test"] = test_units(work)
+    if spec.name in ("pr", "asr"):
+        er = error_rate_se(work)
+        if er is not None:
+            res["test_se"] = er["se"]  # in the metric's percent, for the report's guard
     return res
 
 
@@ -513,6 +557,8 @@ def run_sweep(
             "test_score": mean("test_score"),
             "layer_weights": weights,
             "n_test": (sum(r["n_test"] for r in per_fold) if all(r.get("n_test") for r in per_fold) else None),
+            # PR/ASR: the error rate's test-set standard error over utterances (one run only)
+            "test_se": per_fold[0].get("test_se") if len(per_fold) == 1 else None,
             "runtime_s": runtime,
             "sweep": {"heads": [[j["lr"], j["seed"]] for j in jobs], "shared_pass": bool(shared and len(jobs) > 1),
                       "restored_folds": [f for lr, sd, f in restored if (lr, sd) == (job["lr"], job["seed"])]},

@@ -258,8 +258,10 @@ def test_tables_and_figures_cli(tmp_path):
     fams = pd.read_csv(out / "t" / "families.csv").set_index("model")
     assert fams.loc["fbank", "content (normalised)"].startswith("0.0")
 
-    cka = pd.DataFrame([{"upstream": "pred-2x48f96h2", "model": "pred-2x48f96h2", "student_layer": i,
-                         "teacher_layer": j, "cka": 1.0 / (1 + abs(i - j))} for i in range(3) for j in range(5)])
+    # two distillation seeds of one model: the figure shows their mean matrix
+    cka = pd.DataFrame([{"upstream": f"pred-2x48f96h2-seed{s}", "model": "pred-2x48f96h2", "student_layer": i,
+                         "teacher_layer": j, "cka": 1.0 / (1 + abs(i - j)) - 0.1 * s}
+                        for s in (0, 1) for i in range(3) for j in range(5)])
     cka.to_parquet(tmp_path / "cka.parquet")
     opts = json.dumps({"dpi": 60})
     assert main(["report", "figures", "--results", str(out / "results.parquet"), "--layer-weights", str(out / "lw.parquet"),

@@ -214,7 +214,9 @@ def cka_figure(cka, opts, out):
     image = None
     for ax, model in zip(axes, models):
         g = cka[cka["model"] == model]
-        m = g.pivot(index="student_layer", columns="teacher_layer", values="cka").sort_index()
+        # one matrix per model: the mean over its distillation seeds (one upstream each)
+        seeds = g["upstream"].nunique() if "upstream" in g else 1
+        m = g.pivot_table(index="student_layer", columns="teacher_layer", values="cka", aggfunc="mean").sort_index()
         image = ax.imshow(m.values, vmin=0, vmax=1, cmap=opts["cmap"], origin="lower", aspect="auto")
         if m.shape[0] * m.shape[1] <= 100:  # small matrices: print the values
             for (i, j), v in np.ndenumerate(m.values):
@@ -224,7 +226,7 @@ def cka_figure(cka, opts, out):
         ax.set_yticks(range(m.shape[0]), [str(c) for c in m.index])
         ax.set_xlabel("teacher layer")
         ax.set_ylabel("student layer")
-        ax.set_title(short(model))
+        ax.set_title(short(model) + (f" (mean of {seeds} seeds)" if seeds > 1 else ""))
     fig.suptitle("Linear CKA between student and teacher layers on held-out audio")
     fig.colorbar(image, ax=[a for a in axes if a.get_visible()], shrink=0.8, label="linear CKA")
     return save(fig, out, opts["dpi"])

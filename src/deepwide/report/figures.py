@@ -88,7 +88,7 @@ def depth_figure(sc, opts, out):
     present = set(",".join(sc[f"{ref}_tasks"].dropna()).split(","))
 
     def named(members):
-        return ", ".join(t for t in members if t in present) or "none evaluated"
+        return ", ".join(t for t in members if t in present) or "none in the score"
 
     panels = [(f, f"{ref}_{f}", f"{f} tasks ({named(members)})", "mean per-task score") for f, members in FAMILIES.items()]
     panels.append(("all", ref, f"all tasks ({named(TASKS)})", "SUPERB score"))
@@ -100,7 +100,7 @@ def depth_figure(sc, opts, out):
         ax.set_title(title)
         data = students.dropna(subset=[col])
         if data.empty:
-            _empty(ax, "no task of this family evaluated")
+            _empty(ax, "no task of this family in the score\n(not run, or not informative: see the guard table)")
             continue
         for method, g in data.groupby("method"):
             g = g.sort_values("depth")

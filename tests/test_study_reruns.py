@@ -77,7 +77,7 @@ def test_execution_settings_plan_nothing(finished):
     def edit(c):
         c["corpus"]["threads"] = 1
         c["teacher"]["pretrain"]["threads"] = 1
-        c["teacher"]["pretrain"]["train"].update(log_every=1, checkpoint_every=3)
+        c["teacher"]["pretrain"]["train"].update(log_every=1, eval_every=2, checkpoint_every=3)
         c["distill"]["targets"]["shard_seconds"] = 7
         c["distill"]["train"].update(num_workers=2, cpu_threads=2, log_every=1, checkpoint_every=5, compile=False)
         c["superb"].update(num_workers=1, threads=2, cache_mb=17, device="cpu")

@@ -178,6 +178,10 @@ def test_pretrain_micro_teacher(corpus, tmp_path):
     assert info["wall_time_s"] > 0 and info["cpu_time_s"] > 0
     # HuBERT Base's mask_prob 0.8; the unmasked frames' loss kept (masked-only learns nothing at the embedded size)
     assert info["config"]["train"]["unmasked_weight"] == 1.0 and info["config"]["train"]["mask_prob"] == 0.8
+    from deepwide.utils.precision import resolve_precision
+
+    assert info["config"]["train"]["precision"] == "auto"
+    assert info["iterations"][0]["precision"] == resolve_precision("auto", torch.device(info["device"]))
     # first-vs-last-layer linear CKA on the held-out audio, for the report's warning
     assert 0.0 <= info["cka_first_last"] <= 1.0 + 1e-9 and "4 held-out" in info["cka_first_last_on"]
 
@@ -221,6 +225,48 @@ def test_interrupted_run_resumes_to_identical_weights(corpus, tmp_path):
     mtime = (b / "work" / "state_it1.pt").stat().st_mtime_ns
     assert run_pretrain(corpus, b, cfg, valid=False) == 0
     assert (b / "work" / "state_it1.pt").stat().st_mtime_ns == mtime
+
+
+def test_precision_auto_fp32_bf16(monkeypatch):
+    from deepwide.utils import precision as P
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert P.resolve_precision("fp32", cuda) == "fp32" and P.resolve_precision("bf16", cpu) == "bf16"
+    assert P.resolve_precision("auto", cuda) == "bf16"
+    assert isinstance(P.cpu_has_native_bf16(), bool)
+    for native, expect in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(P, "cpu_has_native_bf16", lambda n=native: n)
+        assert P.resolve_precision("auto", cpu) == expect
+    with pytest.raises(DeepwideError, match="'fp16'"):
+        P.resolve_precision("fp16", cpu)
+
+
+def test_teacher_precision_is_used_and_recorded(corpus, tmp_path):
+    """train.precision switches the trainer's autocast; info.json records what ran."""
+    from deepwide.models.checkpoint import load_checkpoint
+
+    states = {}
+    for prec in ("fp32", "bf16"):
+        cfg = merged(MICRO, train={"steps": 6, "eval_every": 6, "precision": prec})
+        assert run_pretrain(corpus, tmp_path / prec, cfg) == 0
+        info = json.loads((tmp_path / prec / "info.json").read_text())
+        assert [i["precision"] for i in info["iterations"]] == [prec]
+        states[prec] = load_checkpoint(tmp_path / prec / "teacher.pt")[0].state_dict()
+    # same seed and data: only the arithmetic differs, and it does change the weights
+    assert any(not torch.equal(states["fp32"][k], states["bf16"][k]) for k in states["fp32"])
+
+
+def test_eval_cadence_does_not_change_the_teacher(corpus, tmp_path):
+    """train.eval_every is an execution setting (not in the job's identity): held-out
+    evaluation draws its masks from forked RNG state, so the weights do not depend on it."""
+    from deepwide.models.checkpoint import load_checkpoint
+
+    sd = {}
+    for every in (3, 10):
+        cfg = merged(MICRO, train={"steps": 10, "eval_every": every, "precision": "fp32"})
+        assert run_pretrain(corpus, tmp_path / str(every), cfg) == 0
+        sd[every] = load_checkpoint(tmp_path / str(every) / "teacher.pt")[0].state_dict()
+    assert all(torch.equal(sd[3][k], sd[10][k]) for k in sd[3])
 
 
 def test_changed_config_discards_stale_resume_state(corpus, tmp_path):

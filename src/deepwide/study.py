@@ -49,7 +49,8 @@ STAGE_VERSIONS = {"corpus": 2, "teacher": 3, "targets": 3, "distill": 4, "superb
 EXECUTION_KEYS = {
     "corpus": ["threads"],
     "teacher.pretrain": ["threads"],
-    "teacher.pretrain.train": ["log_every", "checkpoint_every"],
+    # held-out evaluation runs on forked RNG state: its cadence only thins the curve
+    "teacher.pretrain.train": ["log_every", "eval_every", "checkpoint_every"],
     "distill.targets": ["shard_seconds"],
     "distill.train": ["cpu_threads", "num_workers", "log_every", "checkpoint_every", "compile"],
     "superb": ["device", "num_workers", "threads", "cache_mb"],

@@ -25,7 +25,7 @@ def register(sub):
     pt.add_argument("--manifest", required=True, help="training manifest (Parquet: id, path, num_samples, ...)")
     pt.add_argument("--valid-manifest", help="held-out manifest; without it a fraction of --manifest is held out")
     pt.add_argument("--config-json", default="{}", help="teacher.pretrain config slice as JSON (defaults filled)")
-    pt.add_argument("--exec-json", help="execution settings merged into the config (threads, train.log_every, train.checkpoint_every)")
+    pt.add_argument("--exec-json", help="execution settings merged into the config (threads, train.log_every, train.eval_every, train.checkpoint_every)")
     pt.add_argument("--out", required=True, help="teacher checkpoint to write (deepwide format)")
     pt.add_argument("--info", help="info.json to write (default: beside --out)")
     pt.add_argument("--curve", help="training curve Parquet to write (default: curve.parquet beside --out)")

@@ -20,7 +20,6 @@ import logging
 import math
 import os
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,7 @@ from deepwide.teacher.data import SAMPLE_RATE, BatchPlan, Labels, Utterances, cr
 from deepwide.teacher.features import MFCCFeaturizer, layer_features
 from deepwide.teacher.labels import fit_kmeans_labels
 from deepwide.utils.io import atomic_path, atomic_write_text, canonical_json, sha256_file, write_parquet
+from deepwide.utils.precision import autocast, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -167,9 +167,8 @@ class Trainer:
         self.seed = cfg["seed"]
         self.crop = int(self.t["crop_seconds"] * SAMPLE_RATE)
         self.batch_samples = int(self.t["batch_seconds"] * SAMPLE_RATE)
-        self.autocast = (
-            torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
-        )
+        self.precision = resolve_precision(self.t["precision"], device)
+        self.autocast = autocast(self.precision, device)
 
         torch.manual_seed(self.seed * 1000 + it)
         self.model = build_pretrain_model(arch, num_classes, self.t).to(device)
@@ -443,6 +442,7 @@ def pretrain(
             return None
         ev = trainer.last_eval or trainer.evaluate()
         iterations.append({"iteration": it, "labels": source, "clusters": clusters, "steps": steps,
+                           "precision": trainer.precision,
                            "kmeans": kstats, "train_wall_s": trainer.wall_s, "train_cpu_s": trainer.cpu_s, **ev})
         if stop_at_step is not None and offset + steps >= stop_at_step and it < len(steps_list):
             log.info("stopped after iteration %d (--stop-at-step); rerun to resume", it)

@@ -105,10 +105,11 @@ def metric_value(task: str, upstream: str, depth: int, width: int, seed: int, lr
 
 
 def write_results(root: Path, upstreams: dict[str, tuple[int, int]], seeds=(0,), lrs=(1e-4, 1e-3),
-                  tasks=TASKS, quality=None) -> list[Path]:
+                  tasks=TASKS, quality=None, n_test: int | None = 2000) -> list[Path]:
     """superb/{upstream}/{task}/lr{lr}/result.json for each upstream (name -> (depth, width)).
 
-    ``quality(task, upstream, depth, width, seed, lr) -> 0..1`` replaces :func:`metric_value`."""
+    ``quality(task, upstream, depth, width, seed, lr) -> 0..1`` replaces :func:`metric_value`.
+    ``n_test``: the test-set size the results carry (the superb stage's; None: left out)."""
     paths = []
     quality = quality or metric_value
     for up, (depth, width) in upstreams.items():
@@ -129,7 +130,8 @@ def write_results(root: Path, upstreams: dict[str, tuple[int, int]], seeds=(0,),
                     obj = {"upstream": name, "task": task.lower(), "lr": lr, "metric": metric, "unit": "" if raw else "%",
                            "higher_is_better": higher, "dev_score": scale * score, "best_step": 100,
                            "test_score": scale * score, "test_metrics": logs, "dev_metrics": logs,
-                           "layer_weights": (w / w.sum()).tolist(), "runtime_s": 1.0, "device": "cpu", "seed": seed}
+                           "layer_weights": (w / w.sum()).tolist(), "runtime_s": 1.0, "device": "cpu", "seed": seed,
+                           "n_test": n_test}
                     sub.mkdir(parents=True, exist_ok=True)
                     (sub / "result.json").write_text(json.dumps(obj))
                     paths.append(sub / "result.json")

@@ -251,10 +251,14 @@ def test_tables_and_figures_cli(tmp_path):
     assert score.loc["teacher", "SUPERB (normalised)"].startswith("600.0")
     assert "normalised" in (out / "t" / "score.md").read_text() and "teacher row = 100 per task" in (out / "t" / "score.md").read_text()
     trend = pd.read_csv(out / "t" / "trend.csv").set_index(["method", "family"])
-    # the fixture: content improves with depth, speaker with width
-    assert trend.loc[("pred", "content"), "rho(depth, score)"] == 1.0
-    assert trend.loc[("l2l", "speaker"), "rho(depth, score)"] == -1.0
-    assert trend.loc[("pred", "content"), "best depth"] == 4 and trend.loc[("pred", "speaker"), "best depth"] == 1
+    # the fixture: content improves with depth, speaker with width; the trend table shows the
+    # verdict's levels with 95 % intervals and the verdict's own answer, no ranking of its own
+    level = {d: float(trend.loc[("pred", "content"), f"L={d}"].split(" [")[0]) for d in (1, 2, 4)}
+    assert level[1] < level[2] < level[4]
+    assert trend.loc[("pred", "content"), "verdict"] == "deeper better"
+    assert trend.loc[("l2l", "speaker"), "verdict"] == "wider better"
+    assert trend.loc[("pred", "all"), "verdict"] == "see the primary test"
+    assert "best depth" not in trend.columns and "95 % interval" in (out / "t" / "trend.md").read_text()
     fams = pd.read_csv(out / "t" / "families.csv").set_index("model")
     assert fams.loc["fbank", "content (normalised)"].startswith("0.0")
 

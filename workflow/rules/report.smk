@@ -77,6 +77,7 @@ rule report_collect:
     output:
         results=str(STUDY.report_dir / "results.parquet"),
         weights=str(STUDY.report_dir / "layer_weights.parquet"),
+        test_items=str(STUDY.report_dir / "items.parquet"),
     params:
         identity=STUDY.params("report"),
         # every head's result.json (written by its SUPERB job beside heads.json) and QbE's
@@ -87,12 +88,14 @@ rule report_collect:
         STUDY.log("report_collect", "collect"),
     shell:
         "{PY} -m deepwide report collect --results {params.results} --infos {input.infos:q}"
-        " --costs {input.costs:q} --out {output.results:q} --layer-weights {output.weights:q} > {log:q} 2>&1"
+        " --costs {input.costs:q} --out {output.results:q} --layer-weights {output.weights:q}"
+        " --items {output.test_items:q} > {log:q} 2>&1"
 
 
 rule report_tables:
     input:
         results=str(STUDY.report_dir / "results.parquet"),
+        test_items=str(STUDY.report_dir / "items.parquet"),
         teacher_info=STUDY.report_teacher_info,
         kd_loss=STUDY.report_kdlosses,
     output:
@@ -115,7 +118,7 @@ rule report_tables:
     log:
         STUDY.log("report_tables", "tables"),
     shell:
-        "{PY} -m deepwide report tables --results {input.results:q} --options {params.cfg:q}"
+        "{PY} -m deepwide report tables --results {input.results:q} --items {input.test_items:q} --options {params.cfg:q}"
         " --teacher-info {input.teacher_info:q} --kd-loss {input.kd_loss:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
@@ -123,6 +126,7 @@ rule report_figures:
     input:
         results=str(STUDY.report_dir / "results.parquet"),
         weights=str(STUDY.report_dir / "layer_weights.parquet"),
+        test_items=str(STUDY.report_dir / "items.parquet"),
         cka=STUDY.report_ckas,
         kd_loss=STUDY.report_kdlosses,
     output:
@@ -145,5 +149,5 @@ rule report_figures:
     log:
         STUDY.log("report_figures", "figures"),
     shell:
-        "{PY} -m deepwide report figures --results {input.results:q} --layer-weights {input.weights:q}"
+        "{PY} -m deepwide report figures --results {input.results:q} --items {input.test_items:q} --layer-weights {input.weights:q}"
         " --cka {input.cka:q} --kd-loss {input.kd_loss:q} --options {params.cfg:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"

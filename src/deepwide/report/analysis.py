@@ -74,81 +74,55 @@ def per_seed_metrics(best: pd.DataFrame) -> pd.DataFrame:
     return d.pivot_table(index=["model", "distill_seed", "seed"], columns="key", values="test", aggfunc="mean")
 
 
-def _key_stats(best: pd.DataFrame, model: str, key: str) -> tuple[float, float, int, float, float]:
-    """(mean, sd over replicates, number of replicates, test-set size, measured sampling
-    error) of one model's score key; the sampling error is NaN unless results carry
-    ``test_se`` (PR, ASR). Replicates share the test set, so it does not shrink with them."""
-    per = per_seed_metrics(best[(best["model"] == model) & (best["key"] == key) & ~best["published"]])
-    if key not in per or per[key].dropna().empty:
-        return math.nan, math.nan, 0, math.nan, math.nan
-    v = per[key].dropna().to_numpy(float)
-    sel = best[(best["model"] == model) & (best["key"] == key)]
-    n_test = float(sel["test_n"].mean()) if "test_n" in sel and sel["test_n"].notna().any() else math.nan
-    test_se = float(sel["test_se"].mean()) if "test_se" in sel and sel["test_se"].notna().all() else math.nan
-    return float(v.mean()), (float(v.std(ddof=1)) if len(v) > 1 else math.nan), len(v), n_test, test_se
-
-
-def _sampling_se(mean: float, n_test: float, key: str, measured: float = math.nan) -> float:
-    """Sampling standard error (in %) of a percent metric: ``measured`` where the superb stage
-    computed it from per-utterance errors (PR, ASR: errors within an utterance are correlated,
-    so neither tokens nor utterances are independent Bernoulli trials), else binomial over
-    ``n_test`` scored units (accuracies: utterances, trials)."""
-    if not math.isnan(measured):
-        return measured
-    if math.isnan(n_test) or n_test <= 0 or METRIC[key] == "MTWV" or math.isnan(mean):
-        return math.nan
-    p = min(max(mean / 100.0, 0.0), 1.0)
-    return 100.0 * math.sqrt(p * (1 - p) / n_test)
-
-
-def guard(best: pd.DataFrame, z: float = Z_GUARD) -> pd.DataFrame:
+def guard(best: pd.DataFrame, z: float = Z_GUARD, items: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per score key: teacher and FBANK (mean, sd, n), the gap in the better direction, its
     standard error, and whether the key is informative (gap > z * se).
 
-    The standard error of the gap combines the seed spread of both rows (a row with one
-    replicate borrows the other's sd) and each row's test-set sampling error (measured over
-    utterances for PR and ASR, ``test_se``; else binomial over ``n_test``); the larger of the two estimates is used. With neither (one
-    seed, no test-set size) the noise is unknown and the key is not informative.
+    The gap's variance is the *sum* of its sources (:func:`deepwide.report.inference.contrast`):
+    the seed part (each row's replicate variance over its replicates; a row with one replicate
+    borrows this study's pooled replicate variance of that task, from every model with two or
+    more) plus the test-item part (paired over the shared test items where per-item results
+    exist, ``items``; else each row's sampling error: measured for PR and ASR, binomial over
+    the test size otherwise). Without any noise estimate the key is not informative.
     """
+    from deepwide.report import inference
+
     measured = best[~best["published"]]
+    cells = inference.build_cells(measured, items)
+    borrow = inference.pooled_rep_var(cells)
     rows = []
     for key in SCORE_KEYS:
         if key not in set(measured["key"]):
             continue
-        t_mean, t_sd, t_n, t_nt, t_se = _key_stats(measured, "teacher", key)
-        f_mean, f_sd, f_n, f_nt, f_se = _key_stats(measured, "fbank", key)
+        t, f = cells.get((key, "teacher")), cells.get((key, "fbank"))
         higher = bool(measured.loc[measured["key"] == key, "higher_is_better"].iloc[0])
+
+        def stats(c):
+            return (c.mean, (c.rep_var() ** 0.5 if c.n_rep > 1 else math.nan), c.n_rep) if c else (math.nan, math.nan, 0)
+
+        (t_mean, t_sd, t_n), (f_mean, f_sd, f_n) = stats(t), stats(f)
         rec = {"task": "SF" if key.startswith("SF") else key, "key": key, "metric": METRIC[key],
                "teacher": t_mean, "teacher_sd": t_sd, "teacher_n": t_n,
                "fbank": f_mean, "fbank_sd": f_sd, "fbank_n": f_n}
-        if t_n == 0 or f_n == 0:
-            rec.update(gap=math.nan, se=math.nan, informative=False,
-                       reason="no " + ("teacher" if t_n == 0 else "FBANK") + " result")
+        if t is None or f is None:
+            rec.update(gap=math.nan, se=math.nan, se_seeds=math.nan, se_items=math.nan, informative=False,
+                       reason="no " + ("teacher" if t is None else "FBANK") + " result")
             rows.append(rec)
             continue
-        gap = (t_mean - f_mean) if higher else (f_mean - t_mean)
-        ses = []
-        sds = [s for s in (t_sd, f_sd) if not math.isnan(s)]
-        if sds:
-            pooled = float(np.sqrt(np.mean(np.square(sds))))
-            ts = t_sd if not math.isnan(t_sd) else pooled
-            fs = f_sd if not math.isnan(f_sd) else pooled
-            ses.append(math.sqrt(ts ** 2 / t_n + fs ** 2 / f_n))
-        st, sf_ = _sampling_se(t_mean, t_nt, key, t_se), _sampling_se(f_mean, f_nt, key, f_se)
-        if not (math.isnan(st) or math.isnan(sf_)):
-            ses.append(math.sqrt(st ** 2 + sf_ ** 2))
-        se = max(ses) if ses else math.nan
+        sign = 1.0 if higher else -1.0
+        est = inference.contrast(cells, {(key, "teacher"): sign, (key, "fbank"): -sign}, borrow_var=borrow)
+        gap, se = est.estimate, est.se
         if math.isnan(se):
-            informative, reason = False, "noise unknown (one seed and no test-set size)"
+            informative, reason = False, "noise unknown (" + "; ".join(est.notes) + ")"
         elif gap > z * se:
             informative, reason = True, f"teacher beats FBANK by {gap / se:.1f} SE"
         else:
             informative, reason = False, (f"teacher beats FBANK by only {gap / se:.1f} SE" if gap > 0
                                           else "teacher does not beat FBANK")
-        rec.update(gap=gap, se=se, informative=informative, reason=reason)
+        rec.update(gap=gap, se=se, se_seeds=est.se_seeds, se_items=est.se_items, informative=informative, reason=reason)
         rows.append(rec)
     return pd.DataFrame(rows, columns=["task", "key", "metric", "teacher", "teacher_sd", "teacher_n", "fbank", "fbank_sd",
-                                       "fbank_n", "gap", "se", "informative", "reason"])
+                                       "fbank_n", "gap", "se", "se_seeds", "se_items", "informative", "reason"])
 
 
 def informative_tasks(g: pd.DataFrame) -> list[str]:
@@ -207,19 +181,20 @@ def _stat(values):
     return float(np.mean(v)), (float(np.std(v, ddof=1)) if len(v) > 1 else math.nan)
 
 
-def normalised_anchors(best: pd.DataFrame, summary: pd.DataFrame) -> tuple[dict | None, dict | None]:
+def normalised_anchors(best: pd.DataFrame, summary: pd.DataFrame,
+                       items: pd.DataFrame | None = None) -> tuple[dict | None, dict | None]:
     """The study's (FBANK, teacher) anchors restricted to the informative tasks."""
     fb, te = anchors(summary)
     if fb is None or te is None:
         return fb, te
-    tasks = informative_tasks(guard(best))
+    tasks = informative_tasks(guard(best, items=items))
     return _restrict(fb, tasks), _restrict(te, tasks)
 
 
-def scores(best: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
+def scores(best: pd.DataFrame, summary: pd.DataFrame, items: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per model: leaderboard / normalised SUPERB scores and family means, mean and std over
     replicates. The normalised score counts the informative tasks only (:func:`guard`)."""
-    fb, te = normalised_anchors(best, summary)
+    fb, te = normalised_anchors(best, summary, items)
     per_seed = per_seed_metrics(best)
     published = set(summary.loc[summary["published"], "model"])
     rows = []
@@ -254,9 +229,10 @@ def scores(best: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
     return summary[META + COST].merge(pd.DataFrame(rows), on="model", how="left")
 
 
-def task_terms_table(best: pd.DataFrame, summary: pd.DataFrame, reference: str) -> pd.DataFrame:
+def task_terms_table(best: pd.DataFrame, summary: pd.DataFrame, reference: str,
+                     items: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per (model, task, seed) normalised term (0 = FBANK, 100 = SOTA/teacher): for colours."""
-    fb, te = normalised_anchors(best, summary)
+    fb, te = normalised_anchors(best, summary, items)
     low, high = (FBANK, SOTA) if reference == "leaderboard" else (fb, te)
     rows = []
     if low is None or high is None:

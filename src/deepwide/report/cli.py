@@ -49,6 +49,13 @@ def cmd_collect(args):
 
     df, lw, _ = collect(args.results, args.infos or [], args.costs or [], include_published=not args.no_published)
     write_parquet(lw, args.layer_weights)
+    if args.items:
+        from deepwide.report.collect import collect_items
+
+        items = collect_items(args.results)
+        write_parquet(items, args.items)
+        log.info("%d per-utterance test results of %d heads -> %s", len(items),
+                 items.groupby(["upstream", "key", "lr", "seed"]).ngroups if len(items) else 0, args.items)
     write_parquet(df, args.out)
     log.info("%d result rows (%d published), %d layer-weight rows -> %s", len(df), int(df["published"].sum()), len(lw), args.out)
 
@@ -79,8 +86,9 @@ def cmd_tables(args):
 
         teacher_info = read_json_object(args.teacher_info[0], "teacher info")
     kd = _kd_losses(args.kd_loss)
+    items = _read_parquet(args.items, "per-item table") if args.items else None
     written = write_tables(df, args.out_dir, include_published=opts.get("include_published", True), reference=reference,
-                           teacher_info=teacher_info, kd_loss=kd)
+                           teacher_info=teacher_info, kd_loss=kd, items=items)
     log.info("wrote %d table files to %s", len(written), args.out_dir)
 
 
@@ -113,7 +121,9 @@ def cmd_figures(args):
         columns=["model", "task", "lr", "seed", "layer", "weight"])
     cka = pd.concat([_read_parquet(p, "CKA table") for p in args.cka], ignore_index=True) if args.cka else pd.DataFrame(
         columns=["model", "student_layer", "teacher_layer", "cka"])
-    written = write_figures(df, lw, cka, args.out_dir, _options(args.options), kd_loss=_kd_losses(args.kd_loss))
+    items = _read_parquet(args.items, "per-item table") if args.items else None
+    written = write_figures(df, lw, cka, args.out_dir, _options(args.options), kd_loss=_kd_losses(args.kd_loss),
+                            items=items)
     log.info("wrote %d figure files to %s", len(written), args.out_dir)
 
 
@@ -163,6 +173,8 @@ def register(sub):
     c.add_argument("--no-published", action="store_true", help="leave out the published rows")
     c.add_argument("--out", required=True, type=Path)
     c.add_argument("--layer-weights", required=True, type=Path, help="output: long table of layer weights")
+    c.add_argument("--items", type=Path, help="output: per-utterance test results of every head that kept them "
+                                               "(the verdict's paired test-item noise)")
     c.set_defaults(func=cmd_collect)
 
     t = rsub.add_parser("tables", help="results.parquet -> tables (md, csv, tex)")
@@ -171,6 +183,8 @@ def register(sub):
     t.add_argument("--teacher-info", type=Path, nargs="*",
                    help="the pretrained teacher's info.json (its cka_first_last > 0.8 puts a warning in the report)")
     t.add_argument("--kd-loss", nargs="*", type=Path, help="held-out KD-loss tables of `report kdloss`")
+    t.add_argument("--items", type=Path, help="per-item table of `report collect --items` (without it the test-item "
+                                               "noise is taken unpaired from each result's test-set size)")
     t.add_argument("--out-dir", required=True, type=Path)
     t.set_defaults(func=cmd_tables)
 
@@ -180,6 +194,7 @@ def register(sub):
     f.add_argument("--cka", nargs="*", type=Path, help="CKA tables of `report cka`")
     f.add_argument("--options", help="JSON object: dpi, panel_width, panel_height, font_size, cmap, reference, show_published")
     f.add_argument("--kd-loss", nargs="*", type=Path, help="held-out KD-loss tables of `report kdloss`")
+    f.add_argument("--items", type=Path, help="per-item table of `report collect --items`")
     f.add_argument("--out-dir", required=True, type=Path)
     f.set_defaults(func=cmd_figures)
 

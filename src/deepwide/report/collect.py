@@ -203,6 +203,34 @@ def published_rows() -> list[dict[str, Any]]:
     return rows
 
 
+ITEM_COLUMNS = ["upstream", "key", "lr", "seed", "item", "value", "weight"]
+
+
+def collect_items(results: Iterable[str | Path]) -> pd.DataFrame:
+    """Per-utterance test results of every head that has them (PR, ASR: edits and reference
+    tokens; KS, SID, IC, ER: right or wrong), from the ``predictions/`` folder beside each
+    result.json (:mod:`deepwide.superb.items`): the report's test-item noise, paired across
+    models. Heads without them (other tasks, or jobs that kept no dump) are simply absent."""
+    from deepwide.superb.items import test_items
+
+    frames = []
+    for path in results:
+        path = Path(path)
+        obj = read_json_object(path, "SUPERB result")
+        key = canonical_task(obj.get("task", ""))
+        got = test_items(key, path.parent / "predictions")
+        if got is None:
+            continue
+        n = len(got["item"])
+        frames.append(pd.DataFrame({"upstream": [str(obj["upstream"])] * n, "key": [key] * n,
+                                    "lr": [float(obj["lr"])] * n, "seed": [int(obj.get("seed") or 0)] * n,
+                                    "item": got["item"], "value": got["value"], "weight": got["weight"]}))
+    if not frames:
+        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(
+            ITEM_COLUMNS, ["object", "object", "float64", "int64", "object", "float64", "float64"])})
+    return pd.concat(frames, ignore_index=True)[ITEM_COLUMNS]
+
+
 def collect(results: Iterable[str | Path], infos: Iterable[str | Path] = (), costs: Iterable[str | Path] = (),
             include_published: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Return (results table, layer-weight table, cost table)."""

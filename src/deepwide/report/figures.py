@@ -1,17 +1,17 @@
 """Figures of the report (matplotlib, Agg backend), each saved as PNG and PDF.
 
-- ``depth``: family score vs student depth at (roughly) constant parameters, one panel per
-  SUPERB task family (content, speaker, semantics, paralinguistics, all tasks), one line per
-  KD method, error bars over seeds;
+- ``depth``: normalised family score vs student depth at (roughly) constant parameters, one
+  panel per SUPERB task family with verdict tasks (and all of them), one line per KD method:
+  the verdict's tasks, estimator and noise model, 95 % intervals, each panel's verdict;
 - ``heatmap``: per task and KD method, depth x width coloured by the per-task score
   (0 = FBANK, 100 = upper anchor) and annotated with the raw metric;
 - ``layer_weights``: learned SUPERB layer-weight profiles, one panel per task, one line per
-  upstream;
+  upstream; profiles that never left their uniform start are drawn faint and said to be so;
 - ``cka``: linear CKA between every student layer and every teacher layer, one panel per
   student;
 - ``kd_loss``: held-out KD loss (L1, cosine similarity) per teacher layer for every student;
-- ``pareto``: SUPERB score vs parameters and vs MACs per second of audio, with the Pareto
-  front (best score for at most that cost).
+- ``pareto``: score vs parameters and vs MACs per second of audio, with the Pareto front (best
+  score for at most that cost); normalised: the verdict's score with 95 % intervals.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from deepwide.report import analysis  # noqa: E402
 from deepwide.report.score import FAMILIES, METRIC, SCORE_KEYS, TASKS  # noqa: E402
 from deepwide.utils.io import atomic_path  # noqa: E402
 
-FIGURES = ("depth", "heatmap", "layer_weights", "cka", "pareto")
+FIGURES = ("depth", "heatmap", "layer_weights", "cka", "pareto", "kd_loss")
 log = logging.getLogger(__name__)
 
 DEFAULTS = {"dpi": 150, "panel_width": 4.0, "panel_height": 3.2, "font_size": 9, "cmap": "viridis",
@@ -82,46 +82,55 @@ def _ref_label(opts):
             else "leaderboard constants: FBANK = 0, SOTA = 100")
 
 
-def depth_figure(sc, opts, out):
-    ref = opts["reference"]
+def depth_figure(dep, v, sc, opts, out):
+    """Score vs depth from the verdict's estimator, tasks and noise model
+    (:func:`deepwide.report.verdict.depth_estimates`): 95 % intervals, labelled, and each
+    panel's verdict as the verdict table states it."""
+    from deepwide.report import verdict as vd
+
+    panels = [f for f in (*FAMILIES, "all") if len(dep) and f in set(dep["family"])]
+    fig, axes = _grid(max(1, len(panels)), opts)
     students = sc[~sc["published"] & ~sc["method"].isin(analysis.NOT_STUDENTS)]
-    present = set(",".join(sc[f"{ref}_tasks"].dropna()).split(","))
-
-    def named(members):
-        return ", ".join(t for t in members if t in present) or "none in the score"
-
-    panels = [(f, f"{ref}_{f}", f"{f} tasks ({named(members)})", "mean per-task score") for f, members in FAMILIES.items()]
-    panels.append(("all", ref, f"all tasks ({named(TASKS)})", "SUPERB score"))
-    fig, axes = _grid(len(panels), opts)
     params = students["params"].dropna()
     budget = (f"students at {params.min() / 1e6:.2f}-{params.max() / 1e6:.2f} M params" if len(params)
               else "students")
-    for ax, (_, col, title, ylabel) in zip(axes, panels):
-        ax.set_title(title)
-        data = students.dropna(subset=[col])
-        if data.empty:
-            _empty(ax, "no task of this family in the score\n(not run, or not informative: see the guard table)")
-            continue
-        for method, g in data.groupby("method"):
+    if not panels:
+        _empty(axes[0], "no informative task that every student replicate ran:\nno score to compare depths on "
+                        "(see the guard and verdict tables)")
+    for ax, fam in zip(axes, panels):
+        d = dep[dep["family"] == fam]
+        ax.set_title(f"{fam} ({d['tasks'].iloc[0]})")
+        notes = []
+        for method, g in d.groupby("method"):
             g = g.sort_values("depth")
-            ax.errorbar(g["depth"].astype(float), g[col], yerr=g[f"{col}_std"].fillna(0), marker="o", capsize=3,
-                        label=method)
-        teacher = sc[(sc["model"] == "teacher")]
-        if len(teacher) and pd.notna(teacher.iloc[0][col]):
-            ax.axhline(teacher.iloc[0][col], color="grey", ls="--", lw=1, label="teacher")
+            y = g["estimate"].to_numpy(float)
+            yerr = np.vstack([y - g["ci_low"].to_numpy(float), g["ci_high"].to_numpy(float) - y])
+            ax.errorbar(g["depth"].astype(float), y, yerr=np.nan_to_num(yerr), marker="o", capsize=3,
+                        label=f"{method} (95 % CI, {int(g['n_seeds'].min())} seeds)")
+            rows = v[(v["method"] == method) & (v["family"] == fam) & (v["tasks"] == g["tasks"].iloc[0])] if len(v) else v
+            if fam == "all":
+                rows = v[(v["method"] == method) & (v["role"] == vd.PRIMARY)] if len(v) else v
+            if len(rows):
+                r = rows.iloc[0]
+                notes.append(f"{method}: {r['verdict']}" + (" (primary test)" if fam == "all" else ""))
+        ax.axhline(100.0, color="grey", ls="--", lw=1, label="teacher (100)")
+        ax.axhline(0.0, color="grey", ls=":", lw=1, label="FBANK (0)")
+        if notes:
+            ax.text(0.02, 0.02, "verdict: " + "; ".join(notes), transform=ax.transAxes, fontsize="x-small", va="bottom")
         ax.set_xscale("log", base=2)
-        depths = sorted(data["depth"].dropna().astype(int).unique())
-        ax.set_xticks(depths, [str(d) for d in depths])
+        depths = sorted(d["depth"].astype(int).unique())
+        ax.set_xticks(depths, [str(x) for x in depths])
         ax.set_xlabel("student depth (layers)")
-        ax.set_ylabel(ylabel)
+        ax.set_ylabel("normalised score (FBANK 0, teacher 100)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
-    fig.suptitle(f"Score vs depth, {budget} ({_ref_label(opts)})")
+        ax.legend(fontsize="x-small")
+    fig.suptitle(f"Score vs depth, {budget}: the verdict's tasks and estimator; error bars are 95 % intervals "
+                 "(seeds and test items)", fontsize="medium")
     return save(fig, out, opts["dpi"])
 
 
-def heatmap_figure(best, summary, opts, out):
-    terms = analysis.task_terms_table(best, summary, opts["reference"])
+def heatmap_figure(best, summary, opts, out, items=None):
+    terms = analysis.task_terms_table(best, summary, opts["reference"], items)
     students = summary[~summary["published"] & ~summary["method"].isin(analysis.NOT_STUDENTS)]
     keys = [k for k in SCORE_KEYS if k in students and students[k].notna().any()]
     methods = sorted(students["method"].unique())
@@ -163,6 +172,22 @@ def heatmap_figure(best, summary, opts, out):
     return save(fig, out, opts["dpi"])
 
 
+# a layer-weight profile within this of uniform (1/L: s3prl's softmax over zero logits) never moved
+UNMOVED_TOL = 0.01
+
+
+def unmoved(weights: pd.DataFrame) -> bool:
+    """Whether every profile in ``weights`` (rows layer, weight of one or more heads) is still
+    the uniform softmax over zero logits it starts from."""
+    if weights.empty:
+        return False
+    out = []
+    for _, g in weights.groupby([c for c in ("lr", "seed", "upstream") if c in weights] or (lambda _: 0)):
+        w = g["weight"].to_numpy(float)
+        out.append(float(np.max(np.abs(w - 1.0 / len(w)))) < UNMOVED_TOL)
+    return all(out)
+
+
 def layer_weight_figure(lw, best, opts, out):
     chosen = best[~best["published"]][["model", "task", "lr"]].drop_duplicates()
     lw = lw.merge(chosen, on=["model", "task", "lr"]) if len(lw) else lw
@@ -180,14 +205,23 @@ def layer_weight_figure(lw, best, opts, out):
     styles = dict(zip(methods, ["-", "--", ":", "-."] * 3))
     for ax, task in zip(axes, tasks):
         g = lw[lw["task"] == task]
+        still = []
         for model, gm in g.groupby("model"):
             prof = gm.groupby("layer")["weight"].agg(["mean", "std"]).reset_index()
             method, _, shape = model.partition("-")
             style = (dict(color="black", lw=2.5, ls="-") if model == "teacher"
                      else dict(color=colors.get(shape, "grey"), lw=1.3, ls=styles.get(method, "-")))
+            if unmoved(gm):
+                still.append(short(model))
+                style.update(alpha=0.3)
             ax.errorbar(prof["layer"], prof["mean"], yerr=prof["std"].fillna(0), marker=".", capsize=2,
-                        label=short(model), **style)
+                        label=short(model) + (" (never moved)" if unmoved(gm) else ""), **style)
         ax.set_title(task)
+        if still:
+            n_all = g["model"].nunique()
+            ax.text(0.02, 0.98, (f"all {n_all} profiles" if len(still) == n_all else f"{len(still)} of {n_all} profiles")
+                    + f" never left the uniform start (max |w - 1/L| < {UNMOVED_TOL:g}):\nthe head was too short to "
+                    "learn them; not a finding", transform=ax.transAxes, fontsize="x-small", va="top", color="firebrick")
         ax.set_xlabel("layer (0 = transformer input)")
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.set_ylabel("softmax layer weight")
@@ -243,9 +277,18 @@ def pareto_front(cost: np.ndarray, score: np.ndarray) -> np.ndarray:
     return np.array(front, dtype=int)
 
 
-def pareto_figure(sc, opts, out):
+def pareto_figure(sc, opts, out, per_model=None):
+    """Cost vs score. With the normalised reference the score is the verdict's (its tasks, its
+    estimator, 95 % intervals: ``per_model`` from :func:`deepwide.report.verdict.depth_estimates`);
+    with the leaderboard reference, the SUPERB score over every task run (mean ± sd)."""
     ref = opts["reference"]
     data = sc if opts["show_published"] else sc[~sc["published"]]
+    if ref == "normalised" and per_model is not None:
+        est = per_model[per_model["family"] == "all"].set_index("model")
+        data = data[data["model"].isin(est.index)].copy()
+        data[ref] = data["model"].map(est["estimate"])
+        data[f"{ref}_lo"], data[f"{ref}_hi"] = data["model"].map(est["ci_low"]), data["model"].map(est["ci_high"])
+        data[f"{ref}_tasks"] = data["model"].map(est["tasks"])
     data = data[data["method"] != "fbank"].dropna(subset=[ref])
     panels = [("params", 1e6, "parameters (M)"), ("macs_per_second", 1e9, "GMACs per second of audio")]
     fig, axes = _grid(2, opts)
@@ -256,7 +299,12 @@ def pareto_figure(sc, opts, out):
             continue
         x, y = d[col].to_numpy(float) / scale, d[ref].to_numpy(float)
         for method, g in d.groupby("method"):
-            ax.errorbar(g[col] / scale, g[ref], yerr=g[f"{ref}_std"].fillna(0), fmt="o", capsize=3, label=method)
+            if f"{ref}_lo" in g:
+                yerr = np.nan_to_num(np.vstack([g[ref] - g[f"{ref}_lo"], g[f"{ref}_hi"] - g[ref]]).astype(float))
+                label = f"{method} (95 % CI)"
+            else:
+                yerr, label = g[f"{ref}_std"].fillna(0), f"{method} (± sd over replicates)"
+            ax.errorbar(g[col] / scale, g[ref], yerr=yerr, fmt="o", capsize=3, label=label)
         f = pareto_front(x, y)
         # name the models on the front; the others by depth only (they crowd at equal params)
         for k, (xi, yi, m, dep) in enumerate(zip(x, y, d["model"], d["depth"])):
@@ -299,7 +347,7 @@ def kd_loss_figure(kd, opts, out):
 
 
 def write_figures(results: pd.DataFrame, layer_weights: pd.DataFrame, cka: pd.DataFrame, out_dir, options=None,
-                  kd_loss: pd.DataFrame | None = None):
+                  kd_loss: pd.DataFrame | None = None, items: pd.DataFrame | None = None):
     from deepwide.errors import DeepwideError
 
     unknown = sorted(set(options or {}) - set(DEFAULTS))
@@ -315,7 +363,7 @@ def write_figures(results: pd.DataFrame, layer_weights: pd.DataFrame, cka: pd.Da
         results = results[~results["published"]]
     best = analysis.best_lr(results)
     summary = analysis.model_summary(best)
-    sc = analysis.scores(best, summary)
+    sc = analysis.scores(best, summary, items)
     if opts["reference"] == "normalised" and sc["normalised"].isna().all():
         # e.g. a smoke run where teacher and FBANK tie on every task: the score figures stay
         # empty (and say why) but the per-task figures are still worth drawing
@@ -325,11 +373,14 @@ def write_figures(results: pd.DataFrame, layer_weights: pd.DataFrame, cka: pd.Da
                     "(report.figures.reference: leaderboard uses SUPERB's constants instead)")
     out_dir = Path(out_dir)
     written = []
-    written += depth_figure(sc, opts, out_dir / "depth")
-    written += heatmap_figure(best, summary, opts, out_dir / "heatmap")
+    from deepwide.report import verdict
+
+    v = verdict.verdict_table(best, summary, items)
+    written += depth_figure(verdict.depth_estimates(best, summary, items), v, sc, opts, out_dir / "depth")
+    written += heatmap_figure(best, summary, opts, out_dir / "heatmap", items)
     written += layer_weight_figure(layer_weights, best, opts, out_dir / "layer_weights")
     written += cka_figure(cka, opts, out_dir / "cka")
-    written += pareto_figure(sc, opts, out_dir / "pareto")
+    written += pareto_figure(sc, opts, out_dir / "pareto", verdict.depth_estimates(best, summary, items, per_model=True))
     written += kd_loss_figure(_kd_frame(kd_loss), opts, out_dir / "kd_loss")
     return written
 

@@ -5,13 +5,14 @@
 - ``families``: SUPERB's task families: content (PR, ASR, KS, QbE), speaker (SID, ASV, SD),
   semantics (IC, SF), paralinguistics (ER);
 - ``score``: SUPERB score with the leaderboard constants and the study-normalised score;
-- ``trend``: descriptive: per KD method and task family the score at each student depth
-  (mean ± sd over replicates), the best depth and the Spearman correlation with depth;
+- ``trend``: per KD method and task family the students' normalised score at each depth with
+  its 95 % interval, from the verdict's estimator and tasks, and the verdict's answer;
 - ``guard``: per task, teacher vs FBANK and whether the task is informative at this scale
   (only informative tasks enter the normalised score and the verdict);
-- ``verdict``: the study's answer (:mod:`deepwide.report.verdict`): seed-paired contrasts
-  with 95 % intervals and "deeper better" / "wider better" / "inconclusive"; its Markdown
-  states the answer from these verdicts.
+- ``verdict``: the study's answer (:mod:`deepwide.report.verdict`): the primary depth x
+  family interaction, then per-family and per-task contrasts, with 95 % intervals over every
+  noise source, Holm-adjusted tests and detection limits; its Markdown states the answer
+  from these verdicts, primary test first.
 
 Values are ``mean ± std`` over replicates (distillation x head seeds) when a model has several.
 """
@@ -122,16 +123,19 @@ def guard_table(g: pd.DataFrame) -> pd.DataFrame:
         rows.append({
             "task": _label(r["key"]), "teacher": fmt(r["teacher"], r["teacher_sd"], d), "FBANK": fmt(r["fbank"], r["fbank_sd"], d),
             "teacher - FBANK (better direction)": fmt(r["gap"], digits=d), "SE": fmt(r["se"], digits=d),
+            "SE (seeds)": fmt(r["se_seeds"], digits=d), "SE (test items)": fmt(r["se_items"], digits=d),
             "informative": "yes" if r["informative"] else "not informative at this scale", "why": r["reason"],
         })
     return pd.DataFrame(rows, columns=["task", "teacher", "FBANK", "teacher - FBANK (better direction)", "SE",
-                                       "informative", "why"])
+                                       "SE (seeds)", "SE (test items)", "informative", "why"])
 
 
 def verdict_csv(v: pd.DataFrame) -> pd.DataFrame:
     out = v.copy()
-    for c in ("estimate", "ci_low", "ci_high"):
+    for c in ("estimate", "ci_low", "ci_high", "se", "se_seeds", "se_items", "df", "mdd"):
         out[c] = out[c].astype(float).round(3)
+    for c in ("p", "p_holm", "alpha_row"):
+        out[c] = out[c].astype(float).round(5)
     return out
 
 
@@ -150,32 +154,28 @@ def score_table(sc: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def trend_table(sc: pd.DataFrame, reference: str) -> pd.DataFrame:
-    """Per KD method and task family: score by depth (mean ± sd over replicates), best depth,
-    Spearman rho(depth, mean score). Descriptive: the answer is the verdict table's."""
-    from scipy.stats import spearmanr
-
-    students = sc[~sc["published"] & ~sc["method"].isin(analysis.NOT_STUDENTS)]
-    depths = sorted(students["depth"].dropna().astype(int).unique())
-    cols = {**{f: f"{reference}_{f}" for f in FAMILIES}, "all tasks": reference}
+def trend_table(depths: pd.DataFrame, v: pd.DataFrame) -> pd.DataFrame:
+    """Per KD method and task family (``all``: every verdict task): the students' normalised
+    score at each depth with its 95 % interval, from the verdict's estimator, tasks and noise
+    model (:func:`deepwide.report.verdict.depth_estimates`), and the verdict's own answer for
+    that family. It ranks no depth by itself: the answer is the verdict's."""
+    if depths.empty:
+        return pd.DataFrame(columns=["method", "family", "tasks", "verdict"])
+    cols = [f"L={d}" for d in sorted(depths["depth"].unique())]
     rows = []
-    for method, g in students.groupby("method"):
-        for family, col in cols.items():
-            d = g.dropna(subset=[col, "depth"])
-            if d.empty:
-                continue
-            rec = {"method": method, "family": family}
-            by_depth = d.groupby("depth")[col].mean()
-            sd_depth = d.groupby("depth")[f"{col}_std"].mean()  # one shape per depth: its sd over replicates
-            for dep in depths:
-                rec[f"L={dep}"] = fmt(by_depth.get(dep, math.nan), sd_depth.get(dep, math.nan), digits=1)
-            rec["best depth"] = int(by_depth.idxmax())
-            if len(by_depth) >= 3 and by_depth.nunique() > 1:
-                rec["rho(depth, score)"] = f"{spearmanr(by_depth.index, by_depth.values).statistic:+.2f}"
-            else:
-                rec["rho(depth, score)"] = "–"
-            rows.append(rec)
-    return pd.DataFrame(rows)
+    for (method, family), g in depths.groupby(["method", "family"], sort=False):
+        rec = {"method": method, "family": family, "tasks": g["tasks"].iloc[0]}
+        for _, r in g.iterrows():
+            rec[f"L={r['depth']}"] = (f"{r['estimate']:.1f} [{r['ci_low']:.1f}, {r['ci_high']:.1f}]"
+                                      if not math.isnan(r["ci_low"]) else f"{r['estimate']:.1f} [–]")
+        if family == "all":
+            rec["verdict"] = "see the primary test"
+        else:
+            vr = v[(v["method"] == method) & (v["family"] == family) & (v["role"] == verdict.SECONDARY)]
+            vr = vr[vr["tasks"] == rec["tasks"]]
+            rec["verdict"] = vr["verdict"].iloc[0] if len(vr) else "–"
+        rows.append(rec)
+    return pd.DataFrame(rows, columns=["method", "family", "tasks", *cols, "verdict"])
 
 
 def captions(summary: pd.DataFrame, sc: pd.DataFrame, g: pd.DataFrame | None = None) -> dict[str, str]:
@@ -205,23 +205,31 @@ def captions(summary: pd.DataFrame, sc: pd.DataFrame, g: pd.DataFrame | None = N
             + seed_note + guard_note + pub
         ),
         "trend": (
-            "Depth vs width at a roughly constant parameter count: per KD method and task family, the score of "
-            "the students at each depth (mean per-task score for a family, SUPERB score for all tasks; reference "
-            "as set in report.figures.reference), the best depth, and the Spearman correlation between depth and "
-            "score over the depths (positive: deeper, narrower students do better; negative: wider, shallower "
-            "ones do). Descriptive only: the answer, with its uncertainty, is the verdict table's." + seed_note
+            "Depth vs width at a roughly constant parameter count: per KD method and task family, the students' "
+            "study-normalised score (0 = FBANK, 100 = teacher; mean over the family's informative tasks that every "
+            "replicate ran, 'all' over every such task) at each depth, with its 95 % interval [low, high] from the "
+            "verdict's estimator and noise model (distillation and head seeds, test items), and the verdict "
+            "table's answer for that family. Overlapping intervals here do not test a difference: the verdict's "
+            "paired contrasts do."
         ),
         "guard": (
             f"Which tasks can carry a claim: a task is informative only when the teacher beats FBANK by more than "
-            f"{analysis.Z_GUARD:g} standard errors of the difference (from the seed spread of both rows and, where "
-            "results give the test-set size, its sampling error). Only informative tasks enter the normalised "
-            "score and the verdict; the others are listed with their numbers as not informative at this scale."
+            f"{analysis.Z_GUARD:g} standard errors of the difference. The SE adds the variances of every source: "
+            "seeds (each row's replicate spread; a row with one replicate borrows this study's pooled replicate "
+            "variance of the task) and test items (paired over the shared test utterances where per-item results "
+            "exist, else each row's sampling error). Only informative tasks enter the normalised score and the "
+            "verdict; the others are listed with their numbers as not informative at this scale."
         ),
         "verdict": (
-            "Depth vs width, with uncertainty: per KD method and task family (study-normalised score over the "
-            "family's informative tasks), the seed-paired difference deepest minus shallowest student and the slope "
-            "of the score per doubling of depth, each averaged over replicates with a 95 % Student-t interval. "
-            "Verdict: deeper better (interval above 0), wider better (below 0), otherwise inconclusive."
+            "Depth vs width, with uncertainty. Primary test (per KD method, fixed in advance): the depth x family "
+            "interaction (deepest - shallowest student on content) - (deepest - shallowest on speaker), in "
+            "study-normalised points (each task in units of its teacher - FBANK gap). Secondary rows: deepest - "
+            "shallowest per family (normalised points) and per task (its own metric). Estimates average every "
+            "replicate; 95 % Student-t intervals carry the seed noise (distillation and head seeds, unpaired across "
+            "students) and the test-item noise (paired: every model sees the same test items), with "
+            "Welch-Satterthwaite degrees of freedom. A direction is named only when the Holm-adjusted p over every "
+            "row is below 0.05; mdd is the detection limit: the smallest true difference found with 80 % power at "
+            "the Bonferroni level alpha_row. All rows are conditional on the study's one teacher."
         ),
         "score": (
             "SUPERB score = 1000/10 x sum over tasks of (s - s_FBANK)/(s_ref - s_FBANK), SF as the mean of its F1 "
@@ -298,21 +306,23 @@ def verdict_notes(v: pd.DataFrame, g: pd.DataFrame, teacher_info: dict | None = 
 
 
 def build_tables(results: pd.DataFrame, reference: str = "normalised", teacher_info: dict | None = None,
-                 kd_loss: pd.DataFrame | None = None) -> tuple[dict[str, pd.DataFrame], dict[str, str], dict[str, str]]:
-    """(tables, captions, Markdown notes) of the report."""
+                 kd_loss: pd.DataFrame | None = None,
+                 items: pd.DataFrame | None = None) -> tuple[dict[str, pd.DataFrame], dict[str, str], dict[str, str]]:
+    """(tables, captions, Markdown notes) of the report; ``items``: per-item test results
+    (``report collect --items``) for the paired test-item noise."""
     from deepwide.report.kdloss import kd_loss_table
 
     best = analysis.best_lr(results)
     summary = analysis.model_summary(best)
-    sc = analysis.scores(best, summary)
-    g = analysis.guard(best)
-    v = verdict.verdict_table(best, summary)
+    sc = analysis.scores(best, summary, items)
+    g = analysis.guard(best, items=items)
+    v = verdict.verdict_table(best, summary, items)
     tables = {
         "results": results_table(summary),
         "grid": grid_table(summary),
         "families": families_table(sc),
         "score": score_table(sc),
-        "trend": trend_table(sc, reference),
+        "trend": trend_table(verdict.depth_estimates(best, summary, items), v),
         "guard": guard_table(g),
         "verdict": verdict_csv(v),
         "kd_loss": kd_loss_table(kd_loss if kd_loss is not None else pd.DataFrame()),
@@ -330,10 +340,10 @@ def build_tables(results: pd.DataFrame, reference: str = "normalised", teacher_i
 
 def write_tables(results: pd.DataFrame, out_dir: str | Path, include_published: bool = True,
                  reference: str = "normalised", teacher_info: dict | None = None,
-                 kd_loss: pd.DataFrame | None = None) -> list[Path]:
+                 kd_loss: pd.DataFrame | None = None, items: pd.DataFrame | None = None) -> list[Path]:
     if not include_published:
         results = results[~results["published"]]
-    tables, caps, notes = build_tables(results, reference, teacher_info, kd_loss)
+    tables, caps, notes = build_tables(results, reference, teacher_info, kd_loss, items)
     out_dir = Path(out_dir)
     written = []
     for name, df in tables.items():

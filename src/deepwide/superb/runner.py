@@ -197,43 +197,23 @@ def test_units(work: Path) -> int | None:
     return n
 
 
-def _read_transcripts(path: Path) -> dict[str, list[str]]:
-    out = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        uid, _, text = line.partition(" ")
-        if uid:
-            out[uid] = text.split()
-    return out
-
-
 def error_rate_se(work: Path) -> dict | None:
     """Test-set sampling error of a token error rate (PER, WER) from s3prl's per-utterance
     ``hyp`` and ``ref`` dumps: the rate is sum(edits) / sum(reference tokens) over utterances,
     and its standard error (percent) is the ratio estimator's over utterances (delta method),
     so errors within one utterance count as correlated. None without the dumps."""
-    import editdistance
+    from deepwide.superb.items import error_items
 
-    dumps = sorted(work.glob("evaluate/valid_best/*/ref"))
-    if not dumps:
+    got = error_items(work / "evaluate" / "valid_best")
+    if got is None:
         return None
-    edits, lengths = [], []
-    for ref_file in dumps:
-        hyp_file = ref_file.with_name("hyp")
-        if not hyp_file.is_file():
-            raise DeepwideError(f"{ref_file} has no hyp file beside it (s3prl's test dump is incomplete)")
-        refs, hyps = _read_transcripts(ref_file), _read_transcripts(hyp_file)
-        for uid, ref in refs.items():
-            edits.append(editdistance.eval(hyps.get(uid, []), ref))
-            lengths.append(len(ref))
-    n, total = len(edits), sum(lengths)
+    _, e, m = got
+    n, total = len(e), float(m.sum())
     if n < 2 or total == 0:
         return None
-    import numpy as np
-
-    e, m = np.asarray(edits, float), np.asarray(lengths, float)
-    rate = e.sum() / m.sum()
+    rate = e.sum() / total
     resid = e - rate * m
-    se = math.sqrt(n / (n - 1) * float((resid ** 2).sum())) / m.sum()
+    se = math.sqrt(n / (n - 1) * float((resid ** 2).sum())) / total
     return {"rate": float(100.0 * rate), "se": float(100.0 * se), "utterances": n, "tokens": int(total)}
 
 

@@ -69,6 +69,26 @@ def test_replicate_tasks_limit_later_distill_seeds():
         Study.from_config(cfg).superb_sweeps
 
 
+def test_task_head_seeds_replace_superb_seeds_for_that_task_only():
+    """superb.<task>.seeds: more heads for one task (one upstream pass); the other tasks keep
+    superb.seeds, and the key never enters a job's task settings (only its heads list)."""
+    cfg = smoke()
+    cfg["superb"].update(tasks=["ks", "sid"])
+    before = Study.from_config(copy.deepcopy(cfg))
+    cfg["superb"]["sid"]["seeds"] = [0, 1, 2]
+    study = Study.from_config(copy.deepcopy(cfg))
+    assert study.superb_task_seeds("sid") == [0, 1, 2] and study.superb_task_seeds("ks") == study.superb_seeds
+    assert [s for _, s in study.superb_heads("sid")] == [0, 1, 2]
+    ident = study.superb_sweep_identity("fbank", "sid")
+    assert "seeds" not in ident["task"] and [h[1] for h in ident["heads"]] == [0, 1, 2]
+    # KS's jobs are the same jobs as without the key; SID's differ only by their heads
+    assert study.superb_sweep_identity("fbank", "ks") == before.superb_sweep_identity("fbank", "ks")
+    old = before.superb_sweep_identity("fbank", "sid")
+    assert {k: v for k, v in ident.items() if k != "heads"} == {k: v for k, v in old.items() if k != "heads"}
+    assert len([j for j in study.superb_jobs if j.task == "sid"]) == 3 * len(
+        [j for j in before.superb_jobs if j.task == "sid"])
+
+
 def test_identity_holds_the_jobs_own_lr_and_seed_and_a_stage_version():
     cfg = smoke()
     cfg["superb"]["ks"]["lr"] = [0.001, 0.01]

@@ -539,6 +539,11 @@ class Study:
     def superb_seeds(self) -> list[int]:
         return [int(s) for s in self.scfg["seeds"]]
 
+    def superb_task_seeds(self, task: str) -> list[int]:
+        """Head seeds of ``task``: superb.<task>.seeds, else superb.seeds."""
+        own = (self.scfg.get(task) or {}).get("seeds")
+        return [int(s) for s in own] if own else self.superb_seeds
+
     def superb_lrs(self, task: str) -> list[str]:
         from deepwide.superb.plan import format_lr, lrs
 
@@ -579,7 +584,7 @@ class Study:
     @cached_property
     def superb_jobs(self) -> list[SuperbJob]:
         return [SuperbJob(u, t, lr, s) for u in self.upstreams for t in self.superb_tasks if self.evaluates(u, t)
-                for lr in self.superb_lrs(t) for s in self.superb_seeds]
+                for lr in self.superb_lrs(t) for s in self.superb_task_seeds(t)]
 
     def superb_task_results(self, upstream: str, task: str) -> list[str]:
         return [self.superb_result(upstream, task, lr, s) for lr, s in self.superb_heads(task)]
@@ -590,7 +595,7 @@ class Study:
     # so adding an lr or seed reruns it, and the rerun restores every finished head from its
     # s3prl target dir (lr{lr}/seed{s}/work-<hash>) and trains only the new ones.
     def superb_heads(self, task: str) -> list[tuple[str, int]]:
-        return [(lr, s) for lr in self.superb_lrs(task) for s in self.superb_seeds]
+        return [(lr, s) for lr in self.superb_lrs(task) for s in self.superb_task_seeds(task)]
 
     def superb_heads_file(self, upstream: str, task: str) -> str:
         return str(self.results / "superb" / upstream / task / "heads.json")
@@ -628,6 +633,7 @@ class Study:
 
         tcfg, _ = split_execution(task_config(self.config, task), f"superb.{task}")
         tcfg.pop("lr", None)  # the job's own lr below, never the task's list
+        tcfg.pop("seeds", None)  # likewise its own head seed (a sweep's heads list them)
         ident = {"upstream": upstream, "source": self.upstream_source(upstream), "task": tcfg, "lr": lr, "seed": int(seed)}
         if task in ("asr", "pr"):  # s3prl reads the transcripts under the corpus's text policy
             ident["text_policy"] = self.text_policy

@@ -76,11 +76,10 @@ def cost(study, fig: dict) -> dict:
     audio = float(tr["steps"]) * float(tr["batch_seconds"])
     t_distill = sum(audio / float(fig["distill"]["cached" if j.cached else "online"]) for j in study.student_jobs) / 3600
     out["stages"].append({"stage": "distill", "jobs": len(study.student_jobs), "ours": t_distill, "per_lr": t_distill})
-    seeds = len(study.superb_seeds)
     for task in study.superb_tasks:
         n_up = sum(1 for u in study.upstreams if study.evaluates(u, task))
         t = study.scfg[task]
-        heads = len(study.superb_lrs(task)) * seeds
+        heads = len(study.superb_heads(task))
         folds = len(t.get("folds") or [None]) if task == "er" else 1
         head_audio = float(t["total_steps"]) * float(t["batch_size"]) * float(t.get("gradient_accumulate") or 1) * UTTERANCE_SECONDS[task] * folds
         row = _row(fig, task)

@@ -112,7 +112,8 @@ def depth_figure(dep, v, sc, opts, out):
                 rows = v[(v["method"] == method) & (v["role"] == vd.PRIMARY)] if len(v) else v
             if len(rows):
                 r = rows.iloc[0]
-                notes.append(f"{method}: {r['verdict']}" + (" (primary test)" if fam == "all" else ""))
+                notes.append(f"{method} primary test (content - speaker): {r['verdict']}" if fam == "all"
+                             else f"{method}: {r['verdict']}")
         ax.axhline(100.0, color="grey", ls="--", lw=1, label="teacher (100)")
         ax.axhline(0.0, color="grey", ls=":", lw=1, label="FBANK (0)")
         if notes:

@@ -153,13 +153,17 @@ def contrast(cells: dict, coef: dict, borrow_var: dict | None = None) -> Estimat
         v_seeds += v
         parts.append((v, df))
     v_items = 0.0
+    unpaired, unknown = [], []
     for key in dict.fromkeys(k[0] for k in coef):
         ks = [k for k in coef if k[0] == key]
-        v, df, note = _item_variance([cells[k] for k in ks], [coef[k] for k in ks])
-        if note:
-            notes.append(note)
+        v, df, how = _item_variance([cells[k] for k in ks], [coef[k] for k in ks])
+        {"unpaired": unpaired, "unknown": unknown}.get(how, []).append(key)
         v_items += v
         parts.append((v, df))
+    if unpaired:
+        notes.append(f"test-item noise unpaired (no per-item results for every model; conservative): {', '.join(unpaired)}")
+    if unknown:
+        notes.append(f"test-item noise unknown (no per-item results, no test-set size): {', '.join(unknown)}")
     se = math.sqrt(v_seeds + v_items) if math.isfinite(v_seeds + v_items) else math.nan
     df = _satterthwaite(parts) if math.isfinite(se) else math.nan
     return Estimate(est, se, math.sqrt(v_seeds) if math.isfinite(v_seeds) else math.nan,
@@ -167,7 +171,8 @@ def contrast(cells: dict, coef: dict, borrow_var: dict | None = None) -> Estimat
 
 
 def _item_variance(cells: list[Cell], coefs: list[float]) -> tuple[float, float, str]:
-    """(variance, df, note) of one task's test-item part of a contrast."""
+    """(variance, df, how) of one task's test-item part of a contrast; how: paired, unpaired
+    or unknown."""
     paired = all(c.values is not None for c in cells) and len({c.item_ids for c in cells}) == 1
     if paired:
         w = cells[0].weights
@@ -181,15 +186,14 @@ def _item_variance(cells: list[Cell], coefs: list[float]) -> tuple[float, float,
         lt = float(u.mean())
         d = u - lt * w / wbar
         var = (float(np.var(d, ddof=1)) - inter) / n if n >= 2 else math.nan
-        return max(var, 0.0), max(n - 1, 1), ""
+        return max(var, 0.0), max(n - 1, 1), "paired"
     # unpaired fallback: each cell's own sampling variance (of a mean over its replicates it
     # does not shrink: they share the test set)
     ses = [c.sampling_se for c in cells]
     if any(math.isnan(s) for s in ses):
-        return math.nan, 0, f"{cells[0].key}: no per-item results and no test-set size: test-item noise unknown"
-    note = f"{cells[0].key}: no per-item results for every model: test-item noise taken unpaired (conservative)"
+        return math.nan, 0, "unknown"
     n = min((len(c.weights) if c.weights is not None else 30) for c in cells)
-    return float(sum(c * c * s * s for c, s in zip(coefs, ses))), max(n - 1, 1), note
+    return float(sum(c * c * s * s for c, s in zip(coefs, ses))), max(n - 1, 1), "unpaired"
 
 
 def holm(pvalues: list[float]) -> list[float]:

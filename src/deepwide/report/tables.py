@@ -139,6 +139,23 @@ def verdict_csv(v: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def verdict_view(v: pd.DataFrame) -> pd.DataFrame:
+    """The verdict table as verdict.md and verdict.tex show it (verdict.csv has every column)."""
+    rows = []
+    for _, r in v.iterrows():
+        unit = "" if r["unit"] == verdict.NORM_UNIT else f" {r['unit']}"
+        ci = f"[{r['ci_low']:+.1f}, {r['ci_high']:+.1f}]" if pd.notna(r["ci_low"]) else "–"
+        rows.append({"method": r["method"], "test": r["role"], "tasks": r["tasks"], "contrast": r["contrast"],
+                     "estimate": f"{r['estimate']:+.1f}{unit}", "95 % CI": ci,
+                     "SE (seeds, items)": (f"{r['se']:.2f} ({r['se_seeds']:.2f}, {r['se_items']:.2f})"
+                                           if pd.notna(r["se"]) else "–"),
+                     "Holm p": f"{r['p_holm']:.3g}" if pd.notna(r["p_holm"]) else "–",
+                     "detection limit": f"±{abs(r['mdd']):.1f}{unit}" if pd.notna(r["mdd"]) else "–",
+                     "n": int(r["n_seeds"]), "verdict": r["verdict"]})
+    return pd.DataFrame(rows, columns=["method", "test", "tasks", "contrast", "estimate", "95 % CI", "SE (seeds, items)",
+                                       "Holm p", "detection limit", "n", "verdict"])
+
+
 def score_table(sc: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for _, r in sc.iterrows():
@@ -349,12 +366,13 @@ def write_tables(results: pd.DataFrame, out_dir: str | Path, include_published: 
     for name, df in tables.items():
         for ext in FORMATS:
             path = out_dir / f"{name}.{ext}"
+            shown = verdict_view(df) if name == "verdict" and ext != "csv" else df
             if ext == "md":
-                text = to_markdown(df, caps[name], notes.get(name, ""))
+                text = to_markdown(shown, caps[name], notes.get(name, ""))
             elif ext == "csv":
-                text = df.to_csv(index=False)
+                text = shown.to_csv(index=False)
             else:
-                text = to_latex(df, caps[name], name)
+                text = to_latex(shown, caps[name], name)
             atomic_write_text(path, text)
             written.append(path)
     return written

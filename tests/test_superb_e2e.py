@@ -84,6 +84,11 @@ def test_ks_two_lrs_through_snakemake(tmp_path):
         # the test score is s3prl's own, recomputed from the dumped predictions
         rows = [r.split("\t") for r in preds[1:]]
         assert math.isclose(res["test_score"], 100 * sum(p == lab for _, p, lab in rows) / len(rows), abs_tol=1e-6)
+        # and the report's per-item reader gives the same items and score (the verdict's pairing)
+        from deepwide.superb.items import score_of, test_items
+
+        items = test_items("KS", job / "predictions")
+        assert len(items["item"]) == len(rows) and math.isclose(score_of(items), res["test_score"], abs_tol=1e-6)
 
     sel = json.loads((results / "superb" / "tiny" / "ks" / "selected.json").read_text())
     best = max(runs.values(), key=lambda r: (r["dev_score"], -r["lr"]))
@@ -133,6 +138,10 @@ def test_pr_with_fbank_on_smoke_librispeech(tmp_path):
     er = error_rate_se(next((out.parent / "work-").parent.glob("work-*")))
     assert er["rate"] == pytest.approx(res["test_score"], abs=1e-6) and er["utterances"] == len(ref)
     assert res["test_se"] == pytest.approx(er["se"]) and 0 < res["test_se"] < 100
+    from deepwide.superb.items import score_of, test_items
+
+    items = test_items("PR", out.parent / "predictions")
+    assert len(items["item"]) == len(ref) and score_of(items) == pytest.approx(res["test_score"], abs=1e-6)
     assert _home_s3prl_cache() == home_cache_before  # nothing went to ~/.cache/s3prl
     lexicons = list((results / "superb" / "cache" / "download").glob("*lexicon*g2p.txt"))
     assert len(lexicons) == 2

@@ -4,8 +4,8 @@
 - Test values at that lr: mean and standard deviation over replicates (a replicate is a
   (distillation seed, SUPERB head seed) pair; the teacher and FBANK have head seeds only).
 - The guard (:func:`guard`): a task is *informative* only when the study's teacher beats
-  its FBANK row by more than ``Z_GUARD`` standard errors of that difference (from the seed
-  spread of both rows and, where results carry ``n_test``, the test set's sampling error).
+  its FBANK row by more than ``Z_GUARD`` standard errors of that difference; its variance is
+  the sum of the seed and the test-item parts (:mod:`deepwide.report.inference`).
   Otherwise ``(s - fbank) / (teacher - fbank)`` flips sign or explodes, and the task is
   "not informative at this scale".
 - Scores per model, each per replicate and then mean +- std over replicates:
@@ -24,6 +24,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from deepwide.report import inference
 from deepwide.report.score import FAMILIES, FBANK, METRIC, SCORE_KEYS, SOTA, TASK_KEYS, TASKS, task_terms
 
 # methods that are not distilled students (extra: an upstream superb was given by name)
@@ -85,8 +86,6 @@ def guard(best: pd.DataFrame, z: float = Z_GUARD, items: pd.DataFrame | None = N
     exist, ``items``; else each row's sampling error: measured for PR and ASR, binomial over
     the test size otherwise). Without any noise estimate the key is not informative.
     """
-    from deepwide.report import inference
-
     measured = best[~best["published"]]
     cells = inference.build_cells(measured, items)
     borrow = inference.pooled_rep_var(cells)

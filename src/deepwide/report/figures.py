@@ -183,7 +183,7 @@ def unmoved(weights: pd.DataFrame) -> bool:
     if weights.empty:
         return False
     out = []
-    for _, g in weights.groupby([c for c in ("lr", "seed", "upstream") if c in weights] or (lambda _: 0)):
+    for _, g in weights.groupby(["upstream", "lr", "seed"]):
         w = g["weight"].to_numpy(float)
         out.append(float(np.max(np.abs(w - 1.0 / len(w)))) < UNMOVED_TOL)
     return all(out)

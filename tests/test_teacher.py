@@ -264,9 +264,10 @@ def test_thread_count_is_pinned_and_recorded(corpus, tmp_path):
     """The weights depend on the intra-op thread count (reduction order): the count used is
     the config's, not the machine's, and info.json says which."""
     cfg = merged(MICRO, train={"steps": 3, "eval_every": 3, "precision": "fp32"}, threads=1)
-    assert run_pretrain(corpus, tmp_path, cfg) == 0
+    # Snakemake passes its share of --cores as --threads: a pinned config count wins
+    assert run_pretrain(corpus, tmp_path, cfg, "--threads", "2") == 0
     info = json.loads((tmp_path / "info.json").read_text())
-    assert info["threads"] == info["numerics"]["threads"] == 1
+    assert info["threads"] == info["numerics"]["threads"] == 1 and torch.get_num_threads() == 1
 
 
 def test_state_sha256_and_cpu_flags(monkeypatch):

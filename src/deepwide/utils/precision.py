@@ -1,4 +1,6 @@
-"""Training precision: bf16 autocast where the hardware computes in bf16 natively."""
+"""Training precision (bf16 autocast where the hardware computes in bf16 natively) and the
+numerics that decide trained weights: CPU kernel flags, deterministic kernels, a record for
+info.json and a hash of the weights."""
 
 from __future__ import annotations
 

@@ -25,8 +25,10 @@ FORMAT = "deepwide-encoder/1"
 def save_checkpoint(path: str | Path, model: torch.nn.Module, arch: ArchConfig, meta: dict[str, Any] | None = None) -> None:
     """Atomically write ``model`` (a Wav2Vec2Model of shape ``arch``) to ``path``."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    with atomic_path(path) as tmp:
-        torch.save({"format": FORMAT, "arch": arch.to_dict(), "state_dict": state, "meta": meta or {}}, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        # through a file object the zip's record prefix is "archive", not the (random)
+        # temporary file name: equal weights and meta give byte-identical files
+        torch.save({"format": FORMAT, "arch": arch.to_dict(), "state_dict": state, "meta": meta or {}}, f)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"):

@@ -30,7 +30,7 @@ def register(sub):
     pt.add_argument("--info", help="info.json to write (default: beside --out)")
     pt.add_argument("--curve", help="training curve Parquet to write (default: curve.parquet beside --out)")
     pt.add_argument("--workdir", required=True, help="resume state and pseudo-labels (kept across restarts)")
-    pt.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: config, else all usable CPUs)")
+    pt.add_argument("--threads", type=int, default=0, help="torch CPU threads when teacher.pretrain.threads is 0 (a pinned config count wins: it sets the weights' reduction order); 0: all usable CPUs")
     pt.add_argument("--stop-at-step", type=int, help="save resume state and stop at this global step (no outputs)")
     pt.add_argument("--no-progress", action="store_true", help="no progress bar")
     pt.set_defaults(func=cmd_pretrain)

@@ -36,9 +36,15 @@ def fit_kmeans_labels(
     seed: int,
     name: str,
     cache_bytes: int = 1 << 30,
+    threads: int | None = None,
 ) -> tuple[list[Labels], dict]:
-    """Fit k-means on frames of ``splits[0]`` and label every split; returns stats too."""
-    from sklearn.cluster import MiniBatchKMeans
+    """Fit k-means on frames of ``splits[0]`` and label every split; returns stats too.
+
+    Deterministic: the frame sample comes from ``seed``, k-means++ from ``random_state``,
+    and scikit-learn's OpenMP/BLAS pools run ``threads`` threads (the teacher's), not as
+    many as the machine has (measured invariant to 1 vs 2 threads; fixed all the same).
+    """
+    from threadpoolctl import threadpool_limits
 
     train = splits[0]
     rng = np.random.default_rng([seed, 17])
@@ -62,6 +68,13 @@ def fit_kmeans_labels(
     std = x.std(axis=0) + 1e-5
     x = (x - mean) / std
     log.info("%s: fitting MiniBatchKMeans(k=%d) on %d frames of dim %d", name, clusters, len(x), x.shape[1])
+    with threadpool_limits(limits=threads):
+        return _fit_and_label(splits, featurize, clusters, batch_size, n_init, seed, name, x, mean, std, cache)
+
+
+def _fit_and_label(splits, featurize, clusters, batch_size, n_init, seed, name, x, mean, std, cache):
+    from sklearn.cluster import MiniBatchKMeans
+
     km = MiniBatchKMeans(
         n_clusters=clusters,
         batch_size=batch_size,

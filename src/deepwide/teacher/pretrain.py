@@ -34,7 +34,7 @@ from deepwide.teacher.data import SAMPLE_RATE, BatchPlan, Labels, Utterances, cr
 from deepwide.teacher.features import MFCCFeaturizer, layer_features
 from deepwide.teacher.labels import fit_kmeans_labels
 from deepwide.utils.io import atomic_path, atomic_write_text, canonical_json, sha256_file, write_parquet
-from deepwide.utils.precision import autocast, resolve_precision
+from deepwide.utils.precision import autocast, deterministic, numerics_record, resolve_precision, state_sha256
 
 log = logging.getLogger(__name__)
 
@@ -390,7 +390,14 @@ def pretrain(
     out, workdir = Path(out), Path(workdir)
     info_path = Path(info_path) if info_path else out.with_name("info.json")
     curve_path = Path(curve_path) if curve_path else out.with_name("curve.parquet")
-    n_threads = threads or cfg["threads"] or default_threads()
+    # torch's intra-op thread count sets the order of parallel reductions, so the weights'
+    # last bits: a count pinned in the config (teacher.pretrain.threads) wins over the
+    # caller's share (Snakemake scales its `threads:` down to --cores); 0 takes the share,
+    # else every usable CPU. info.json records the count used.
+    if cfg["threads"] and threads and threads != cfg["threads"]:
+        log.info("teacher.pretrain.threads pins %d torch threads (the reduction order); --threads %d is not used",
+                 cfg["threads"], threads)
+    n_threads = cfg["threads"] or threads or default_threads()
     torch.set_num_threads(n_threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     arch = teacher_arch(cfg["arch"])
@@ -414,87 +421,93 @@ def pretrain(
              arch.name, count_params(build_model(arch)), len(train), train.seconds / 60, len(valid), valid.seconds / 60, device, n_threads)
     _prepare_workdir(workdir, _fingerprint(cfg, manifests))
 
-    run_start = time.perf_counter()
-    iterations = []
-    steps_list = [t["steps"]] + ([cfg["iteration2"]["steps"] or t["steps"]] if cfg["iterations"] == 2 else [])
-    trainer = None
-    for it, steps in enumerate(steps_list, start=1):
-        if it == 1:
-            mf = cfg["mfcc"]
-            feat = MFCCFeaturizer(arch.conv, SAMPLE_RATE, mf["n_mfcc"], mf["n_mels"], mf["window_ms"])
+    # deterministic kernels (CPU and CUDA): a rerun on this machine gives the same bits
+    with deterministic(device):
+        run_start = time.perf_counter()
+        iterations = []
+        steps_list = [t["steps"]] + ([cfg["iteration2"]["steps"] or t["steps"]] if cfg["iterations"] == 2 else [])
+        trainer = None
+        for it, steps in enumerate(steps_list, start=1):
+            if it == 1:
+                mf = cfg["mfcc"]
+                feat = MFCCFeaturizer(arch.conv, SAMPLE_RATE, mf["n_mfcc"], mf["n_mels"], mf["window_ms"])
+                km = cfg["kmeans"]
+                clusters, source = km["clusters"], "mfcc"
+            else:
+                prev = trainer.model.wav2vec2.eval()
+                layer = cfg["iteration2"]["layer"]
+                if layer > arch.depth:
+                    raise DeepwideError(f"teacher.pretrain.iteration2.layer: {layer} exceeds the teacher depth {arch.depth}")
+                feat = lambda wav, m=prev, k=layer: layer_features(m, wav, k, device)  # noqa: E731
+                clusters, source = cfg["iteration2"]["clusters"], f"iteration1 layer {layer}"
             km = cfg["kmeans"]
-            clusters, source = km["clusters"], "mfcc"
-        else:
-            prev = trainer.model.wav2vec2.eval()
-            layer = cfg["iteration2"]["layer"]
-            if layer > arch.depth:
-                raise DeepwideError(f"teacher.pretrain.iteration2.layer: {layer} exceeds the teacher depth {arch.depth}")
-            feat = lambda wav, m=prev, k=layer: layer_features(m, wav, k, device)  # noqa: E731
-            clusters, source = cfg["iteration2"]["clusters"], f"iteration1 layer {layer}"
-        km = cfg["kmeans"]
-        lt, lv, kstats = _labels(workdir, it, lambda: fit_kmeans_labels(
-            [train, valid], feat, clusters, km["max_frames"], km["batch_size"], km["n_init"], cfg["seed"] + it,
-            f"teacher it{it} k-means ({source})"))
-        offset = sum(steps_list[: it - 1])
-        trainer = Trainer(it, cfg, arch, clusters, steps, offset, train, lt, valid, lv, workdir, device)
-        if not trainer.fit(stop_at_step, progress):
-            log.info("stopped at global step %d (--stop-at-step); rerun the same command to resume", stop_at_step)
-            return None
-        ev = trainer.last_eval or trainer.evaluate()
-        iterations.append({"iteration": it, "labels": source, "clusters": clusters, "steps": steps,
-                           "precision": trainer.precision,
-                           "kmeans": kstats, "train_wall_s": trainer.wall_s, "train_cpu_s": trainer.cpu_s, **ev})
-        if stop_at_step is not None and offset + steps >= stop_at_step and it < len(steps_list):
-            log.info("stopped after iteration %d (--stop-at-step); rerun to resume", it)
-            return None
+            lt, lv, kstats = _labels(workdir, it, lambda: fit_kmeans_labels(
+                [train, valid], feat, clusters, km["max_frames"], km["batch_size"], km["n_init"], cfg["seed"] + it,
+                f"teacher it{it} k-means ({source})", threads=n_threads))
+            offset = sum(steps_list[: it - 1])
+            trainer = Trainer(it, cfg, arch, clusters, steps, offset, train, lt, valid, lv, workdir, device)
+            if not trainer.fit(stop_at_step, progress):
+                log.info("stopped at global step %d (--stop-at-step); rerun the same command to resume", stop_at_step)
+                return None
+            ev = trainer.last_eval or trainer.evaluate()
+            iterations.append({"iteration": it, "labels": source, "clusters": clusters, "steps": steps,
+                               "precision": trainer.precision,
+                               "kmeans": kstats, "train_wall_s": trainer.wall_s, "train_cpu_s": trainer.cpu_s, **ev})
+            if stop_at_step is not None and offset + steps >= stop_at_step and it < len(steps_list):
+                log.info("stopped after iteration %d (--stop-at-step); rerun to resume", it)
+                return None
 
-    final = iterations[-1]
-    w2v = trainer.model.wav2vec2.cpu().eval()
-    curve = []
-    for it in range(1, len(steps_list) + 1):
-        state = torch.load(workdir / f"state_it{it}.pt", map_location="cpu", weights_only=False)
-        curve.extend(state["curve"])
-    # does the teacher have a layer hierarchy for depth to exploit? (the report warns above 0.8)
-    from deepwide.report.cka import first_last_cka
+        final = iterations[-1]
+        w2v = trainer.model.wav2vec2.cpu().eval()
+        curve = []
+        for it in range(1, len(steps_list) + 1):
+            state = torch.load(workdir / f"state_it{it}.pt", map_location="cpu", weights_only=False)
+            curve.extend(state["curve"])
+        # does the teacher have a layer hierarchy for depth to exploit? (the report warns above 0.8)
+        from deepwide.report.cka import first_last_cka
 
-    cka_first_last = (first_last_cka(w2v, valid.paths[:16], max_seconds=10.0, max_frames=8000, seed=cfg["seed"],
-                                     device="cpu") if arch.depth >= 2 else None)
-    info = {
-        "source": "pretrain",
-        "cka_first_last": cka_first_last,
-        "cka_first_last_on": f"{min(len(valid), 16)} held-out utterances ({valid_source})",
-        "arch": arch.to_dict(),
-        "name": arch.name,
-        "params": count_params(w2v),
-        "steps": sum(steps_list),
-        "iterations": iterations,
-        "n_clusters": final["clusters"],
-        "valid_masked_acc": final["valid_masked_acc"],
-        "majority_rate": final["majority_rate"],
-        "valid_loss": final["valid_loss"],
-        "wall_time_s": sum(i["train_wall_s"] + i["kmeans"].get("wall_s", 0.0) for i in iterations),
-        "cpu_time_s": sum(i["train_cpu_s"] + i["kmeans"].get("cpu_s", 0.0) for i in iterations),
-        "this_run_wall_s": time.perf_counter() - run_start,
-        "device": str(device),
-        "threads": n_threads,
-        "train_utterances": len(train),
-        "train_seconds": train.seconds,
-        "valid_utterances": len(valid),
-        "valid_seconds": valid.seconds,
-        "valid_source": valid_source,
-        "skipped": skipped,
-        "config": cfg,
-    }
-    import pandas as pd
+        cka_first_last = (first_last_cka(w2v, valid.paths[:16], max_seconds=10.0, max_frames=8000, seed=cfg["seed"],
+                                         device="cpu") if arch.depth >= 2 else None)
+        info = {
+            "source": "pretrain",
+            "cka_first_last": cka_first_last,
+            "cka_first_last_on": f"{min(len(valid), 16)} held-out utterances ({valid_source})",
+            "arch": arch.to_dict(),
+            "name": arch.name,
+            "params": count_params(w2v),
+            "steps": sum(steps_list),
+            "iterations": iterations,
+            "n_clusters": final["clusters"],
+            "valid_masked_acc": final["valid_masked_acc"],
+            "majority_rate": final["majority_rate"],
+            "valid_loss": final["valid_loss"],
+            "wall_time_s": sum(i["train_wall_s"] + i["kmeans"].get("wall_s", 0.0) for i in iterations),
+            "cpu_time_s": sum(i["train_cpu_s"] + i["kmeans"].get("cpu_s", 0.0) for i in iterations),
+            "this_run_wall_s": time.perf_counter() - run_start,
+            "device": str(device),
+            "threads": n_threads,
+            # what determines the weights besides config and data (two runs with equal records
+            # on one machine give equal weights_sha256; see deepwide.utils.precision)
+            "numerics": numerics_record(device, n_threads, "+".join(sorted({i["precision"] for i in iterations}))),
+            "weights_sha256": state_sha256(w2v.state_dict()),
+            "train_utterances": len(train),
+            "train_seconds": train.seconds,
+            "valid_utterances": len(valid),
+            "valid_seconds": valid.seconds,
+            "valid_source": valid_source,
+            "skipped": skipped,
+            "config": cfg,
+        }
+        import pandas as pd
 
-    write_parquet(pd.DataFrame(curve), curve_path)
-    atomic_write_text(info_path, json.dumps(info, indent=2, sort_keys=True) + "\n")
-    from deepwide.models.checkpoint import save_checkpoint
+        write_parquet(pd.DataFrame(curve), curve_path)
+        atomic_write_text(info_path, json.dumps(info, indent=2, sort_keys=True) + "\n")
+        from deepwide.models.checkpoint import save_checkpoint
 
-    meta = {k: info[k] for k in ("source", "params", "steps", "n_clusters", "valid_masked_acc", "majority_rate", "valid_source")}
-    meta["config"] = cfg
-    meta["normalize"] = False  # trained on raw waveforms (like HuBERT Base), see models.convert
-    save_checkpoint(out, w2v, arch, meta)
-    log.info("teacher %s: %d params, held-out masked acc %.4f vs majority %.4f, %.0f s -> %s",
-             arch.name, info["params"], info["valid_masked_acc"], info["majority_rate"], info["wall_time_s"], out)
-    return info
+        meta = {k: info[k] for k in ("source", "params", "steps", "n_clusters", "valid_masked_acc", "majority_rate", "valid_source")}
+        meta["config"] = cfg
+        meta["normalize"] = False  # trained on raw waveforms (like HuBERT Base), see models.convert
+        save_checkpoint(out, w2v, arch, meta)
+        log.info("teacher %s: %d params, held-out masked acc %.4f vs majority %.4f, %.0f s -> %s",
+                 arch.name, info["params"], info["valid_masked_acc"], info["majority_rate"], info["wall_time_s"], out)
+        return info

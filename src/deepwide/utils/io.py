@@ -17,31 +17,79 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, is_dir: bool = False) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, is_dir: bool = False, replace: bool = False, merge: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; move it onto ``path`` on success.
 
-    On an exception the temporary file or folder is removed and ``path`` is untouched.
+    On an exception the temporary file or folder is removed and ``path`` is untouched. The
+    result gets the permissions a plain ``open``/``mkdir`` would give (``0o666``/``0o777``
+    less the umask), not ``mkstemp``'s private ``0o600``/``0o700``.
+
+    Folders (``is_dir``): an existing empty folder is replaced; an existing non-empty one is
+    a DeepwideError (nothing is written), unless ``replace`` (the caller owns the whole
+    folder: it is swapped for the new one, the old removed only after the swap) or ``merge``
+    (the new folder's files are moved into the existing one, replacing only those names;
+    everything else in it is kept). A file where a folder should be, or a folder where a
+    file should be, is a DeepwideError naming the path.
     """
+    from deepwide.errors import DeepwideError
+
     path = Path(path)
+    if is_dir and path.exists() and not path.is_dir():
+        raise DeepwideError(f"{path} exists and is not a folder: it is left untouched; choose a folder path")
+    if not is_dir and path.is_dir():
+        raise DeepwideError(f"{path} is a folder, a file is to be written there: it is left untouched; choose a file path")
+    if is_dir and not (replace or merge) and path.is_dir() and any(path.iterdir()):
+        raise DeepwideError(f"{path} exists and is not empty: it is left untouched; choose a new or empty folder "
+                            "(or remove this one yourself)")
     path.parent.mkdir(parents=True, exist_ok=True)
     if is_dir:
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        os.chmod(tmp, 0o777 & ~_umask())
     else:
         fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
         tmp = Path(name)
+        os.chmod(tmp, 0o666 & ~_umask())
+    old = None
     try:
         yield tmp
-        if is_dir and path.exists():
-            shutil.rmtree(path)
+        if is_dir and merge and path.is_dir():
+            for entry in sorted(tmp.iterdir()):
+                if (path / entry.name).is_dir() and not entry.is_dir():
+                    raise DeepwideError(f"{path / entry.name} is a folder where a file is to be written: it is left untouched")
+                if entry.is_dir() and (path / entry.name).is_dir():  # merge one level down as well
+                    for sub in sorted(entry.iterdir()):
+                        os.replace(sub, path / entry.name / sub.name)
+                    entry.rmdir()
+                else:
+                    os.replace(entry, path / entry.name)
+            tmp.rmdir()
+            return
+        if is_dir and path.is_dir():
+            if any(path.iterdir()):  # replace: swap first, remove the old folder after
+                old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+                os.replace(path, old / "x")
+            else:
+                path.rmdir()
         os.replace(tmp, path)
     except BaseException:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             tmp.unlink(missing_ok=True)
+        if old is not None and not path.exists() and (old / "x").exists():
+            os.replace(old / "x", path)  # put the old folder back
         raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -109,3 +157,4 @@ def write_parquet(df, path: str | os.PathLike) -> None:
     """Write a pandas DataFrame to Parquet atomically."""
     with atomic_path(path) as tmp:
         df.to_parquet(tmp, index=False)
+

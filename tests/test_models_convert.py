@@ -376,3 +376,31 @@ def test_export_hf_never_deletes_what_it_did_not_write(tmp_path, repo_root):
     r = export(afile)
     assert r.returncode != 0 and "is not a folder" in r.stderr and "Traceback" not in r.stderr
     assert afile.read_text() == "x"
+
+
+# ----------------------------------------------------------------------------- verified checkpoints
+
+
+def test_checkpoint_with_flipped_tensor_bytes_fails_and_is_moved_aside(tmp_path):
+    """64 flipped bytes inside a tensor of student.pt: torch.load does not notice; the
+    recorded digest does, the error names the file, and the file is moved aside (kept) so
+    that snakemake rebuilds it."""
+    ckpt, model, arch = student(tmp_path)
+    load_checkpoint(ckpt)  # intact: loads
+    big = max(model.state_dict().values(), key=lambda t: t.numel())
+    raw = bytearray(ckpt.read_bytes())
+    at = raw.find(big.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()[:256])
+    assert at > 0
+    raw[at + 512 : at + 576] = bytes(b ^ 0xFF for b in raw[at + 512 : at + 576])
+    ckpt.write_bytes(bytes(raw))
+    torch.load(ckpt, weights_only=False)  # still a readable file: only a digest can tell
+    with pytest.raises(DeepwideError, match=r"corrupt checkpoint .*student\.pt.*sha256.*rerun `snakemake`"):
+        load_checkpoint(ckpt)
+    assert not ckpt.exists() and (tmp_path / "student.pt.corrupt").read_bytes() == bytes(raw)
+
+
+def test_truncated_checkpoint_names_the_file_and_the_rerun(tmp_path):
+    ckpt, _, _ = student(tmp_path)
+    ckpt.write_bytes(ckpt.read_bytes()[:5000])
+    with pytest.raises(DeepwideError, match=r"cannot read checkpoint .*student\.pt.*rerun `snakemake`"):
+        load_checkpoint(ckpt)

@@ -144,3 +144,75 @@ def test_snakemake_rejects_missing_root_before_any_job(tmp_path):
     assert proc.returncode != 0
     assert "superb.ks" in proc.stderr + proc.stdout and "missing_speech_commands" in proc.stderr + proc.stdout
     assert not (tmp_path / "results").exists()
+
+
+def test_voxceleb_lists_leave_out_the_audio_the_corpus_stage_rejects(tmp_path):
+    """SID/ASV: iden_split.txt and the trial list s3prl reads name no file the corpus stage
+    rejects; s3prl's own VoxCeleb1SID reader then decodes every file it lists."""
+    import numpy as np
+    import soundfile as sf
+    from s3prl.dataio.corpus.voxceleb1sid import VoxCeleb1SID
+
+    from deepwide.corpus.prepare import prepare_voxceleb1
+
+    root = tmp_path / "vox"
+    for s in range(2):
+        for v in range(3):
+            for u in range(2):
+                p = root / "dev" / "wav" / f"id1000{s + 1}" / f"vid{v}" / f"0000{u + 1}.wav"
+                p.parent.mkdir(parents=True, exist_ok=True)
+                sf.write(p, 0.1 * np.random.default_rng(u).standard_normal(8000).astype(np.float32), 16000, subtype="PCM_16")
+    (root / "iden_split.txt").write_text(offline.derive_iden_split(root))
+    bad = {"id10001/vid0/00001.wav", "id10002/vid2/00002.wav"}
+    (root / "dev" / "wav" / "id10001" / "vid0" / "00001.wav").write_bytes(b"not a wav file at all")
+    sf.write(root / "dev" / "wav" / "id10002" / "vid2" / "00002.wav", np.zeros(800, np.float32), 8000, subtype="PCM_16")
+    assert {Path(r["path"]).relative_to(root / "dev" / "wav").as_posix() for r in prepare_voxceleb1(root).rejects} == bad
+    cache = tmp_path / "cache"
+    split = offline.write_iden_split(root, cache)
+    trials = cache / "voxceleb1_test_v2.txt"
+    trials.write_text("1 id10001/vid0/00001.wav id10001/vid1/00001.wav\n0 id10001/vid1/00002.wav id10002/vid0/00001.wav\n")
+    assert offline.leave_out_bad_voxceleb_audio(root, [split, trials]) == 2
+    assert not any(b in split.read_text() for b in bad) and len(split.read_text().splitlines()) == 10
+    assert trials.read_text() == "0 id10001/vid1/00002.wav id10002/vid0/00001.wav\n"
+    ds = VoxCeleb1SID(str(root), n_jobs=1, cache_root=str(cache))
+    for v in ds.all_data.values():
+        sf.read(v["wav_path"])
+    assert offline.leave_out_bad_voxceleb_audio(root, [split, trials]) == 0  # idempotent
+
+
+@pytest.mark.slow
+def test_sid_runs_on_a_voxceleb_root_with_rejected_audio(tmp_path):
+    """Through the pipeline's rules (smoke size): SID on a VoxCeleb1 root holding two bad
+    files finishes and result.json counts them as left out."""
+    import numpy as np
+    import soundfile as sf
+
+    root = tmp_path / "vox"
+    for s in range(3):
+        for v in range(3):
+            for u in range(2):
+                p = root / "dev" / "wav" / f"id1000{s + 1}" / f"vid{v}" / f"0000{u + 1}.wav"
+                p.parent.mkdir(parents=True, exist_ok=True)
+                sf.write(p, 0.1 * np.random.default_rng(10 * s + u).standard_normal(16000).astype(np.float32), 16000,
+                         subtype="PCM_16")
+    (root / "iden_split.txt").write_text(offline.derive_iden_split(root))
+    (root / "dev" / "wav" / "id10001" / "vid0" / "00001.wav").write_bytes(b"not a wav file at all")
+    sf.write(root / "dev" / "wav" / "id10003" / "vid2" / "00002.wav", np.zeros(800, np.float32), 8000, subtype="PCM_16")
+    smoke = yaml.safe_load((REPO / "workflow" / "configs" / "smoke.yaml").read_text())
+    smoke["results"] = str(tmp_path / "results")
+    smoke["corpus"] = {c: {"enabled": False} for c in ("librispeech", "voxceleb1", "speech_commands", "fluent_speech_commands",
+                                                       "iemocap")}
+    smoke["superb"].update(tasks=["sid"], teacher=False, students=False)
+    smoke["superb"]["sid"]["root"] = str(root)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(smoke))
+    target = tmp_path / "results" / "superb" / "fbank" / "sid" / "selected.json"
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    proc = subprocess.run(
+        [str(Path(sys.executable).with_name("snakemake")), str(target), "--cores", "1", "--snakefile",
+         str(REPO / "Snakefile"), "--directory", str(tmp_path), "--configfile", str(cfg)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    res = next((tmp_path / "results" / "superb" / "fbank" / "sid").glob("lr*/seed0/result.json"))
+    assert json.loads(res.read_text())["audio_rejected"] == 2

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -27,6 +28,8 @@ from pathlib import Path
 
 from deepwide.errors import DeepwideError
 from deepwide.utils.io import atomic_write_text
+
+log = logging.getLogger(__name__)
 
 # the URLs s3prl 0.4.18 fetches; the cached file names derive from them
 LEXICON_URLS = [
@@ -87,6 +90,36 @@ def write_iden_split(root: str | Path, dest_dir: str | Path, split_file: str | N
     if not dest.is_file() or dest.read_text() != text:
         atomic_write_text(dest, text)
     return dest
+
+
+def leave_out_bad_voxceleb_audio(root: str | Path, lists: list[Path], jobs: int = 8) -> int:
+    """Rewrite VoxCeleb1 lists s3prl reads (``iden_split.txt``: ``<1|2|3> UID``; the trial
+    list: ``<0|1> UID UID``) without the lines naming audio the corpus stage rejects
+    (:func:`deepwide.corpus.prepare.check_audio`: unreadable, empty, not 16 kHz mono), which
+    s3prl's loader would crash on. A UID is looked up as s3prl does (``ROOT/*/wav/UID``); one
+    found nowhere is left to s3prl. Returns how many distinct files were left out."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from deepwide.corpus.prepare import check_audio
+
+    root = Path(root)
+    texts = {p: p.read_text() for p in lists if p.is_file()}
+    uids = sorted({w for t in texts.values() for line in t.splitlines() for w in line.split()[1:]})
+
+    def reason(uid):
+        found = [d / "wav" / uid for d in sorted(root.iterdir()) if (d / "wav" / uid).exists()] if root.is_dir() else []
+        return check_audio(found[0])[1] if found else None
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        bad = {u: r for u, r in zip(uids, pool.map(reason, uids)) if r is not None}
+    if not bad:
+        return 0
+    for uid, why in list(bad.items())[:20]:
+        log.warning("VoxCeleb1 %s: %s left out of what s3prl reads: %s", root, uid, why)
+    for path, text in texts.items():
+        kept = [line for line in text.splitlines(keepends=True) if not any(w in bad for w in line.split()[1:])]
+        atomic_write_text(path, "".join(kept))
+    return len(bad)
 
 
 # ----------------------------------------------------------------------------- IEMOCAP

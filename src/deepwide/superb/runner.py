@@ -280,12 +280,15 @@ def _prepare_offline(task: str, root: Path, tcfg: dict, cache_root: Path, embedd
     from deepwide.superb import offline
 
     if task in ("sid", "asv"):
-        offline.write_iden_split(root, cache_root, tcfg.get("split_file"), embedded=embedded)
+        lists = [offline.write_iden_split(root, cache_root, tcfg.get("split_file"), embedded=embedded)]
         if task == "asv":
             # s3prl's VoxCeleb1SV reads both files from its cache_dir
-            offline.write_iden_split(root, cache_root / "data", tcfg.get("split_file"), embedded=embedded)
+            lists.append(offline.write_iden_split(root, cache_root / "data", tcfg.get("split_file"), embedded=embedded))
             trial = Path(tcfg.get("trial_file") or root / "voxceleb1_test_v2.txt")
             shutil.copyfile(trial, cache_root / "data" / "voxceleb1_test_v2.txt")
+            lists.append(cache_root / "data" / "voxceleb1_test_v2.txt")
+        # audio the corpus stage rejects never reaches s3prl's reader
+        return {"audio_rejected": offline.leave_out_bad_voxceleb_audio(root, lists)}
     elif task == "er":
         offline.write_er_metadata(root, cache_root / "data", fold, tcfg.get("metadata_dir"))
     elif task == "pr":
@@ -579,6 +582,8 @@ def run_sweep(
             result["test_metrics"] = per_fold[0]["test_metrics"]
         if task == "pr":
             result.update(lexicon)  # phone_set, lexicon_source, lexicon_dir (+ lexicon_words)
+        if task in ("sid", "asv"):
+            result["audio_rejected"] = lexicon["audio_rejected"]  # files left out of s3prl's lists
         if transcripts is not None:
             result["transcripts"] = transcripts
         if not all(math.isfinite(result[k]) for k in ("dev_score", "test_score")):

@@ -22,6 +22,14 @@ def _touch(path: Path):
     path.write_bytes(b"")
 
 
+def _wav(path: Path, samples: int = 1600):
+    import numpy as np
+    import soundfile as sf
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, np.zeros(samples, np.float32), 16000, subtype="PCM_16")
+
+
 def _librispeech_text(root: Path):
     lines = {"train-clean-100": "19-198-0000 HE SAID THE CHILDREN'S HOUSE\n19-198-0001 SHE WALKED HOME\n", "dev-clean": "84-121-0000 THE RIVER\n", "test-clean": "121-221-0000 A BOOK TONIGHT\n"}
     for split, text in lines.items():
@@ -81,18 +89,24 @@ def test_er_metadata_per_fold(tmp_path):
         dialog = f"Ses0{s}F_impro01"
         lines = []
         for i, e in enumerate(emos):
-            _touch(root / f"Session{s}" / "sentences" / "wav" / dialog / f"{dialog}_F00{i}.wav")
+            _wav(root / f"Session{s}" / "sentences" / "wav" / dialog / f"{dialog}_F00{i}.wav")
             lines.append(f"[0.0 - 1.0]\t{dialog}_F00{i}\t{e}\t[2.5, 2.5, 2.5]")
         label = root / f"Session{s}" / "dialog" / "EmoEvaluation" / f"{dialog}.txt"
         label.parent.mkdir(parents=True)
         label.write_text("\n".join(lines) + "\n")
     check_root("er", root)
-    offline.write_er_metadata(root, tmp_path / "cache", fold=2)
+    assert offline.write_er_metadata(root, tmp_path / "cache", fold=2) == 0
     train = json.loads((tmp_path / "cache" / "test_session3_train_metadata.json").read_text())["meta_data"]
     test = json.loads((tmp_path / "cache" / "test_session3_test_metadata.json").read_text())["meta_data"]
     assert {Path(m["path"]).parts[0] for m in test} == {"Session3"}
     assert "Session3" not in {Path(m["path"]).parts[0] for m in train} and len(train) == 4 * 5
     assert {m["label"] for m in train} == {"neu", "hap", "ang", "sad"}  # exc merged, fru dropped
+    # audio the corpus stage rejects is left out of what s3prl's ER reader gets, and counted
+    bad = root / "Session1" / "sentences" / "wav" / "Ses01F_impro01" / "Ses01F_impro01_F000.wav"
+    bad.write_bytes(b"not a wav")
+    assert offline.write_er_metadata(root, tmp_path / "cache", fold=2) == 1
+    train = json.loads((tmp_path / "cache" / "test_session3_train_metadata.json").read_text())["meta_data"]
+    assert len(train) == 4 * 5 - 1 and bad.relative_to(root).as_posix() not in {m["path"] for m in train}
 
 
 def test_root_checks_name_task_and_path(tmp_path):

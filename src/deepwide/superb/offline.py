@@ -149,12 +149,14 @@ def iemocap_utterances(root: str | Path) -> list[dict]:
     return out
 
 
-def write_er_metadata(root: str | Path, cache_dir: str | Path, fold: int, metadata_dir: str | None = None) -> None:
+def write_er_metadata(root: str | Path, cache_dir: str | Path, fold: int, metadata_dir: str | None = None) -> int:
     """The two per-fold JSON files s3prl's ER recipe reads from ``cache_dir``.
 
     SUPERB's split (the files s3prl would fetch): session ``fold+1`` is the test set, the
     other four sessions train+dev; only neutral, happy (+excited), angry and sad count.
     ``metadata_dir`` (holding ``Session{k}/{train,test}_meta_data.json``) overrides this.
+    Rows naming audio the corpus stage rejects are left out (s3prl's loader would crash on
+    them); returns how many distinct files were.
     """
     cache_dir = Path(cache_dir)
     session = fold + 1
@@ -168,7 +170,7 @@ def write_er_metadata(root: str | Path, cache_dir: str | Path, fold: int, metada
             if not src.is_file():
                 raise DeepwideError(f"superb.er.metadata_dir: {src} not found")
             shutil.copyfile(src, dest)
-        return
+        return _leave_out_bad_er_audio(root, list(targets.values()))
     utts = [u for u in iemocap_utterances(root) if u["label"] in ER_EMOTIONS]
     for part, dest in targets.items():
         rows = [
@@ -181,6 +183,31 @@ def write_er_metadata(root: str | Path, cache_dir: str | Path, fold: int, metada
         text = json.dumps({"labels": {"neu": 0, "hap": 1, "ang": 2, "sad": 3}, "meta_data": rows}, indent=1)
         if not dest.is_file() or dest.read_text() != text:
             atomic_write_text(dest, text)
+    return _leave_out_bad_er_audio(root, list(targets.values()))
+
+
+def _leave_out_bad_er_audio(root: str | Path, files: list[Path], jobs: int = 8) -> int:
+    """Rewrite s3prl's ER metadata files without rows whose ``ROOT/path`` the corpus stage
+    rejects (:func:`deepwide.corpus.prepare.check_audio`); the number of such files."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from deepwide.corpus.prepare import check_audio
+
+    root = Path(root)
+    metas = {f: json.loads(f.read_text()) for f in files}
+    paths = sorted({r["path"] for m in metas.values() for r in m.get("meta_data", [])})
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        bad = {p: why for p, why in zip(paths, pool.map(lambda p: check_audio(root / p)[1], paths)) if why is not None}
+    if not bad:
+        return 0
+    for p, why in list(bad.items())[:20]:
+        log.warning("IEMOCAP %s: %s left out of what s3prl reads: %s", root, p, why)
+    for f, meta in metas.items():
+        meta["meta_data"] = [r for r in meta["meta_data"] if r["path"] not in bad]
+        if not meta["meta_data"]:
+            raise DeepwideError(f"superb.er: {f} has no utterance left once rejected audio is left out")
+        atomic_write_text(f, json.dumps(meta, indent=1))
+    return len(bad)
 
 
 # ----------------------------------------------------------------------------- LibriSpeech lexicon

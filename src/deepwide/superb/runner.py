@@ -290,7 +290,7 @@ def _prepare_offline(task: str, root: Path, tcfg: dict, cache_root: Path, embedd
         # audio the corpus stage rejects never reaches s3prl's reader
         return {"audio_rejected": offline.leave_out_bad_voxceleb_audio(root, lists)}
     elif task == "er":
-        offline.write_er_metadata(root, cache_root / "data", fold, tcfg.get("metadata_dir"))
+        return {"audio_rejected": offline.write_er_metadata(root, cache_root / "data", fold, tcfg.get("metadata_dir"))}
     elif task == "pr":
         from deepwide.corpus.text import PHONE_SET, USER_PHONE_SET
 
@@ -582,7 +582,7 @@ def run_sweep(
             result["test_metrics"] = per_fold[0]["test_metrics"]
         if task == "pr":
             result.update(lexicon)  # phone_set, lexicon_source, lexicon_dir (+ lexicon_words)
-        if task in ("sid", "asv"):
+        if task in ("sid", "asv", "er"):
             result["audio_rejected"] = lexicon["audio_rejected"]  # files left out of s3prl's lists
         if transcripts is not None:
             result["transcripts"] = transcripts

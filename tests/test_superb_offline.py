@@ -230,3 +230,41 @@ def test_sid_runs_on_a_voxceleb_root_with_rejected_audio(tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
     res = next((tmp_path / "results" / "superb" / "fbank" / "sid").glob("lr*/seed0/result.json"))
     assert json.loads(res.read_text())["audio_rejected"] == 2
+
+
+@pytest.mark.slow
+def test_ic_runs_on_a_fluent_speech_commands_root_with_rejected_audio(tmp_path):
+    """IC through the pipeline's rules (smoke size) on a Fluent Speech Commands root (the
+    smoke corpus, copied as a user's) with two bad files: s3prl reads a view without them
+    and result.json counts them."""
+    import shutil
+
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    smoke = yaml.safe_load((REPO / "workflow" / "configs" / "smoke.yaml").read_text())
+    smoke["results"] = str(tmp_path / "results")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(smoke))
+    snake = str(Path(sys.executable).with_name("snakemake"))
+    corpus = tmp_path / "results" / "corpora" / "fluent_speech_commands"
+    built = subprocess.run([snake, str(corpus), "--cores", "1", "--snakefile", str(REPO / "Snakefile"), "--directory",
+                            str(tmp_path), "--configfile", str(cfg)], env=env, capture_output=True, text=True, timeout=900)
+    assert built.returncode == 0, built.stderr[-3000:]
+    root = tmp_path / "fsc"
+    shutil.copytree(corpus, root)
+    rows = (root / "data" / "train_data.csv").read_text().splitlines()[1:3]
+    bad = [root / r.split(",")[1] for r in rows]
+    bad[0].write_bytes(b"not a wav file")
+    bad[1].write_bytes(b"")
+    smoke["corpus"] = {c: {"enabled": False} for c in ("librispeech", "voxceleb1", "speech_commands", "fluent_speech_commands",
+                                                       "iemocap")}
+    smoke["superb"].update(tasks=["ic"], teacher=False, students=False)
+    smoke["superb"]["ic"]["root"] = str(root)
+    cfg.write_text(yaml.safe_dump(smoke))
+    target = tmp_path / "results" / "superb" / "fbank" / "ic" / "selected.json"
+    proc = subprocess.run([snake, str(target), "--cores", "1", "--snakefile", str(REPO / "Snakefile"), "--directory",
+                           str(tmp_path), "--configfile", str(cfg)], env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    r = json.loads(next((tmp_path / "results" / "superb" / "fbank" / "ic").glob("lr*/seed0/result.json")).read_text())
+    assert r["audio_rejected"] == 2 and Path(r["s3prl_root"]) != root
+    kept = (Path(r["s3prl_root"]) / "data" / "train_data.csv").read_text()
+    assert not any(str(b.relative_to(root)) in kept for b in bad)

@@ -122,6 +122,56 @@ def leave_out_bad_voxceleb_audio(root: str | Path, lists: list[Path], jobs: int 
     return len(bad)
 
 
+def fsc_view(root: str | Path, dest_parent: str | Path, jobs: int = 8) -> tuple[Path, int]:
+    """The Fluent Speech Commands root s3prl's IC reader should see, and how many files
+    were left out of it. s3prl reads ``data/{train,valid,test}_data.csv`` and every file
+    they name. When the corpus stage's check_audio rejects none, the root itself; otherwise
+    ``dest_parent/view-<key>/`` holds the three lists without the rejected files' rows and
+    links to everything else in the root (the audio is not copied)."""
+    import csv
+    import hashlib as _hashlib
+    from concurrent.futures import ThreadPoolExecutor
+
+    from deepwide.corpus.prepare import check_audio
+
+    root = Path(root).resolve()
+    names = [f"{s}_data.csv" for s in ("train", "valid", "test")]
+    tables = {}  # name -> [(line as written, its path)], header first (path None)
+    for n in names:
+        lines = (root / "data" / n).read_text().splitlines(keepends=True)
+        col = next(csv.reader(lines[:1])).index("path")
+        tables[n] = [(lines[0], None)] + [(line, row[col]) for line, row in zip(lines[1:], csv.reader(lines[1:]))]
+    paths = sorted({p for t in tables.values() for _, p in t if p})
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        bad = {p: why for p, why in zip(paths, pool.map(lambda p: check_audio(root / p)[1], paths)) if why is not None}
+    if not bad:
+        return root, 0
+    for p, why in list(bad.items())[:20]:
+        log.warning("Fluent Speech Commands %s: %s left out of what s3prl reads: %s", root, p, why)
+    key = _hashlib.sha256(("\n".join([str(root), *sorted(bad)])).encode()).hexdigest()[:16]
+    dest = Path(dest_parent) / f"view-{key}"
+    if dest.is_dir():
+        return dest, len(bad)
+    tmp = Path(dest_parent) / f".{dest.name}.{os.getpid()}.partial"
+    shutil.rmtree(tmp, ignore_errors=True)  # our own leftover (pid-named)
+    (tmp / "data").mkdir(parents=True)
+    for entry in root.iterdir():
+        if entry.name != "data":
+            os.symlink(entry, tmp / entry.name)
+    for entry in (root / "data").iterdir():
+        if entry.name not in names:
+            os.symlink(entry, tmp / "data" / entry.name)
+    for n, t in tables.items():  # the rows as written, less the rejected ones
+        (tmp / "data" / n).write_text("".join(line for line, p in t if p not in bad))
+    try:
+        os.replace(tmp, dest)
+    except OSError:
+        if not dest.is_dir():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)  # another job wrote the same view first
+    return dest, len(bad)
+
+
 # ----------------------------------------------------------------------------- IEMOCAP
 
 

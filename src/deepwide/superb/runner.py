@@ -462,6 +462,13 @@ def run_sweep(
             extra_ident["view"] = s3prl_root.name
         if lexicon_dir:
             extra_ident["lexicon"] = (Path(lexicon_dir) / "lexicon.json").read_text() if (Path(lexicon_dir) / "lexicon.json").is_file() else ""
+    ic_rejected = None
+    if task == "ic":  # a view of the root without the audio the corpus stage rejects
+        from deepwide.superb.offline import fsc_view
+
+        s3prl_root, ic_rejected = fsc_view(root, cache_root / "fluent_speech_commands")
+        if s3prl_root != root:
+            extra_ident["view"] = s3prl_root.name
     # resume identity: the result settings only (log and save cadence may change on a requeue)
     from deepwide.study import split_execution
 
@@ -584,6 +591,9 @@ def run_sweep(
             result.update(lexicon)  # phone_set, lexicon_source, lexicon_dir (+ lexicon_words)
         if task in ("sid", "asv", "er"):
             result["audio_rejected"] = lexicon["audio_rejected"]  # files left out of s3prl's lists
+        if task == "ic":
+            result["audio_rejected"] = ic_rejected
+            result["s3prl_root"] = str(s3prl_root)
         if transcripts is not None:
             result["transcripts"] = transcripts
         if not all(math.isfinite(result[k]) for k in ("dev_score", "test_score")):

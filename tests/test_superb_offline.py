@@ -268,3 +268,42 @@ def test_ic_runs_on_a_fluent_speech_commands_root_with_rejected_audio(tmp_path):
     assert r["audio_rejected"] == 2 and Path(r["s3prl_root"]) != root
     kept = (Path(r["s3prl_root"]) / "data" / "train_data.csv").read_text()
     assert not any(str(b.relative_to(root)) in kept for b in bad)
+
+
+@pytest.mark.slow
+def test_ks_runs_on_a_speech_commands_root_with_rejected_audio(tmp_path):
+    """KS through the pipeline's rules (smoke size) on a Speech Commands root (the smoke
+    corpus, copied as a user's) with a bad train file and a bad test file."""
+    import shutil
+
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    smoke = yaml.safe_load((REPO / "workflow" / "configs" / "smoke.yaml").read_text())
+    smoke["results"] = str(tmp_path / "results")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(smoke))
+    snake = str(Path(sys.executable).with_name("snakemake"))
+    corpus = tmp_path / "results" / "corpora" / "speech_commands"
+    built = subprocess.run([snake, str(corpus), "--cores", "1", "--snakefile", str(REPO / "Snakefile"), "--directory",
+                            str(tmp_path), "--configfile", str(cfg)], env=env, capture_output=True, text=True, timeout=900)
+    assert built.returncode == 0, built.stderr[-3000:]
+    root = tmp_path / "sc"
+    shutil.copytree(corpus, root, symlinks=False)
+    train = sorted((root / "speech_commands_v0.01" / "yes").glob("*.wav"))[0]
+    test = sorted(p for p in (root / "speech_commands_test_set_v0.01").glob("*/*.wav"))[0]
+    train.unlink()
+    train.write_bytes(b"not a wav file")
+    test.unlink()
+    test.write_bytes(b"")
+    smoke["corpus"] = {c: {"enabled": False} for c in ("librispeech", "voxceleb1", "speech_commands", "fluent_speech_commands",
+                                                       "iemocap")}
+    smoke["superb"].update(tasks=["ks"], teacher=False, students=False)
+    smoke["superb"]["ks"]["root"] = str(root)
+    cfg.write_text(yaml.safe_dump(smoke))
+    target = tmp_path / "results" / "superb" / "fbank" / "ks" / "selected.json"
+    proc = subprocess.run([snake, str(target), "--cores", "1", "--snakefile", str(REPO / "Snakefile"), "--directory",
+                           str(tmp_path), "--configfile", str(cfg)], env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    r = json.loads(next((tmp_path / "results" / "superb" / "fbank" / "ks").glob("lr*/seed0/result.json")).read_text())
+    assert r["audio_rejected"] == 2 and Path(r["s3prl_root"]) != root
+    view = Path(r["s3prl_root"])
+    assert not (view / train.relative_to(root)).exists() and not (view / test.relative_to(root)).exists()

@@ -172,6 +172,49 @@ def fsc_view(root: str | Path, dest_parent: str | Path, jobs: int = 8) -> tuple[
     return dest, len(bad)
 
 
+def speech_commands_view(root: str | Path, folders: list[str], dest_parent: str | Path, jobs: int = 8) -> tuple[Path, int]:
+    """The root s3prl's KS reader should see (``ROOT/<folder>/<word>/*.wav`` for the train
+    and test folders), and how many files were left out of it. When the corpus stage's
+    check_audio rejects none, the root itself; otherwise ``dest_parent/view-<key>/`` holds
+    the same folders with links to every other file (the audio is not copied)."""
+    import hashlib as _hashlib
+    from concurrent.futures import ThreadPoolExecutor
+
+    from deepwide.corpus.prepare import check_audio
+
+    root = Path(root).resolve()
+    wavs = sorted(w for f in folders for w in (root / f).glob("*/*.wav"))
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        bad = {w: why for w, why in zip(wavs, pool.map(lambda w: check_audio(w)[1], wavs)) if why is not None}
+    if not bad:
+        return root, 0
+    for w, why in list(bad.items())[:20]:
+        log.warning("Speech Commands %s: %s left out of what s3prl reads: %s", root, w, why)
+    key = _hashlib.sha256(("\n".join([str(root), *folders, *map(str, sorted(bad))])).encode()).hexdigest()[:16]
+    dest = Path(dest_parent) / f"view-{key}"
+    if dest.is_dir():
+        return dest, len(bad)
+    tmp = Path(dest_parent) / f".{dest.name}.{os.getpid()}.partial"
+    shutil.rmtree(tmp, ignore_errors=True)  # our own leftover (pid-named)
+    for f in folders:
+        for entry in (root / f).iterdir():
+            if not entry.is_dir():
+                (tmp / f).mkdir(parents=True, exist_ok=True)
+                os.symlink(entry, tmp / f / entry.name)
+                continue
+            (tmp / f / entry.name).mkdir(parents=True, exist_ok=True)
+            for item in entry.iterdir():
+                if item not in bad:
+                    os.symlink(item, tmp / f / entry.name / item.name)
+    try:
+        os.replace(tmp, dest)
+    except OSError:
+        if not dest.is_dir():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)  # another job wrote the same view first
+    return dest, len(bad)
+
+
 # ----------------------------------------------------------------------------- IEMOCAP
 
 

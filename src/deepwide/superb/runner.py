@@ -462,13 +462,19 @@ def run_sweep(
             extra_ident["view"] = s3prl_root.name
         if lexicon_dir:
             extra_ident["lexicon"] = (Path(lexicon_dir) / "lexicon.json").read_text() if (Path(lexicon_dir) / "lexicon.json").is_file() else ""
-    ic_rejected = None
+    view_rejected = None
     if task == "ic":  # a view of the root without the audio the corpus stage rejects
         from deepwide.superb.offline import fsc_view
 
-        s3prl_root, ic_rejected = fsc_view(root, cache_root / "fluent_speech_commands")
-        if s3prl_root != root:
-            extra_ident["view"] = s3prl_root.name
+        s3prl_root, view_rejected = fsc_view(root, cache_root / "fluent_speech_commands")
+    elif task == "ks":
+        from deepwide.superb.offline import speech_commands_view
+
+        s3prl_root, view_rejected = speech_commands_view(
+            root, [tcfg.get("train_dir", "speech_commands_v0.01"), tcfg.get("test_dir", "speech_commands_test_set_v0.01")],
+            cache_root / "speech_commands")
+    if task in ("ic", "ks") and s3prl_root != root:
+        extra_ident["view"] = s3prl_root.name
     # resume identity: the result settings only (log and save cadence may change on a requeue)
     from deepwide.study import split_execution
 
@@ -591,8 +597,8 @@ def run_sweep(
             result.update(lexicon)  # phone_set, lexicon_source, lexicon_dir (+ lexicon_words)
         if task in ("sid", "asv", "er"):
             result["audio_rejected"] = lexicon["audio_rejected"]  # files left out of s3prl's lists
-        if task == "ic":
-            result["audio_rejected"] = ic_rejected
+        if task in ("ic", "ks"):
+            result["audio_rejected"] = view_rejected
             result["s3prl_root"] = str(s3prl_root)
         if transcripts is not None:
             result["transcripts"] = transcripts

@@ -307,3 +307,43 @@ def test_ks_runs_on_a_speech_commands_root_with_rejected_audio(tmp_path):
     assert r["audio_rejected"] == 2 and Path(r["s3prl_root"]) != root
     view = Path(r["s3prl_root"])
     assert not (view / train.relative_to(root)).exists() and not (view / test.relative_to(root)).exists()
+
+
+@pytest.mark.slow
+def test_sd_runs_on_a_kaldi_dir_with_rejected_audio(tmp_path):
+    """SD through the pipeline's rules (smoke size) on a Kaldi-style data dir (the smoke
+    LibriMix one, copied as a user's) whose wav.scp names one bad recording: s3prl reads a
+    view without it in any list, and result.json counts it."""
+    import shutil
+
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    smoke = yaml.safe_load((REPO / "workflow" / "configs" / "smoke.yaml").read_text())
+    smoke["results"] = str(tmp_path / "results")
+    smoke["superb"]["tasks"] = ["sd"]
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(smoke))
+    snake = str(Path(sys.executable).with_name("snakemake"))
+    data = tmp_path / "results" / "manifests" / "librimix" / "sd"
+    built = subprocess.run([snake, str(data), "--cores", "1", "--snakefile", str(REPO / "Snakefile"), "--directory",
+                            str(tmp_path), "--configfile", str(cfg)], env=env, capture_output=True, text=True, timeout=900)
+    assert built.returncode == 0, built.stderr[-3000:]
+    root = tmp_path / "sd"
+    shutil.copytree(data, root)
+    scp = root / "train" / "wav.scp"
+    lines = scp.read_text().splitlines()
+    reco, path = lines[0].split(None, 1)
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF not really a wav")
+    scp.write_text("\n".join([f"{reco} {bad}", *lines[1:]]) + "\n")
+    smoke["superb"].update(teacher=False, students=False)
+    smoke["superb"]["sd"]["root"] = str(root)
+    cfg.write_text(yaml.safe_dump(smoke))
+    target = tmp_path / "results" / "superb" / "fbank" / "sd" / "selected.json"
+    proc = subprocess.run([snake, str(target), "--cores", "1", "--snakefile", str(REPO / "Snakefile"), "--directory",
+                           str(tmp_path), "--configfile", str(cfg)], env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    r = json.loads(next((tmp_path / "results" / "superb" / "fbank" / "sd").glob("lr*/seed0/result.json")).read_text())
+    assert r["audio_rejected"] == 1
+    view = Path(r["s3prl_root"]) / "train"
+    for name in ("wav.scp", "segments", "reco2dur"):
+        assert reco not in (view / name).read_text().split(), name

@@ -215,6 +215,75 @@ def speech_commands_view(root: str | Path, folders: list[str], dest_parent: str 
     return dest, len(bad)
 
 
+def kaldi_view(root: str | Path, splits: list[str], dest_parent: str | Path, jobs: int = 8) -> tuple[Path, int]:
+    """The Kaldi-style data dir (``ROOT/<split>/wav.scp``, segments, utt2spk, spk2utt,
+    reco2dur, rttm) s3prl's SD reader should see, and how many recordings were left out.
+    A recording whose wav.scp file the corpus stage's check_audio rejects is dropped from
+    every list of its split (``dest_parent/view-<key>/``); none: the root itself."""
+    import hashlib as _hashlib
+    from concurrent.futures import ThreadPoolExecutor
+
+    from deepwide.corpus.prepare import check_audio
+
+    root = Path(root).resolve()
+    recs = {}  # (split, reco) -> path
+    for split in splits:
+        for line in (root / split / "wav.scp").read_text().splitlines():
+            parts = line.split(None, 1)
+            if len(parts) == 2 and not parts[1].rstrip().endswith("|"):  # a command: not a file to check
+                recs[(split, parts[0])] = parts[1].strip()
+    keys = sorted(recs)
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        bad = {k: why for k, why in zip(keys, pool.map(lambda k: check_audio(recs[k])[1], keys)) if why is not None}
+    if not bad:
+        return root, 0
+    for (split, reco), why in list(bad.items())[:20]:
+        log.warning("SD data dir %s/%s: recording %s (%s) left out of what s3prl reads: %s", root, split, reco,
+                    recs[(split, reco)], why)
+    key = _hashlib.sha256(("\n".join([str(root), *(f"{s}/{r}" for s, r in sorted(bad))])).encode()).hexdigest()[:16]
+    dest = Path(dest_parent) / f"view-{key}"
+    if dest.is_dir():
+        return dest, len(bad)
+    tmp = Path(dest_parent) / f".{dest.name}.{os.getpid()}.partial"
+    shutil.rmtree(tmp, ignore_errors=True)  # our own leftover (pid-named)
+    for entry in root.iterdir():
+        if entry.name not in splits:
+            tmp.mkdir(parents=True, exist_ok=True)
+            os.symlink(entry, tmp / entry.name)
+    for split in splits:
+        gone = {r for s, r in bad if s == split}
+        src, out = root / split, tmp / split
+        out.mkdir(parents=True)
+        seg = src / "segments"
+        utts = {ln.split()[0] for ln in seg.read_text().splitlines() if ln.split() and ln.split()[1] in gone} \
+            if seg.is_file() else set()
+        reco_field = {"wav.scp": 0, "reco2dur": 0, "segments": 1, "rttm": 1}
+        for f in src.iterdir():
+            if f.name in reco_field:
+                i = reco_field[f.name]
+                keep = [ln for ln in f.read_text().splitlines(keepends=True) if len(ln.split()) <= i or ln.split()[i] not in gone]
+            elif f.name == "utt2spk":
+                keep = [ln for ln in f.read_text().splitlines(keepends=True) if not ln.split() or ln.split()[0] not in utts]
+            elif f.name == "spk2utt":
+                keep = []
+                for ln in f.read_text().splitlines():
+                    words = ln.split()
+                    left = [u for u in words[1:] if u not in utts]
+                    if words and left:
+                        keep.append(" ".join([words[0], *left]) + "\n")
+            else:
+                os.symlink(f, out / f.name)
+                continue
+            (out / f.name).write_text("".join(keep))
+    try:
+        os.replace(tmp, dest)
+    except OSError:
+        if not dest.is_dir():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)  # another job wrote the same view first
+    return dest, len(bad)
+
+
 # ----------------------------------------------------------------------------- IEMOCAP
 
 

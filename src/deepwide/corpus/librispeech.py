@@ -66,7 +66,7 @@ class Transcripts:
     canonical: bool = True  # every file is exactly "ID TEXT\n" lines s3prl reads unchanged
     # accepted lines whose audio the corpus stage rejects (deepwide.corpus.prepare.check_audio:
     # unreadable, empty, not 16 kHz mono): filled by write_s3prl_view, which leaves them out
-    audio_rejects: list[dict] = field(default_factory=list)
+    audio_rejects: list[dict] | None = None
 
     def counts(self) -> dict:
         kinds = [r["reason"].split(":", 1)[0] for r in self.rejects]
@@ -77,7 +77,8 @@ class Transcripts:
             "lines_duplicate": kinds.count(DUPLICATE),
             "lines_rejected_by_text_policy": kinds.count(OUTSIDE),
             "audio_without_line": len(self.untranscribed),
-            "audio_rejected": len(self.audio_rejects),
+            # only where audio was checked (write_s3prl_view); the corpus stage lists its own in rejects.tsv
+            **({} if self.audio_rejects is None else {"audio_rejected": len(self.audio_rejects)}),
         }
 
 
@@ -193,7 +194,7 @@ def _check_s3prl_readable(tr: Transcripts, splits: list[str], root: Path) -> Non
                 f"{x.file}:{x.line}: speaker id {x.speaker!r} of {x.id!r} is not a number; s3prl's LibriSpeech "
                 "reader (ASR, PR) needs numeric speaker ids"
             )
-    bad = {r["id"] for r in tr.audio_rejects}
+    bad = {r["id"] for r in tr.audio_rejects or []}
     have = {x.split for x in tr.lines if x.audio.is_file() and x.id not in bad}
     for split in splits:
         if split not in have:
@@ -204,7 +205,7 @@ def view_key(root: Path, splits: list[str], policy: str, tr: Transcripts) -> str
     h = hashlib.sha256(f"{root.resolve()}\n{','.join(splits)}\n{policy}\n".encode())
     for x in tr.lines:
         h.update(f"{x.split}/{x.id} {x.text}\n".encode())
-    for r in tr.audio_rejects:  # (none: the key views written before had)
+    for r in tr.audio_rejects or []:  # (none: the key views written before had)
         h.update(f"audio rejected {r['id']}\n".encode())
     return h.hexdigest()[:16]
 
@@ -269,7 +270,7 @@ def write_s3prl_view(root: str | Path, splits: list[str], dest_parent: str | Pat
     rows = [ours.get(k) or known.get(k) or f"{k} | ? | {first_split[k]} | 0 | (not in the root's SPEAKERS.TXT)" for k in needed]
     (tmp / "SPEAKERS.TXT").write_text("\n".join([_SPEAKERS_HEADER, *rows]) + "\n")
     files: dict[Path, list[str]] = {}
-    rejected = {r["id"] for r in tr.audio_rejects}
+    rejected = {r["id"] for r in tr.audio_rejects or []}
     for x in tr.lines:
         if not x.audio.is_file() or x.id in rejected:
             continue  # listed, no audio: s3prl only reads lines of existing files; rejected audio: left out

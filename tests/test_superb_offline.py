@@ -347,3 +347,37 @@ def test_sd_runs_on_a_kaldi_dir_with_rejected_audio(tmp_path):
     view = Path(r["s3prl_root"]) / "train"
     for name in ("wav.scp", "segments", "reco2dur"):
         assert reco not in (view / name).read_text().split(), name
+
+
+@pytest.mark.slow
+def test_sf_runs_on_a_snips_root_with_rejected_audio(tmp_path):
+    """SF through the pipeline's rules (smoke size) on an Audio SNIPS root (the smoke
+    corpus, copied as a user's) with one bad train file."""
+    import shutil
+
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    smoke = yaml.safe_load((REPO / "workflow" / "configs" / "smoke.yaml").read_text())
+    smoke["results"] = str(tmp_path / "results")
+    smoke["superb"]["tasks"] = ["sf"]
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(smoke))
+    snake = str(Path(sys.executable).with_name("snakemake"))
+    corpus = tmp_path / "results" / "corpora" / "snips"
+    built = subprocess.run([snake, str(corpus), "--cores", "1", "--snakefile", str(REPO / "Snakefile"), "--directory",
+                            str(tmp_path), "--configfile", str(cfg)], env=env, capture_output=True, text=True, timeout=900)
+    assert built.returncode == 0, built.stderr[-3000:]
+    root = tmp_path / "snips"
+    shutil.copytree(corpus, root)
+    bad = sorted((root / "train").rglob("*.wav"))[0]
+    bad.unlink()
+    bad.write_bytes(b"not a wav file")
+    smoke["superb"].update(teacher=False, students=False)
+    smoke["superb"]["sf"]["root"] = str(root)
+    cfg.write_text(yaml.safe_dump(smoke))
+    target = tmp_path / "results" / "superb" / "fbank" / "sf" / "selected.json"
+    proc = subprocess.run([snake, str(target), "--cores", "1", "--snakefile", str(REPO / "Snakefile"), "--directory",
+                           str(tmp_path), "--configfile", str(cfg)], env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    r = json.loads(next((tmp_path / "results" / "superb" / "fbank" / "sf").glob("lr*/seed0/result.json")).read_text())
+    assert r["audio_rejected"] == 1
+    assert bad.stem not in (Path(r["s3prl_root"]) / "all.iob.snips.txt").read_text()

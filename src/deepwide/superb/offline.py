@@ -284,6 +284,46 @@ def kaldi_view(root: str | Path, splits: list[str], dest_parent: str | Path, job
     return dest, len(bad)
 
 
+def snips_view(root: str | Path, dest_parent: str | Path, jobs: int = 8) -> tuple[Path, int]:
+    """The Audio SNIPS root s3prl's SF reader should see, and how many files were left out.
+    s3prl reads every ``{train,valid,test}/**/*.wav`` whose stem has a line in
+    ``all.iob.snips.txt``; when the corpus stage's check_audio rejects some, the view
+    (``dest_parent/view-<key>/``) holds that file without their lines and links to the
+    rest of the root; none rejected: the root itself."""
+    import hashlib as _hashlib
+    from concurrent.futures import ThreadPoolExecutor
+
+    from deepwide.corpus.prepare import check_audio
+
+    root = Path(root).resolve()
+    wavs = sorted(w for split in ("train", "valid", "test") for w in (root / split).rglob("*.wav"))
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        bad = {w.stem: why for w, why in zip(wavs, pool.map(lambda w: check_audio(w)[1], wavs)) if why is not None}
+    if not bad:
+        return root, 0
+    for uid, why in list(bad.items())[:20]:
+        log.warning("SNIPS %s: %s left out of what s3prl reads: %s", root, uid, why)
+    key = _hashlib.sha256(("\n".join([str(root), *sorted(bad)])).encode()).hexdigest()[:16]
+    dest = Path(dest_parent) / f"view-{key}"
+    if dest.is_dir():
+        return dest, len(bad)
+    tmp = Path(dest_parent) / f".{dest.name}.{os.getpid()}.partial"
+    shutil.rmtree(tmp, ignore_errors=True)  # our own leftover (pid-named)
+    tmp.mkdir(parents=True)
+    for entry in root.iterdir():
+        if entry.name != "all.iob.snips.txt":
+            os.symlink(entry, tmp / entry.name)
+    lines = (root / "all.iob.snips.txt").read_text().splitlines(keepends=True)
+    (tmp / "all.iob.snips.txt").write_text("".join(ln for ln in lines if ln.split(" ", 1)[0].strip() not in bad))
+    try:
+        os.replace(tmp, dest)
+    except OSError:
+        if not dest.is_dir():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)  # another job wrote the same view first
+    return dest, len(bad)
+
+
 # ----------------------------------------------------------------------------- IEMOCAP
 
 

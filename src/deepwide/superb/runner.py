@@ -477,7 +477,11 @@ def run_sweep(
         from deepwide.superb.offline import kaldi_view
 
         s3prl_root, view_rejected = kaldi_view(root, ["train", "dev", "test"], cache_root / "sd")
-    if task in ("ic", "ks", "sd") and s3prl_root != root:
+    elif task == "sf":
+        from deepwide.superb.offline import snips_view
+
+        s3prl_root, view_rejected = snips_view(root, cache_root / "snips")
+    if task in ("ic", "ks", "sd", "sf") and s3prl_root != root:
         extra_ident["view"] = s3prl_root.name
     # resume identity: the result settings only (log and save cadence may change on a requeue)
     from deepwide.study import split_execution
@@ -601,7 +605,7 @@ def run_sweep(
             result.update(lexicon)  # phone_set, lexicon_source, lexicon_dir (+ lexicon_words)
         if task in ("sid", "asv", "er"):
             result["audio_rejected"] = lexicon["audio_rejected"]  # files left out of s3prl's lists
-        if task in ("ic", "ks", "sd"):
+        if task in ("ic", "ks", "sd", "sf"):
             result["audio_rejected"] = view_rejected
             result["s3prl_root"] = str(s3prl_root)
         if transcripts is not None:

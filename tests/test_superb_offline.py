@@ -194,10 +194,57 @@ def test_voxceleb_lists_leave_out_the_audio_the_corpus_stage_rejects(tmp_path):
     assert offline.leave_out_bad_voxceleb_audio(root, [split, trials]) == 0  # idempotent
 
 
+# ----------------------------------------------------------------------------- rejected audio, through the rules
+SNAKE = str(Path(sys.executable).with_name("snakemake"))
+CORPORA = ("librispeech", "voxceleb1", "speech_commands", "fluent_speech_commands", "iemocap")
+
+
+def _snakemake(tmp_path: Path, smoke: dict, target: Path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(smoke))
+    proc = subprocess.run([SNAKE, str(target), "--cores", "1", "--snakefile", str(REPO / "Snakefile"), "--directory",
+                           str(tmp_path), "--configfile", str(cfg)], env=dict(os.environ, PYTHONPATH=str(REPO / "src")),
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+
+
+def _smoke(tmp_path: Path, tasks: list[str]) -> dict:
+    smoke = yaml.safe_load((REPO / "workflow" / "configs" / "smoke.yaml").read_text())
+    smoke["results"] = str(tmp_path / "results")
+    smoke["superb"]["tasks"] = tasks
+    return smoke
+
+
+def _users_copy(tmp_path: Path, task: str, built: str) -> Path:
+    """The smoke study's ``built`` (a corpus or data dir under results/), copied as a user's root."""
+    import shutil
+
+    src = tmp_path / "results" / built
+    _snakemake(tmp_path, _smoke(tmp_path, [task]), src)
+    root = tmp_path / "user"
+    shutil.copytree(src, root)
+    return root
+
+
+def _spoil(path: Path, data: bytes = b"not a wav file") -> Path:
+    path.unlink()  # a file of its own, not through a link into the study
+    path.write_bytes(data)
+    return path
+
+
+def _fbank_result(tmp_path: Path, task: str, root: Path) -> dict:
+    """FBANK's result.json of ``task`` run through the rules on ``root`` (the corpus stage off)."""
+    smoke = _smoke(tmp_path, [task])
+    smoke["corpus"] = {c: {"enabled": False} for c in CORPORA}
+    smoke["superb"].update(teacher=False, students=False)
+    smoke["superb"][task]["root"] = str(root)
+    _snakemake(tmp_path, smoke, tmp_path / "results" / "superb" / "fbank" / task / "selected.json")
+    return json.loads(next((tmp_path / "results" / "superb" / "fbank" / task).glob("lr*/seed0/result.json")).read_text())
+
+
 @pytest.mark.slow
 def test_sid_runs_on_a_voxceleb_root_with_rejected_audio(tmp_path):
-    """Through the pipeline's rules (smoke size): SID on a VoxCeleb1 root holding two bad
-    files finishes and result.json counts them as left out."""
+    """SID on a VoxCeleb1 root holding two bad files finishes; result.json counts them."""
     import numpy as np
     import soundfile as sf
 
@@ -210,61 +257,18 @@ def test_sid_runs_on_a_voxceleb_root_with_rejected_audio(tmp_path):
                 sf.write(p, 0.1 * np.random.default_rng(10 * s + u).standard_normal(16000).astype(np.float32), 16000,
                          subtype="PCM_16")
     (root / "iden_split.txt").write_text(offline.derive_iden_split(root))
-    (root / "dev" / "wav" / "id10001" / "vid0" / "00001.wav").write_bytes(b"not a wav file at all")
+    _spoil(root / "dev" / "wav" / "id10001" / "vid0" / "00001.wav")
     sf.write(root / "dev" / "wav" / "id10003" / "vid2" / "00002.wav", np.zeros(800, np.float32), 8000, subtype="PCM_16")
-    smoke = yaml.safe_load((REPO / "workflow" / "configs" / "smoke.yaml").read_text())
-    smoke["results"] = str(tmp_path / "results")
-    smoke["corpus"] = {c: {"enabled": False} for c in ("librispeech", "voxceleb1", "speech_commands", "fluent_speech_commands",
-                                                       "iemocap")}
-    smoke["superb"].update(tasks=["sid"], teacher=False, students=False)
-    smoke["superb"]["sid"]["root"] = str(root)
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text(yaml.safe_dump(smoke))
-    target = tmp_path / "results" / "superb" / "fbank" / "sid" / "selected.json"
-    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
-    proc = subprocess.run(
-        [str(Path(sys.executable).with_name("snakemake")), str(target), "--cores", "1", "--snakefile",
-         str(REPO / "Snakefile"), "--directory", str(tmp_path), "--configfile", str(cfg)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    res = next((tmp_path / "results" / "superb" / "fbank" / "sid").glob("lr*/seed0/result.json"))
-    assert json.loads(res.read_text())["audio_rejected"] == 2
+    assert _fbank_result(tmp_path, "sid", root)["audio_rejected"] == 2
 
 
 @pytest.mark.slow
 def test_ic_runs_on_a_fluent_speech_commands_root_with_rejected_audio(tmp_path):
-    """IC through the pipeline's rules (smoke size) on a Fluent Speech Commands root (the
-    smoke corpus, copied as a user's) with two bad files: s3prl reads a view without them
-    and result.json counts them."""
-    import shutil
-
-    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
-    smoke = yaml.safe_load((REPO / "workflow" / "configs" / "smoke.yaml").read_text())
-    smoke["results"] = str(tmp_path / "results")
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text(yaml.safe_dump(smoke))
-    snake = str(Path(sys.executable).with_name("snakemake"))
-    corpus = tmp_path / "results" / "corpora" / "fluent_speech_commands"
-    built = subprocess.run([snake, str(corpus), "--cores", "1", "--snakefile", str(REPO / "Snakefile"), "--directory",
-                            str(tmp_path), "--configfile", str(cfg)], env=env, capture_output=True, text=True, timeout=900)
-    assert built.returncode == 0, built.stderr[-3000:]
-    root = tmp_path / "fsc"
-    shutil.copytree(corpus, root)
+    """IC on a Fluent Speech Commands root with two bad files: s3prl reads a view without them."""
+    root = _users_copy(tmp_path, "ic", "corpora/fluent_speech_commands")
     rows = (root / "data" / "train_data.csv").read_text().splitlines()[1:3]
-    bad = [root / r.split(",")[1] for r in rows]
-    bad[0].write_bytes(b"not a wav file")
-    bad[1].write_bytes(b"")
-    smoke["corpus"] = {c: {"enabled": False} for c in ("librispeech", "voxceleb1", "speech_commands", "fluent_speech_commands",
-                                                       "iemocap")}
-    smoke["superb"].update(tasks=["ic"], teacher=False, students=False)
-    smoke["superb"]["ic"]["root"] = str(root)
-    cfg.write_text(yaml.safe_dump(smoke))
-    target = tmp_path / "results" / "superb" / "fbank" / "ic" / "selected.json"
-    proc = subprocess.run([snake, str(target), "--cores", "1", "--snakefile", str(REPO / "Snakefile"), "--directory",
-                           str(tmp_path), "--configfile", str(cfg)], env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    r = json.loads(next((tmp_path / "results" / "superb" / "fbank" / "ic").glob("lr*/seed0/result.json")).read_text())
+    bad = [_spoil(root / rows[0].split(",")[1]), _spoil(root / rows[1].split(",")[1], b"")]
+    r = _fbank_result(tmp_path, "ic", root)
     assert r["audio_rejected"] == 2 and Path(r["s3prl_root"]) != root
     kept = (Path(r["s3prl_root"]) / "data" / "train_data.csv").read_text()
     assert not any(str(b.relative_to(root)) in kept for b in bad)
@@ -272,38 +276,11 @@ def test_ic_runs_on_a_fluent_speech_commands_root_with_rejected_audio(tmp_path):
 
 @pytest.mark.slow
 def test_ks_runs_on_a_speech_commands_root_with_rejected_audio(tmp_path):
-    """KS through the pipeline's rules (smoke size) on a Speech Commands root (the smoke
-    corpus, copied as a user's) with a bad train file and a bad test file."""
-    import shutil
-
-    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
-    smoke = yaml.safe_load((REPO / "workflow" / "configs" / "smoke.yaml").read_text())
-    smoke["results"] = str(tmp_path / "results")
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text(yaml.safe_dump(smoke))
-    snake = str(Path(sys.executable).with_name("snakemake"))
-    corpus = tmp_path / "results" / "corpora" / "speech_commands"
-    built = subprocess.run([snake, str(corpus), "--cores", "1", "--snakefile", str(REPO / "Snakefile"), "--directory",
-                            str(tmp_path), "--configfile", str(cfg)], env=env, capture_output=True, text=True, timeout=900)
-    assert built.returncode == 0, built.stderr[-3000:]
-    root = tmp_path / "sc"
-    shutil.copytree(corpus, root, symlinks=False)
-    train = sorted((root / "speech_commands_v0.01" / "yes").glob("*.wav"))[0]
-    test = sorted(p for p in (root / "speech_commands_test_set_v0.01").glob("*/*.wav"))[0]
-    train.unlink()
-    train.write_bytes(b"not a wav file")
-    test.unlink()
-    test.write_bytes(b"")
-    smoke["corpus"] = {c: {"enabled": False} for c in ("librispeech", "voxceleb1", "speech_commands", "fluent_speech_commands",
-                                                       "iemocap")}
-    smoke["superb"].update(tasks=["ks"], teacher=False, students=False)
-    smoke["superb"]["ks"]["root"] = str(root)
-    cfg.write_text(yaml.safe_dump(smoke))
-    target = tmp_path / "results" / "superb" / "fbank" / "ks" / "selected.json"
-    proc = subprocess.run([snake, str(target), "--cores", "1", "--snakefile", str(REPO / "Snakefile"), "--directory",
-                           str(tmp_path), "--configfile", str(cfg)], env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    r = json.loads(next((tmp_path / "results" / "superb" / "fbank" / "ks").glob("lr*/seed0/result.json")).read_text())
+    """KS on a Speech Commands root with a bad train file and a bad test file."""
+    root = _users_copy(tmp_path, "ks", "corpora/speech_commands")
+    train = _spoil(sorted((root / "speech_commands_v0.01" / "yes").glob("*.wav"))[0])
+    test = _spoil(sorted((root / "speech_commands_test_set_v0.01").glob("*/*.wav"))[0], b"")
+    r = _fbank_result(tmp_path, "ks", root)
     assert r["audio_rejected"] == 2 and Path(r["s3prl_root"]) != root
     view = Path(r["s3prl_root"])
     assert not (view / train.relative_to(root)).exists() and not (view / test.relative_to(root)).exists()
@@ -311,38 +288,16 @@ def test_ks_runs_on_a_speech_commands_root_with_rejected_audio(tmp_path):
 
 @pytest.mark.slow
 def test_sd_runs_on_a_kaldi_dir_with_rejected_audio(tmp_path):
-    """SD through the pipeline's rules (smoke size) on a Kaldi-style data dir (the smoke
-    LibriMix one, copied as a user's) whose wav.scp names one bad recording: s3prl reads a
-    view without it in any list, and result.json counts it."""
-    import shutil
-
-    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
-    smoke = yaml.safe_load((REPO / "workflow" / "configs" / "smoke.yaml").read_text())
-    smoke["results"] = str(tmp_path / "results")
-    smoke["superb"]["tasks"] = ["sd"]
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text(yaml.safe_dump(smoke))
-    snake = str(Path(sys.executable).with_name("snakemake"))
-    data = tmp_path / "results" / "manifests" / "librimix" / "sd"
-    built = subprocess.run([snake, str(data), "--cores", "1", "--snakefile", str(REPO / "Snakefile"), "--directory",
-                            str(tmp_path), "--configfile", str(cfg)], env=env, capture_output=True, text=True, timeout=900)
-    assert built.returncode == 0, built.stderr[-3000:]
-    root = tmp_path / "sd"
-    shutil.copytree(data, root)
+    """SD on a Kaldi-style data dir whose wav.scp names one bad recording: s3prl reads a
+    view without it in any list."""
+    root = _users_copy(tmp_path, "sd", "manifests/librimix/sd")
     scp = root / "train" / "wav.scp"
     lines = scp.read_text().splitlines()
-    reco, path = lines[0].split(None, 1)
+    reco = lines[0].split(None, 1)[0]
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"RIFF not really a wav")
     scp.write_text("\n".join([f"{reco} {bad}", *lines[1:]]) + "\n")
-    smoke["superb"].update(teacher=False, students=False)
-    smoke["superb"]["sd"]["root"] = str(root)
-    cfg.write_text(yaml.safe_dump(smoke))
-    target = tmp_path / "results" / "superb" / "fbank" / "sd" / "selected.json"
-    proc = subprocess.run([snake, str(target), "--cores", "1", "--snakefile", str(REPO / "Snakefile"), "--directory",
-                           str(tmp_path), "--configfile", str(cfg)], env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    r = json.loads(next((tmp_path / "results" / "superb" / "fbank" / "sd").glob("lr*/seed0/result.json")).read_text())
+    r = _fbank_result(tmp_path, "sd", root)
     assert r["audio_rejected"] == 1
     view = Path(r["s3prl_root"]) / "train"
     for name in ("wav.scp", "segments", "reco2dur"):
@@ -351,33 +306,9 @@ def test_sd_runs_on_a_kaldi_dir_with_rejected_audio(tmp_path):
 
 @pytest.mark.slow
 def test_sf_runs_on_a_snips_root_with_rejected_audio(tmp_path):
-    """SF through the pipeline's rules (smoke size) on an Audio SNIPS root (the smoke
-    corpus, copied as a user's) with one bad train file."""
-    import shutil
-
-    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
-    smoke = yaml.safe_load((REPO / "workflow" / "configs" / "smoke.yaml").read_text())
-    smoke["results"] = str(tmp_path / "results")
-    smoke["superb"]["tasks"] = ["sf"]
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text(yaml.safe_dump(smoke))
-    snake = str(Path(sys.executable).with_name("snakemake"))
-    corpus = tmp_path / "results" / "corpora" / "snips"
-    built = subprocess.run([snake, str(corpus), "--cores", "1", "--snakefile", str(REPO / "Snakefile"), "--directory",
-                            str(tmp_path), "--configfile", str(cfg)], env=env, capture_output=True, text=True, timeout=900)
-    assert built.returncode == 0, built.stderr[-3000:]
-    root = tmp_path / "snips"
-    shutil.copytree(corpus, root)
-    bad = sorted((root / "train").rglob("*.wav"))[0]
-    bad.unlink()
-    bad.write_bytes(b"not a wav file")
-    smoke["superb"].update(teacher=False, students=False)
-    smoke["superb"]["sf"]["root"] = str(root)
-    cfg.write_text(yaml.safe_dump(smoke))
-    target = tmp_path / "results" / "superb" / "fbank" / "sf" / "selected.json"
-    proc = subprocess.run([snake, str(target), "--cores", "1", "--snakefile", str(REPO / "Snakefile"), "--directory",
-                           str(tmp_path), "--configfile", str(cfg)], env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    r = json.loads(next((tmp_path / "results" / "superb" / "fbank" / "sf").glob("lr*/seed0/result.json")).read_text())
+    """SF on an Audio SNIPS root with one bad train file."""
+    root = _users_copy(tmp_path, "sf", "corpora/snips")
+    bad = _spoil(sorted((root / "train").rglob("*.wav"))[0])
+    r = _fbank_result(tmp_path, "sf", root)
     assert r["audio_rejected"] == 1
     assert bad.stem not in (Path(r["s3prl_root"]) / "all.iob.snips.txt").read_text()

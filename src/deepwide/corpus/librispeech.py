@@ -28,6 +28,7 @@ from pathlib import Path
 
 from deepwide.corpus.text import apply_text_policy
 from deepwide.errors import DeepwideError
+from deepwide.utils.io import publish_dir
 
 log = logging.getLogger(__name__)
 
@@ -282,11 +283,6 @@ def write_s3prl_view(root: str | Path, splits: list[str], dest_parent: str | Pat
         path.write_text("".join(lines))
     for split in splits:
         (tmp / split).mkdir(exist_ok=True)
-    try:
-        os.replace(tmp, dest)
-    except OSError:
-        if not dest.is_dir():
-            raise
-        shutil.rmtree(tmp, ignore_errors=True)  # another job wrote the same view first
+    publish_dir(tmp, dest)
     log.warning("LibriSpeech %s: s3prl reads a cleaned view of it, %s", root, dest)
     return dest, tr

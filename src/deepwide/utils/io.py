@@ -92,6 +92,17 @@ def atomic_path(path: str | os.PathLike, is_dir: bool = False, replace: bool = F
             shutil.rmtree(old, ignore_errors=True)
 
 
+def publish_dir(tmp: str | os.PathLike, dest: str | os.PathLike) -> None:
+    """Rename the finished folder ``tmp`` to ``dest``; when another process published
+    ``dest`` first (a deterministic view or cache both built), ``tmp`` is dropped."""
+    try:
+        os.replace(tmp, dest)
+    except OSError:
+        if not Path(dest).is_dir():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)  # another job wrote the same folder first
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)

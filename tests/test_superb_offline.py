@@ -160,6 +160,22 @@ def test_snakemake_rejects_missing_root_before_any_job(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
+def _vox_root(root: Path, speakers: int, samples: int) -> Path:
+    """A VoxCeleb1-layout root of noise: 3 videos x 2 utterances per speaker, its iden_split.txt."""
+    import numpy as np
+    import soundfile as sf
+
+    for s in range(speakers):
+        for v in range(3):
+            for u in range(2):
+                p = root / "dev" / "wav" / f"id1000{s + 1}" / f"vid{v}" / f"0000{u + 1}.wav"
+                p.parent.mkdir(parents=True, exist_ok=True)
+                x = 0.1 * np.random.default_rng(10 * s + u).standard_normal(samples).astype(np.float32)
+                sf.write(p, x, 16000, subtype="PCM_16")
+    (root / "iden_split.txt").write_text(offline.derive_iden_split(root))
+    return root
+
+
 def test_voxceleb_lists_leave_out_the_audio_the_corpus_stage_rejects(tmp_path):
     """SID/ASV: iden_split.txt and the trial list s3prl reads name no file the corpus stage
     rejects; s3prl's own VoxCeleb1SID reader then decodes every file it lists."""
@@ -169,14 +185,7 @@ def test_voxceleb_lists_leave_out_the_audio_the_corpus_stage_rejects(tmp_path):
 
     from deepwide.corpus.prepare import prepare_voxceleb1
 
-    root = tmp_path / "vox"
-    for s in range(2):
-        for v in range(3):
-            for u in range(2):
-                p = root / "dev" / "wav" / f"id1000{s + 1}" / f"vid{v}" / f"0000{u + 1}.wav"
-                p.parent.mkdir(parents=True, exist_ok=True)
-                sf.write(p, 0.1 * np.random.default_rng(u).standard_normal(8000).astype(np.float32), 16000, subtype="PCM_16")
-    (root / "iden_split.txt").write_text(offline.derive_iden_split(root))
+    root = _vox_root(tmp_path / "vox", speakers=2, samples=8000)
     bad = {"id10001/vid0/00001.wav", "id10002/vid2/00002.wav"}
     (root / "dev" / "wav" / "id10001" / "vid0" / "00001.wav").write_bytes(b"not a wav file at all")
     sf.write(root / "dev" / "wav" / "id10002" / "vid2" / "00002.wav", np.zeros(800, np.float32), 8000, subtype="PCM_16")
@@ -248,15 +257,7 @@ def test_sid_runs_on_a_voxceleb_root_with_rejected_audio(tmp_path):
     import numpy as np
     import soundfile as sf
 
-    root = tmp_path / "vox"
-    for s in range(3):
-        for v in range(3):
-            for u in range(2):
-                p = root / "dev" / "wav" / f"id1000{s + 1}" / f"vid{v}" / f"0000{u + 1}.wav"
-                p.parent.mkdir(parents=True, exist_ok=True)
-                sf.write(p, 0.1 * np.random.default_rng(10 * s + u).standard_normal(16000).astype(np.float32), 16000,
-                         subtype="PCM_16")
-    (root / "iden_split.txt").write_text(offline.derive_iden_split(root))
+    root = _vox_root(tmp_path / "vox", speakers=3, samples=16000)
     _spoil(root / "dev" / "wav" / "id10001" / "vid0" / "00001.wav")
     sf.write(root / "dev" / "wav" / "id10003" / "vid2" / "00002.wav", np.zeros(800, np.float32), 8000, subtype="PCM_16")
     assert _fbank_result(tmp_path, "sid", root)["audio_rejected"] == 2

@@ -1,5 +1,6 @@
 # deepwide: all set-up on a fresh machine lives here.
 #   make run    create .venv, install what is missing, run the pipeline on config.yaml
+#               (after a kill, the same command completes the study)
 #   make test   same set-up, then the test suite
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -14,7 +15,7 @@ CONFIG ?= config.yaml
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.cache/numba
 export MPLBACKEND ?= Agg
 
-.PHONY: setup sysdeps run test clean-results install-profile
+.PHONY: setup sysdeps run study test clean-results install-profile
 
 setup: sysdeps $(STAMP)
 
@@ -42,8 +43,16 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	@touch $@
 
+# One command also after a kill: `recover` removes the Snakemake lock a killed run left (when
+# no snakemake runs here), --rerun-incomplete reruns the jobs it interrupted.
 run: setup
-	$(VENV)/bin/snakemake --cores $(CORES) --configfile $(CONFIG)
+	@$(MAKE) --no-print-directory study
+
+WORKDIR ?= .
+study:
+	$(PY) -m deepwide recover --directory $(WORKDIR)
+	$(VENV)/bin/snakemake --rerun-incomplete --cores $(CORES) --configfile $(CONFIG) \
+	  --snakefile $(CURDIR)/Snakefile --directory $(WORKDIR) $(SNAKEMAKE_ARGS)
 
 test: setup
 	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)

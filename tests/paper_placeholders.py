@@ -20,6 +20,7 @@ PLACEHOLDER_FILES = [
     "superb/lexicon/librispeech-lexicon-200k-g2p.txt", "superb/lexicon/librispeech-lexicon-allothers-g2p.txt",
     "VoxCeleb1/dev/wav/id10001/1zcIwhmdeo4/00001.wav", "VoxCeleb1/test/wav/id10270/5r0dWxy17C8/00001.wav", "VoxCeleb1/iden_split.txt", "VoxCeleb1/voxceleb1_test_v2.txt",
     "speech_commands_v0.01/_background_noise_/white_noise.wav", "speech_commands_v0.01/yes/0a7c2a8d_nohash_0.wav",
+    "speech_commands_v0.01/validation_list.txt", "speech_commands_v0.01/testing_list.txt",
     "speech_commands_test_set_v0.01/yes/0a7c2a8d_nohash_0.wav",
     *[f"fluent_speech_commands_dataset/data/{s}_data.csv" for s in ("train", "valid", "test")],
     "fluent_speech_commands_dataset/wavs/speakers/2BqVo8kVB2Skwgyb/0a3129c0-4474-11e9-a9a5-5dbec3b8816a.wav",

@@ -234,3 +234,36 @@ def test_what_no_view_can_fix_stops_naming_file_and_line(tmp_path):
     chapter(root2, "test-clean", "121", "726", ["121-726-0000"])
     with pytest.raises(DeepwideError, match=r"test-clean: no utterance with audio and a usable transcript line"):
         write_s3prl_view(root2, SPLITS, tmp_path / "views")
+
+
+def _spoil_audio(root: Path) -> dict:
+    """Four kinds of audio the corpus stage rejects, behind valid transcript lines."""
+    d = root / "train-clean-100" / "19" / "198"
+    bad = {"19-198-0000": b"not a flac at all", "19-198-0001": b""}
+    for uid, data in bad.items():
+        (d / f"{uid}.flac").write_bytes(data)
+    sf.write(d / "19-198-0002.flac", np.zeros(8000, np.float32), 8000, subtype="PCM_16")  # 8 kHz
+    chapter(root, "train-clean-100", "27", "124", ["27-124-0000 STEREO FILE", "27-124-0001 GOOD FILE"])
+    sf.write(root / "train-clean-100" / "27" / "124" / "27-124-0000.flac", np.zeros((8000, 2), np.float32), 16000,
+             subtype="PCM_16")
+    return {"19-198-0000", "19-198-0001", "19-198-0002", "27-124-0000"}
+
+
+def test_s3prl_view_leaves_out_the_audio_the_corpus_stage_rejects(tmp_path):
+    """The same files rejects.tsv lists are left out of what s3prl's LibriSpeech reader
+    (PR, ASR) sees, and counted; every file it lists then decodes."""
+    from s3prl.dataio.corpus.librispeech import LibriSpeech
+
+    root = clean_root(tmp_path / "LS")
+    chapter(root, "train-clean-100", "19", "199", ["19-199-0000 ONE MORE GOOD ONE"])
+    bad = _spoil_audio(root)
+    prepared = prepare_librispeech(root, SPLITS)
+    assert {r["id"] for r in prepared.rejects} == bad  # the corpus stage's rejects.tsv
+    view, tr = write_s3prl_view(root, SPLITS, tmp_path / "views")
+    assert view != root.resolve()
+    assert {r["id"] for r in tr.audio_rejects} == bad and tr.counts()["audio_rejected"] == 4
+    ls = LibriSpeech(str(view), n_jobs=1)
+    ids = {Path(v["wav_path"]).stem for v in ls.all_data.values()}
+    assert not ids & bad and {"27-124-0001", "19-199-0000", "84-121-0000", "121-726-0000"} <= ids
+    for v in ls.all_data.values():
+        sf.read(v["wav_path"])  # s3prl's loader decodes every file it was given

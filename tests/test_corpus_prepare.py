@@ -272,6 +272,8 @@ def test_check_sources_missing_tts_programs(tmp_path, monkeypatch):
         check_sources(_corpus_cfg())
     # every corpus real or disabled: no TTS program needed
     off = {name: {"enabled": False} for name in ("librispeech", "voxceleb1", "speech_commands", "fluent_speech_commands")}
+    for i in range(1, 6):  # a root with IEMOCAP's layout
+        (tmp_path / f"Session{i}" / "sentences" / "wav").mkdir(parents=True)
     check_sources(_corpus_cfg(iemocap={"root": str(tmp_path)}, **off))
 
 

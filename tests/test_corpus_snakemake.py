@@ -60,7 +60,8 @@ def test_smoke_run_then_nothing_to_do(tmp_path):
 
 def test_real_root_replaces_synthesis_and_missing_root_fails_at_parse(tmp_path):
     real = tmp_path / "IEMOCAP_full_release"
-    real.mkdir()
+    for i in range(1, 6):  # the layout prepare_iemocap reads (an empty root is refused at parse)
+        (real / f"Session{i}" / "sentences" / "wav").mkdir(parents=True)
     cfg = yaml.safe_load(SMOKE.read_text())
     cfg["corpus"]["iemocap"]["root"] = str(real)
     cfg["corpus"]["speech_commands"]["enabled"] = False
@@ -86,3 +87,31 @@ def test_real_root_replaces_synthesis_and_missing_root_fails_at_parse(tmp_path):
     bad.write_text(yaml.safe_dump(cfg))
     res = snakemake(tmp_path, "-n", "--cores", "1", configfile=bad)
     assert res.returncode != 0 and "corpus.voxceleb1.synth.speakerz: unknown key" in res.stderr + res.stdout
+
+
+def test_bad_teacher_shape_and_roots_without_their_layout_fail_at_parse(tmp_path):
+    """Rejected before any job is planned (they failed inside teacher_pretrain after the
+    corpus synthesis, and inside prepare_librispeech)."""
+    cfg = yaml.safe_load(SMOKE.read_text())
+    cfg["teacher"].setdefault("pretrain", {})["arch"] = {"depth": 1, "width": 32, "ffn": 32, "heads": 3}
+    bad = tmp_path / "heads.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    res = snakemake(tmp_path, "-n", "--cores", "1", configfile=bad)
+    assert res.returncode != 0
+    assert "teacher.pretrain.arch: architecture: heads (3) must divide width (32)" in res.stderr + res.stdout
+    assert "Job stats" not in res.stdout
+
+    cfg = yaml.safe_load(SMOKE.read_text())
+    empty = tmp_path / "LibriSpeech"
+    empty.mkdir()
+    (empty / "dev-clean").mkdir()
+    cfg["corpus"]["librispeech"]["root"] = str(empty)
+    iemocap = tmp_path / "IEMOCAP"
+    (iemocap / "Session1").mkdir(parents=True)
+    cfg["corpus"]["iemocap"]["root"] = str(iemocap)
+    bad.write_text(yaml.safe_dump(cfg))
+    res = snakemake(tmp_path, "-n", "--cores", "1", configfile=bad)
+    out = res.stderr + res.stdout
+    assert res.returncode != 0 and "Job stats" not in res.stdout
+    assert f"corpus.librispeech.root: {empty} lacks the librispeech layout: no train-clean-100/, test-clean/" in out
+    assert f"corpus.iemocap.root: {iemocap} lacks the iemocap layout: no Session1/sentences/wav/, Session2/sentences/wav/" in out

@@ -191,3 +191,55 @@ def test_sigterm_saves_and_exits_nonzero_then_resumes(corpus, teacher, cache, tm
     r = run_cli(job, teacher, corpus, tmp_path / "o", tmp_path / "r", cache=cache)
     assert r.returncode == 0, r.stderr
     assert f"resumed from {tmp_path / 'r' / 'state.pt'} at step {st['step']}" in r.stderr
+
+
+# ----------------------------------------------------------------------------- verified targets
+
+
+def _copy_cache(cache, dest):
+    import shutil
+
+    shutil.copytree(cache, dest)
+    return dest
+
+
+@pytest.mark.parametrize("fault", ["flipped", "truncated"])
+def test_corrupt_targets_shard_fails_naming_it_and_is_removed_for_rebuild(fault, corpus, teacher, cache, tmp_path):
+    bad = _copy_cache(cache, tmp_path / "targets" / "layer2")
+    shard = bad / "shard_00000.layers.npy"
+    raw = bytearray(shard.read_bytes())
+    if fault == "flipped":
+        mid = len(raw) // 2
+        raw[mid : mid + 4096] = bytes(b ^ 0xFF for b in raw[mid : mid + 4096])
+    else:
+        raw = raw[: len(raw) // 2]
+    shard.write_bytes(bytes(raw))
+    with pytest.raises(DeepwideError) as err:
+        train(make_job("l2l", steps=2), teacher, [corpus], tmp_path / "o", tmp_path / "r", targets_dirs=[bad])
+    msg = str(err.value)
+    assert str(shard) in msg and "rerun `snakemake`" in msg
+    assert ("truncated" in msg) if fault == "truncated" else ("sha256 differs" in msg)
+    assert not bad.exists()  # the next snakemake run sees its output missing and re-extracts it
+    assert not (tmp_path / "o" / "student.pt").exists()
+
+
+def test_loss_jump_stops_distillation(corpus, teacher, cache, tmp_path):
+    """An unverified (older) cache with one utterance's targets blown up: the step that reads
+    it stops the job with an error instead of training on a loss 1e4 x the others."""
+    import numpy as np
+
+    bad = _copy_cache(cache, tmp_path / "old")
+    info = json.loads((bad / "cache.json").read_text())
+    info.pop("checksums", None)
+    (bad / "cache.json").write_text(json.dumps(info))
+    index = pd.read_parquet(bad / "index.parquet")
+    row = index.iloc[len(index) // 2]
+    mm = np.load(bad / f"shard_{int(row['shard']):05d}.layers.npy", mmap_mode="r+")
+    o, n = int(row["offset"]), int(row["frames"])
+    mm[o : o + n] = targets._encode(np.full(mm[o : o + n].shape, 3e4, np.float32), info["dtype"], "test")
+    mm.flush()
+    del mm
+    with pytest.raises(DeepwideError, match=r"loss jumped at step \d+: .* more than 1000 x the median") as err:
+        train(make_job("l2l", steps=40), teacher, [corpus], tmp_path / "o", tmp_path / "r", targets_dirs=[bad])
+    assert row["id"] in str(err.value)
+    assert not (tmp_path / "o" / "student.pt").exists()

@@ -331,3 +331,76 @@ def test_import_hf_rejects_unsupported_config(tmp_path):
     (src / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(DeepwideError, match=r"config\.json: hidden_act='relu'"):
         import_checkpoint("hf", src, tmp_path / "t.pt")
+
+
+# ----------------------------------------------------------------------------- export into an existing folder
+
+
+def test_export_hf_never_deletes_what_it_did_not_write(tmp_path, repo_root):
+    """An existing non-empty folder is refused (exit 1, named, untouched); --force replaces only
+    the export's own files; the result has normal permissions; a file in the way is named."""
+    ckpt, model, arch = student(tmp_path)
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    (out / "config.json").write_text("{}")
+    env = {**os.environ, "PYTHONPATH": str(repo_root / "src")}
+
+    def export(*extra):
+        return subprocess.run([sys.executable, "-m", "deepwide", "export", "hf", str(ckpt), *map(str, extra)],
+                              capture_output=True, text=True, env=env, timeout=300)
+
+    r = export(out)
+    assert r.returncode != 0
+    assert "exists and is not empty" in r.stderr and str(out) in r.stderr and "--force" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "notes.txt"]
+    assert (out / "config.json").read_text() == "{}"
+
+    r = export(out, "--force")
+    assert r.returncode == 0, r.stderr
+    assert (out / "notes.txt").read_text() == "keep me"
+    assert {"config.json", "model.safetensors", "preprocessor_config.json", "notes.txt"} <= {p.name for p in out.iterdir()}
+    assert (out / "config.json").read_text() != "{}"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".mine.")]  # no temp folder left
+
+    fresh = tmp_path / "fresh"
+    assert export(fresh).returncode == 0
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert fresh.stat().st_mode & 0o777 == 0o777 & ~umask
+    assert (fresh / "config.json").stat().st_mode & 0o777 == 0o666 & ~umask
+
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    r = export(afile)
+    assert r.returncode != 0 and "is not a folder" in r.stderr and "Traceback" not in r.stderr
+    assert afile.read_text() == "x"
+
+
+# ----------------------------------------------------------------------------- verified checkpoints
+
+
+def test_checkpoint_with_flipped_tensor_bytes_fails_and_is_moved_aside(tmp_path):
+    """64 flipped bytes inside a tensor of student.pt: torch.load does not notice; the
+    recorded digest does, the error names the file, and the file is moved aside (kept) so
+    that snakemake rebuilds it."""
+    ckpt, model, arch = student(tmp_path)
+    load_checkpoint(ckpt)  # intact: loads
+    big = max(model.state_dict().values(), key=lambda t: t.numel())
+    raw = bytearray(ckpt.read_bytes())
+    at = raw.find(big.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()[:256])
+    assert at > 0
+    raw[at + 512 : at + 576] = bytes(b ^ 0xFF for b in raw[at + 512 : at + 576])
+    ckpt.write_bytes(bytes(raw))
+    torch.load(ckpt, weights_only=False)  # still a readable file: only a digest can tell
+    with pytest.raises(DeepwideError, match=r"corrupt checkpoint .*student\.pt.*sha256.*rerun `snakemake`"):
+        load_checkpoint(ckpt)
+    assert not ckpt.exists() and (tmp_path / "student.pt.corrupt").read_bytes() == bytes(raw)
+
+
+def test_truncated_checkpoint_names_the_file_and_the_rerun(tmp_path):
+    ckpt, _, _ = student(tmp_path)
+    ckpt.write_bytes(ckpt.read_bytes()[:5000])
+    with pytest.raises(DeepwideError, match=r"cannot read checkpoint .*student\.pt.*rerun `snakemake`"):
+        load_checkpoint(ckpt)

@@ -167,3 +167,44 @@ def test_pr_end_to_end_on_the_user_root_without_a_lexicon_in_config(user_root, t
 
     installed = cache / "download" / lexicon_cache_name(LEXICON_URLS[0])
     assert installed.read_bytes() == (lex / "librispeech-lexicon-200k-g2p.txt").read_bytes()
+
+
+@pytest.mark.slow
+def test_pr_and_asr_leave_out_the_audio_the_corpus_stage_rejects(user_root, tmp_path):
+    """Four bad audio files behind valid transcript lines pass the corpus stage under
+    max_reject_share 0.5 (rejects.tsv names them); PR and ASR, through s3prl's own
+    LibriSpeech reader, then run on a view without them (they crashed in s3prl's loader on
+    'Format not recognised') and result.json counts what was left out."""
+    import numpy as np
+    import soundfile as sf
+
+    root = tmp_path / "LibriSpeech"
+    shutil.copytree(user_root, root)
+    d = root / "train-clean-100" / "27" / "124"
+    (d / "27-124-0000.flac").write_bytes(b"not audio " * 100)
+    (d / "27-124-0001.flac").write_bytes(b"")
+    sf.write(d / "27-124-0002.flac", np.zeros(8000, np.float32), 8000, subtype="PCM_16")
+    sf.write(root / "dev-clean" / "84" / "121" / "84-121-0001.flac", np.zeros((8000, 2), np.float32), 16000, subtype="PCM_16")
+    res_dir = tmp_path / "results"
+    smoke = yaml.safe_load((REPO / "workflow" / "configs" / "smoke.yaml").read_text())
+    smoke["results"] = str(res_dir)
+    smoke["corpus"] = {"librispeech": {"root": str(root), "max_reject_share": 0.5},
+                       **{c: {"enabled": False} for c in ("voxceleb1", "speech_commands", "fluent_speech_commands", "iemocap")}}
+    smoke["superb"].update(tasks=["pr", "asr"], teacher=False, students=False)
+    cfg = tmp_path / "study.yaml"
+    cfg.write_text(yaml.safe_dump(smoke))
+    targets = [res_dir / "superb" / "fbank" / t / "selected.json" for t in ("pr", "asr")]
+    targets.append(res_dir / "manifests" / "librispeech" / "train-clean-100.parquet")  # the corpus stage
+    res = subprocess.run([str(Path(sys.executable).with_name("snakemake")), *map(str, targets), "--cores", "2",
+                          "--snakefile", str(REPO / "Snakefile"), "--directory", str(res_dir), "--configfile", str(cfg)],
+                         cwd=REPO, env=_env(), capture_output=True, text=True, timeout=1200)
+    assert res.returncode == 0, res.stderr[-4000:]
+    rejects = pd.read_csv(res_dir / "manifests" / "librispeech" / "rejects.tsv", sep="\t")
+    bad = {"27-124-0000", "27-124-0001", "27-124-0002", "84-121-0001"}
+    assert bad <= set(rejects["id"])
+    for task in ("pr", "asr"):
+        out = next((res_dir / "superb" / "fbank" / task).glob("lr*/seed0/result.json"))
+        t = json.loads(out.read_text())["transcripts"]
+        assert t["audio_rejected"] == 4, (task, t)
+        view = Path(t["s3prl_root"])
+        assert view != root and not [p for p in view.rglob("*.flac") if p.stem in bad]

@@ -24,6 +24,7 @@ STAGES = [
     "deepwide.teacher.cli",
     "deepwide.superb.cli",
     "deepwide.superb.cost",  # `plan cost`
+    "deepwide.runlock",  # `recover`
 ]
 
 

@@ -305,6 +305,18 @@ class Study:
             raise DeepwideError("corpus sources:\n  " + "\n  ".join(missing))
 
     # ------------------------------------------------------------------ teacher
+    def check_teacher(self) -> None:
+        """The pretrained teacher's shape, checked before any job (heads and pos_conv_groups
+        dividing width, sizes >= 1): a bad one failed inside teacher_pretrain, after synthesis."""
+        if self.teacher_source != "pretrain":
+            return
+        from deepwide.teacher.pretrain import teacher_arch
+
+        try:
+            teacher_arch(self.config["teacher"]["pretrain"]["arch"])
+        except DeepwideError as err:
+            raise DeepwideError(f"config key teacher.pretrain.arch: {err}") from None
+
     @property
     def teacher_dir(self) -> Path:
         return self.results / "teacher"

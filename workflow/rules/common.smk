@@ -18,3 +18,24 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # the interpreter that runs snakemake also runs every stage (same venv on a cluster node)
 PY = sys.executable
+
+
+# One study per results folder: Snakemake's lock covers only the working directory, so a
+# second clone naming the same `results:` is refused here (deepwide.runlock); released at
+# the end, taken over with a WARNING when the run that held it is gone.
+onstart:
+    from deepwide.runlock import acquire_results_lock
+
+    acquire_results_lock(STUDY.results)
+
+
+onsuccess:
+    from deepwide.runlock import release_results_lock
+
+    release_results_lock(STUDY.results)
+
+
+onerror:
+    from deepwide.runlock import release_results_lock
+
+    release_results_lock(STUDY.results)

@@ -1,6 +1,8 @@
 # teacher stage: pretrain a tiny HuBERT on the LibriSpeech-layout corpus (embedded default)
 # or import a real checkpoint (hf | fairseq | s3prl-hubert). Both write STUDY.teacher_ckpt.
 
+STUDY.check_teacher()
+
 if STUDY.teacher_source == "import":
     # fails at config time, naming teacher.import.path, when the checkpoint is missing
     _fmt, _src = STUDY.teacher_import()

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from deepwide.corpus.text import apply_text_policy
 from deepwide.errors import DeepwideError
+from deepwide.utils.io import publish_dir
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,9 @@ class Transcripts:
     rejects: list[dict] = field(default_factory=list)  # id, path, split, reason (names file:line)
     untranscribed: list[dict] = field(default_factory=list)  # .flac files no line claims
     canonical: bool = True  # every file is exactly "ID TEXT\n" lines s3prl reads unchanged
+    # accepted lines whose audio the corpus stage rejects (deepwide.corpus.prepare.check_audio:
+    # unreadable, empty, not 16 kHz mono): filled by write_s3prl_view, which leaves them out
+    audio_rejects: list[dict] | None = None
 
     def counts(self) -> dict:
         kinds = [r["reason"].split(":", 1)[0] for r in self.rejects]
@@ -74,6 +78,8 @@ class Transcripts:
             "lines_duplicate": kinds.count(DUPLICATE),
             "lines_rejected_by_text_policy": kinds.count(OUTSIDE),
             "audio_without_line": len(self.untranscribed),
+            # only where audio was checked (write_s3prl_view); the corpus stage lists its own in rejects.tsv
+            **({} if self.audio_rejects is None else {"audio_rejected": len(self.audio_rejects)}),
         }
 
 
@@ -189,7 +195,8 @@ def _check_s3prl_readable(tr: Transcripts, splits: list[str], root: Path) -> Non
                 f"{x.file}:{x.line}: speaker id {x.speaker!r} of {x.id!r} is not a number; s3prl's LibriSpeech "
                 "reader (ASR, PR) needs numeric speaker ids"
             )
-    have = {x.split for x in tr.lines if x.audio.is_file()}
+    bad = {r["id"] for r in tr.audio_rejects or []}
+    have = {x.split for x in tr.lines if x.audio.is_file() and x.id not in bad}
     for split in splits:
         if split not in have:
             raise DeepwideError(f"LibriSpeech split {root / split}: no utterance with audio and a usable transcript line")
@@ -199,7 +206,27 @@ def view_key(root: Path, splits: list[str], policy: str, tr: Transcripts) -> str
     h = hashlib.sha256(f"{root.resolve()}\n{','.join(splits)}\n{policy}\n".encode())
     for x in tr.lines:
         h.update(f"{x.split}/{x.id} {x.text}\n".encode())
+    for r in tr.audio_rejects or []:  # (none: the key views written before had)
+        h.update(f"audio rejected {r['id']}\n".encode())
     return h.hexdigest()[:16]
+
+
+def check_line_audio(tr: Transcripts, jobs: int = 8) -> None:
+    """Fill ``tr.audio_rejects``: accepted lines whose audio file exists but that the corpus
+    stage's own check (:func:`deepwide.corpus.prepare.check_audio`, the one that writes
+    rejects.tsv) rejects. A listed file that does not exist is left to s3prl, which reads
+    only lines of existing files."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from deepwide.corpus.prepare import check_audio
+
+    present = [x for x in tr.lines if x.audio.is_file()]
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        reasons = list(pool.map(lambda x: check_audio(x.audio)[1], present))
+    tr.audio_rejects = [dict(id=x.id, path=str(x.audio), split=x.split, reason=why)
+                        for x, why in zip(present, reasons) if why is not None]
+    for r in tr.audio_rejects[:20]:
+        log.warning("LibriSpeech: %s left out of what s3prl reads: %s", r["path"], r["reason"])
 
 
 def write_s3prl_view(root: str | Path, splits: list[str], dest_parent: str | Path, policy: str = "normalise") -> tuple[Path, Transcripts]:
@@ -210,15 +237,18 @@ def write_s3prl_view(root: str | Path, splits: list[str], dest_parent: str | Pat
     transcript file is already what s3prl needs (real LibriSpeech, the embedded corpus)
     the root itself is returned. Otherwise a view is written once under
     ``dest_parent/view-<key>/``: SPEAKERS.TXT and accepted audio as symlinks, one
-    ``ID TEXT`` line per accepted utterance (text after the policy). The key covers the
+    ``ID TEXT`` line per accepted utterance (text after the policy); audio the corpus stage
+    rejects (rejects.tsv: unreadable, empty, not 16 kHz mono) is left out, counted in
+    ``Transcripts.counts()["audio_rejected"]``. The key covers the
     root, splits, policy and accepted lines, so the view is deterministic and reused.
     """
     root = Path(root).resolve()
     tr = read_transcripts(root, splits, policy)
+    check_line_audio(tr)
     _check_s3prl_readable(tr, splits, root)
     speakers = s3prl_speakers(root)
     needed = sorted({int(x.speaker) for x in tr.lines})
-    if tr.canonical and speakers is not None and all(k in speakers for k in needed):
+    if tr.canonical and not tr.audio_rejects and speakers is not None and all(k in speakers for k in needed):
         return root, tr
     dest = Path(dest_parent) / f"view-{view_key(root, splits, policy, tr)}"
     log_counts(f"LibriSpeech {root}", tr, policy)
@@ -241,9 +271,10 @@ def write_s3prl_view(root: str | Path, splits: list[str], dest_parent: str | Pat
     rows = [ours.get(k) or known.get(k) or f"{k} | ? | {first_split[k]} | 0 | (not in the root's SPEAKERS.TXT)" for k in needed]
     (tmp / "SPEAKERS.TXT").write_text("\n".join([_SPEAKERS_HEADER, *rows]) + "\n")
     files: dict[Path, list[str]] = {}
+    rejected = {r["id"] for r in tr.audio_rejects or []}
     for x in tr.lines:
-        if not x.audio.is_file():
-            continue  # listed, no audio: s3prl only reads lines of existing files
+        if not x.audio.is_file() or x.id in rejected:
+            continue  # listed, no audio: s3prl only reads lines of existing files; rejected audio: left out
         rel = x.audio.relative_to(root)
         (tmp / rel.parent).mkdir(parents=True, exist_ok=True)
         os.symlink(x.audio, tmp / rel)
@@ -252,11 +283,6 @@ def write_s3prl_view(root: str | Path, splits: list[str], dest_parent: str | Pat
         path.write_text("".join(lines))
     for split in splits:
         (tmp / split).mkdir(exist_ok=True)
-    try:
-        os.replace(tmp, dest)
-    except OSError:
-        if not dest.is_dir():
-            raise
-        shutil.rmtree(tmp, ignore_errors=True)  # another job wrote the same view first
+    publish_dir(tmp, dest)
     log.warning("LibriSpeech %s: s3prl reads a cleaned view of it, %s", root, dest)
     return dest, tr

@@ -332,6 +332,25 @@ def manifest_splits(corpus: str, cfg: dict) -> list[str]:
     }[corpus]()
 
 
+def layout_problems(corpus: str, cfg: dict) -> list[str]:
+    """What a real root (``cfg["root"]``, an existing folder) lacks of the layout its
+    ``prepare_*`` function reads, as config problems (checked before any job starts)."""
+    root = Path(cfg["root"])
+    need: list[tuple[Path, str]] = {
+        "librispeech": lambda: [(root / s, "folder") for s in manifest_splits(corpus, cfg)],
+        "voxceleb1": lambda: [(root / "iden_split.txt", "file")],
+        "speech_commands": lambda: [(root / "validation_list.txt", "file"), (root / "testing_list.txt", "file")],
+        "fluent_speech_commands": lambda: [(root / "data" / f"{s}_data.csv", "file") for s in ("train", "valid", "test")],
+        "iemocap": lambda: [(root / s / "sentences" / "wav", "folder") for s in IEMOCAP_SESSIONS],
+    }.get(corpus, lambda: [])()
+    missing = [f"{p.relative_to(root)}{'/' if kind == 'folder' else ''}" for p, kind in need
+               if not (p.is_dir() if kind == "folder" else p.is_file())]
+    if not missing:
+        return []
+    return [f"corpus.{corpus}.root: {root} lacks the {corpus} layout: no {', '.join(missing[:6])}"
+            f"{' ...' if len(missing) > 6 else ''} in it (is it the right folder?)"]
+
+
 def manifest_outputs(corpus: str, cfg: dict) -> list[str]:
     """Every file name ``write_manifests`` declares for a corpus (rejects.tsv is extra)."""
     names = [f"{s}.parquet" for s in manifest_splits(corpus, cfg)]

@@ -64,6 +64,10 @@ def check_sources(corpus_cfg: dict) -> None:
                 problems.append(f"corpus.{c}.test_root must be set when corpus.{c}.root is (the separate test-set folder)")
             elif value and not Path(value).is_dir():
                 problems.append(f"corpus.{c}.{key}: folder {value} does not exist")
+            elif key == "root":
+                from deepwide.corpus.prepare import layout_problems
+
+                problems += layout_problems(c, cfg)
     synth = synthesized(corpus_cfg)
     if synth:
         try:

@@ -46,7 +46,8 @@ import torch
 
 from deepwide.distill import data
 from deepwide.errors import DeepwideError
-from deepwide.utils.io import atomic_path, atomic_write_text, canonical_json, sha256_file, write_parquet
+from deepwide.utils.io import (atomic_path, atomic_write_text, canonical_json, file_checksum, sha256_file,
+                               verify_checksums, write_parquet)
 
 log = logging.getLogger(__name__)
 
@@ -292,14 +293,19 @@ def extract(
         ", front end" if frontend else "", crop["policy"], crop_info["cropped_utterances"],
         100 * crop_info["audio_kept_fraction"],
     )
-    # publish: move shards into the output folder, index and cache.json written last
+    # publish: move shards into the output folder, index and cache.json written last; cache.json
+    # records each shard's size and sha256, checked once per reading job (TargetCache)
     with atomic_path(out, is_dir=True) as tmp:
+        checksums = {}
         for s in range(len(shards)):
             for part in ("layers", "frontend"):
                 src = work / f"shard_{s:05d}.{part}.npy"
                 if src.is_file():
                     os.replace(src, tmp / src.name)
+                    checksums[src.name] = file_checksum(tmp / src.name)
         write_parquet(index, tmp / "index.parquet")
+        checksums["index.parquet"] = file_checksum(tmp / "index.parquet")
+        info["checksums"] = checksums
         atomic_write_text(tmp / "cache.json", json.dumps(info, indent=1))
     shutil.rmtree(work, ignore_errors=True)
     return info
@@ -308,7 +314,7 @@ def extract(
 class TargetCache:
     """Read side of a cache folder: memory-mapped shards, opened lazily (fork-safe)."""
 
-    def __init__(self, folder: str | Path):
+    def __init__(self, folder: str | Path, verify: bool = True):
         import pandas as pd
 
         self.folder = Path(folder)
@@ -318,6 +324,12 @@ class TargetCache:
         self.info = json.loads(meta.read_text())
         if self.info.get("format") not in READ_FORMATS:
             raise DeepwideError(f"{meta}: unknown format {self.info.get('format')!r}")
+        if verify and self.info.get("checksums"):
+            # a corrupt or truncated shard fails here, naming it; the cache folder (a Snakemake
+            # output) is removed so that the next run re-extracts it and retrains its students
+            verify_checksums(self.folder, self.info["checksums"], "teacher targets shard",
+                             "`snakemake` (it re-extracts this cache and retrains the students that read it)",
+                             remove=self.folder)
         self.index = pd.read_parquet(self.folder / "index.parquet")
         if "start" not in self.index.columns:  # a /1 cache: whole utterances
             self.index["start"] = 0
@@ -361,7 +373,12 @@ class TargetCache:
     def _open(self, shard: int, part: str):
         key = (shard, part)
         if key not in self._mm:
-            self._mm[key] = np.load(self.folder / f"shard_{shard:05d}.{part}.npy", mmap_mode="r")
+            path = self.folder / f"shard_{shard:05d}.{part}.npy"
+            try:
+                self._mm[key] = np.load(path, mmap_mode="r")
+            except (OSError, ValueError) as err:  # truncated or not a .npy file
+                raise DeepwideError(f"corrupt teacher targets shard {path}: {err}; remove {self.folder} and rerun "
+                                    "`snakemake` (it re-extracts this cache)") from err
         return self._mm[key]
 
     def targets(self, uid: str, start: int, frames: int, layers: Sequence[int]) -> torch.Tensor:

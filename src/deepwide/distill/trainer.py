@@ -26,6 +26,7 @@ and raises an error naming the step and the batch's utterance ids.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import logging
@@ -49,6 +50,9 @@ from deepwide.utils.io import atomic_path, atomic_write_text, canonical_json, sh
 log = logging.getLogger(__name__)
 
 STATE_FORMAT = "deepwide-distill-state/1"
+# a step loss above this many times the median of the last steps stops the job (corrupt targets,
+# divergence): 2.9e20 from a shard with 4 KiB flipped was once logged at INFO and trained on
+LOSS_JUMP = 1e3
 
 
 class Preempted(Exception):
@@ -369,6 +373,7 @@ def train(
     )
     bar = tqdm(total=steps, initial=step, desc=f"{method} {arch.name}", unit="step", mininterval=5)
     acc = {"n": 0, "loss": 0.0, "audio": 0.0, **{n: 0.0 for n in names}}
+    recent: collections.deque = collections.deque(maxlen=50)  # the last steps' losses: a jump is an error
     gen = torch.Generator().manual_seed(seed)  # keeps DataLoader from drawing on the global RNG
     try:
         ds = data.BatchLoader(utts, plan, arch.conv, cache, layers, need_audio=not cached_fe, use_frontend=cached_fe,
@@ -392,6 +397,18 @@ def train(
                     f"non-finite loss at step {step + 1} ({dict(zip(['total'] + names, vals))}); "
                     f"utterances {', '.join(batch['ids'])}; state saved to {state_path}"
                 )
+            if recent and vals[0] > LOSS_JUMP * float(np.median(recent)):
+                # orders of magnitude above the last steps: corrupt targets or a diverged run,
+                # never a result to train on (the optimizer has not stepped on it)
+                _save_state(state_path, snapshot(rng_cpu, rng_cuda))
+                raise DeepwideError(
+                    f"loss jumped at step {step + 1}: {vals[0]:.4g}, more than {LOSS_JUMP:g} x the median "
+                    f"{float(np.median(recent)):.4g} of the previous {len(recent)} step(s); utterances "
+                    f"{', '.join(batch['ids'])}; check "
+                    + (f"the targets cache(s) {', '.join(map(str, targets_dirs))} and " if targets_dirs else "")
+                    + f"the teacher; state saved to {state_path}"
+                )
+            recent.append(vals[0])
             optimizer.zero_grad(set_to_none=True)
             total.backward()
             gnorm = float(torch.nn.utils.clip_grad_norm_(params, tc["grad_clip"]))

@@ -110,7 +110,7 @@ def cmd_solve(args) -> int:
 def cmd_export_hf(args) -> int:
     from deepwide.models.convert import export_hf
 
-    export_hf(args.checkpoint, args.outdir)
+    export_hf(args.checkpoint, args.outdir, force=args.force)
     print(args.outdir)
     return 0
 
@@ -149,6 +149,8 @@ def register(sub) -> None:
     ecmds = e.add_subparsers(dest="command", required=True, metavar="COMMAND")
     h = ecmds.add_parser("hf", help="transformers HubertModel directory (config.json, model.safetensors, preprocessor_config.json)")
     h.add_argument("checkpoint", help="deepwide checkpoint (.pt)")
-    h.add_argument("outdir", help="output directory (written atomically)")
+    h.add_argument("outdir", help="output directory (written atomically); an existing non-empty one is refused")
+    h.add_argument("--force", action="store_true",
+                   help="write into an existing non-empty folder, replacing only the files the export writes")
     h.set_defaults(func=cmd_export_hf)
 

@@ -532,13 +532,24 @@ def hf_config(arch: ArchConfig):
     )
 
 
-def export_hf(ckpt: str | Path, outdir: str | Path) -> Path:
+HF_EXPORT_FILES = ("config.json", "model.safetensors", "preprocessor_config.json", "deepwide.json")
+
+
+def export_hf(ckpt: str | Path, outdir: str | Path, force: bool = False) -> Path:
     """Write checkpoint ``ckpt`` as a transformers HubertModel directory ``outdir``.
 
     The directory holds config.json, model.safetensors and preprocessor_config.json
-    (16 kHz, ``do_normalize`` from the checkpoint's meta, attention masks on); it is
-    written atomically (a temporary sibling renamed on success).
+    (16 kHz, ``do_normalize`` from the checkpoint's meta, attention masks on) and
+    deepwide.json; it is written in a temporary sibling and renamed into place on success.
+    An existing non-empty ``outdir`` is a DeepwideError (nothing is touched) unless
+    ``force``: then only the files the export writes are replaced, all else is kept.
     """
+    outdir = Path(outdir)
+    if outdir.exists() and not outdir.is_dir():
+        raise DeepwideError(f"export hf: {outdir} exists and is not a folder: it is left untouched; name a new folder")
+    if not force and outdir.is_dir() and any(outdir.iterdir()):
+        raise DeepwideError(f"export hf: {outdir} exists and is not empty: it is left untouched. Name a new folder, or pass "
+                            f"--force to replace only the files the export writes ({', '.join(HF_EXPORT_FILES)})")
     from transformers import HubertModel, Wav2Vec2FeatureExtractor
 
     model, arch, meta = load_checkpoint(ckpt)
@@ -560,8 +571,7 @@ def export_hf(ckpt: str | Path, outdir: str | Path) -> Path:
         do_normalize=bool(meta.get("normalize", False)),
         return_attention_mask=True,
     )
-    outdir = Path(outdir)
-    with atomic_path(outdir, is_dir=True) as tmp:
+    with atomic_path(outdir, is_dir=True, merge=force) as tmp:
         hf.save_pretrained(tmp, safe_serialization=True)
         extractor.save_pretrained(tmp)
         (tmp / "deepwide.json").write_text(json.dumps({"arch": arch.to_dict(), "meta": meta, "source_checkpoint": str(Path(ckpt).resolve())}, indent=2, default=str))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -26,7 +27,9 @@ from collections import defaultdict
 from pathlib import Path
 
 from deepwide.errors import DeepwideError
-from deepwide.utils.io import atomic_write_text
+from deepwide.utils.io import atomic_write_text, publish_dir
+
+log = logging.getLogger(__name__)
 
 # the URLs s3prl 0.4.18 fetches; the cached file names derive from them
 LEXICON_URLS = [
@@ -89,6 +92,194 @@ def write_iden_split(root: str | Path, dest_dir: str | Path, split_file: str | N
     return dest
 
 
+# ----------------------------------------------------------------------------- rejected audio kept from s3prl
+#
+# s3prl's readers load every file their lists name (or their folders hold); one file the
+# corpus stage rejects (deepwide.corpus.prepare.check_audio: unreadable, empty, not 16 kHz
+# mono; listed in rejects.tsv) crashed the job in s3prl's loader. Each task's reader gets
+# lists without such files, or a view of the root: a folder of links to everything else
+# plus the lists rewritten, built once per set of rejected files (the key), then reused.
+
+
+def rejected_audio(items: list, path_of, what: str, jobs: int = 8) -> dict:
+    """``{item: reason}`` for the items whose file (``path_of(item)``; None: not checked)
+    check_audio rejects; the first 20 are logged at WARNING naming ``what``."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from deepwide.corpus.prepare import check_audio
+
+    def reason(item):
+        path = path_of(item)
+        return None if path is None else check_audio(path)[1]
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        bad = {item: why for item, why in zip(items, pool.map(reason, items)) if why is not None}
+    for item, why in list(bad.items())[:20]:
+        log.warning("%s: %s left out of what s3prl reads: %s", what, item, why)
+    return bad
+
+
+def _view(root: Path, bad, dest_parent: str | Path, build) -> Path:
+    """``dest_parent/view-<key>/`` (key: root and the rejected items), written by
+    ``build(tmp)`` into a pid-named sibling and renamed into place once; reused after."""
+    key = hashlib.sha256("\n".join([str(root), *sorted(map(str, bad))]).encode()).hexdigest()[:16]
+    dest = Path(dest_parent) / f"view-{key}"
+    if dest.is_dir():
+        return dest
+    tmp = Path(dest_parent) / f".{dest.name}.{os.getpid()}.partial"
+    shutil.rmtree(tmp, ignore_errors=True)  # our own leftover (pid-named)
+    tmp.mkdir(parents=True)
+    build(tmp)
+    publish_dir(tmp, dest)
+    return dest
+
+
+def _link_all_but(src: Path, dest: Path, skip) -> None:
+    """Links in ``dest`` to every entry of ``src`` whose name is not in ``skip``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for entry in src.iterdir():
+        if entry.name not in skip:
+            os.symlink(entry, dest / entry.name)
+
+
+def leave_out_bad_voxceleb_audio(root: str | Path, lists: list[Path], jobs: int = 8) -> int:
+    """Rewrite VoxCeleb1 lists s3prl reads (``iden_split.txt``: ``<1|2|3> UID``; the trial
+    list: ``<0|1> UID UID``) without the lines naming audio the corpus stage rejects
+    (:func:`deepwide.corpus.prepare.check_audio`: unreadable, empty, not 16 kHz mono), which
+    s3prl's loader would crash on. A UID is looked up as s3prl does (``ROOT/*/wav/UID``); one
+    found nowhere is left to s3prl. Returns how many distinct files were left out."""
+    root = Path(root)
+    texts = {p: p.read_text() for p in lists if p.is_file()}
+    uids = sorted({w for t in texts.values() for line in t.splitlines() for w in line.split()[1:]})
+    dirs = sorted(d for d in root.iterdir() if d.is_dir()) if root.is_dir() else []
+
+    def path_of(uid):
+        return next((d / "wav" / uid for d in dirs if (d / "wav" / uid).exists()), None)
+
+    bad = rejected_audio(uids, path_of, f"VoxCeleb1 {root}", jobs)
+    if not bad:
+        return 0
+    for path, text in texts.items():
+        kept = [line for line in text.splitlines(keepends=True) if not any(w in bad for w in line.split()[1:])]
+        atomic_write_text(path, "".join(kept))
+    return len(bad)
+
+
+def fsc_view(root: str | Path, dest_parent: str | Path, jobs: int = 8) -> tuple[Path, int]:
+    """The Fluent Speech Commands root s3prl's IC reader should see, and how many files
+    were left out of it. s3prl reads ``data/{train,valid,test}_data.csv`` and every file
+    they name. When the corpus stage's check_audio rejects none, the root itself; otherwise
+    a view holds the three lists without the rejected files' rows (as written) and links
+    to everything else in the root (the audio is not copied)."""
+    import csv
+
+    root = Path(root).resolve()
+    names = [f"{s}_data.csv" for s in ("train", "valid", "test")]
+    tables = {}  # name -> [(line as written, its path)], header first (path None)
+    for n in names:
+        lines = (root / "data" / n).read_text().splitlines(keepends=True)
+        col = next(csv.reader(lines[:1])).index("path")
+        tables[n] = [(lines[0], None)] + [(line, row[col]) for line, row in zip(lines[1:], csv.reader(lines[1:]))]
+    paths = sorted({p for t in tables.values() for _, p in t if p})
+    bad = rejected_audio(paths, lambda p: root / p, f"Fluent Speech Commands {root}", jobs)
+    if not bad:
+        return root, 0
+
+    def build(tmp):
+        _link_all_but(root, tmp, {"data"})
+        _link_all_but(root / "data", tmp / "data", set(names))
+        for n, t in tables.items():  # the rows as written, less the rejected ones
+            (tmp / "data" / n).write_text("".join(line for line, p in t if p not in bad))
+
+    return _view(root, bad, dest_parent, build), len(bad)
+
+
+def speech_commands_view(root: str | Path, folders: list[str], dest_parent: str | Path, jobs: int = 8) -> tuple[Path, int]:
+    """The root s3prl's KS reader should see (``ROOT/<folder>/<word>/*.wav`` for the train
+    and test folders), and how many files were left out of it. When the corpus stage's
+    check_audio rejects none, the root itself; otherwise a view holds the same folders
+    with links to every other file (the audio is not copied)."""
+    root = Path(root).resolve()
+    wavs = sorted(w for f in folders for w in (root / f).glob("*/*.wav"))
+    bad = rejected_audio(wavs, lambda w: w, f"Speech Commands {root}", jobs)
+    if not bad:
+        return root, 0
+
+    def build(tmp):
+        for f in folders:
+            _link_all_but(root / f, tmp / f, {d.name for d in (root / f).iterdir() if d.is_dir()})
+            for d in (root / f).iterdir():
+                if d.is_dir():
+                    _link_all_but(d, tmp / f / d.name, {w.name for w in bad if w.parent == d})
+
+    return _view(root, bad, dest_parent, build), len(bad)
+
+
+def kaldi_view(root: str | Path, splits: list[str], dest_parent: str | Path, jobs: int = 8) -> tuple[Path, int]:
+    """The Kaldi-style data dir (``ROOT/<split>/wav.scp``, segments, utt2spk, spk2utt,
+    reco2dur, rttm) s3prl's SD reader should see, and how many recordings were left out.
+    A recording whose wav.scp file the corpus stage's check_audio rejects is dropped from
+    every list of its split in a view; none rejected: the root itself."""
+    root = Path(root).resolve()
+    recs = {}  # (split, reco) -> path
+    for split in splits:
+        for line in (root / split / "wav.scp").read_text().splitlines():
+            parts = line.split(None, 1)
+            if len(parts) == 2 and not parts[1].rstrip().endswith("|"):  # a command: not a file to check
+                recs[(split, parts[0])] = parts[1].strip()
+    bad = rejected_audio(sorted(recs), recs.get, f"SD data dir {root}", jobs)
+    if not bad:
+        return root, 0
+    reco_field = {"wav.scp": 0, "reco2dur": 0, "segments": 1, "rttm": 1}
+
+    def build(tmp):
+        _link_all_but(root, tmp, set(splits))
+        for split in splits:
+            gone = {r for s, r in bad if s == split}
+            src, out = root / split, tmp / split
+            _link_all_but(src, out, {*reco_field, "utt2spk", "spk2utt"})
+            seg = src / "segments"
+            utts = {ln.split()[0] for ln in seg.read_text().splitlines() if ln.split() and ln.split()[1] in gone} \
+                if seg.is_file() else set()
+            for f in src.iterdir():
+                if f.name in reco_field:
+                    i = reco_field[f.name]
+                    keep = [ln for ln in f.read_text().splitlines(keepends=True) if len(ln.split()) <= i or ln.split()[i] not in gone]
+                elif f.name == "utt2spk":
+                    keep = [ln for ln in f.read_text().splitlines(keepends=True) if not ln.split() or ln.split()[0] not in utts]
+                elif f.name == "spk2utt":
+                    keep = []
+                    for ln in f.read_text().splitlines():
+                        words = ln.split()
+                        left = [u for u in words[1:] if u not in utts]
+                        if words and left:
+                            keep.append(" ".join([words[0], *left]) + "\n")
+                else:
+                    continue
+                (out / f.name).write_text("".join(keep))
+
+    return _view(root, [f"{s}/{r}" for s, r in bad], dest_parent, build), len(bad)
+
+
+def snips_view(root: str | Path, dest_parent: str | Path, jobs: int = 8) -> tuple[Path, int]:
+    """The Audio SNIPS root s3prl's SF reader should see, and how many files were left out.
+    s3prl reads every ``{train,valid,test}/**/*.wav`` whose stem has a line in
+    ``all.iob.snips.txt``; when the corpus stage's check_audio rejects some, a view holds
+    that file without their lines and links to the rest of the root; none: the root itself."""
+    root = Path(root).resolve()
+    wavs = sorted(w for split in ("train", "valid", "test") for w in (root / split).rglob("*.wav"))
+    bad = {w.stem for w in rejected_audio(wavs, lambda w: w, f"SNIPS {root}", jobs)}
+    if not bad:
+        return root, 0
+
+    def build(tmp):
+        _link_all_but(root, tmp, {"all.iob.snips.txt"})
+        lines = (root / "all.iob.snips.txt").read_text().splitlines(keepends=True)
+        (tmp / "all.iob.snips.txt").write_text("".join(ln for ln in lines if ln.split(" ", 1)[0].strip() not in bad))
+
+    return _view(root, bad, dest_parent, build), len(bad)
+
+
 # ----------------------------------------------------------------------------- IEMOCAP
 
 
@@ -116,12 +307,14 @@ def iemocap_utterances(root: str | Path) -> list[dict]:
     return out
 
 
-def write_er_metadata(root: str | Path, cache_dir: str | Path, fold: int, metadata_dir: str | None = None) -> None:
+def write_er_metadata(root: str | Path, cache_dir: str | Path, fold: int, metadata_dir: str | None = None) -> int:
     """The two per-fold JSON files s3prl's ER recipe reads from ``cache_dir``.
 
     SUPERB's split (the files s3prl would fetch): session ``fold+1`` is the test set, the
     other four sessions train+dev; only neutral, happy (+excited), angry and sad count.
     ``metadata_dir`` (holding ``Session{k}/{train,test}_meta_data.json``) overrides this.
+    Rows naming audio the corpus stage rejects are left out (s3prl's loader would crash on
+    them); returns how many distinct files were.
     """
     cache_dir = Path(cache_dir)
     session = fold + 1
@@ -135,7 +328,7 @@ def write_er_metadata(root: str | Path, cache_dir: str | Path, fold: int, metada
             if not src.is_file():
                 raise DeepwideError(f"superb.er.metadata_dir: {src} not found")
             shutil.copyfile(src, dest)
-        return
+        return _leave_out_bad_er_audio(root, list(targets.values()))
     utts = [u for u in iemocap_utterances(root) if u["label"] in ER_EMOTIONS]
     for part, dest in targets.items():
         rows = [
@@ -148,6 +341,24 @@ def write_er_metadata(root: str | Path, cache_dir: str | Path, fold: int, metada
         text = json.dumps({"labels": {"neu": 0, "hap": 1, "ang": 2, "sad": 3}, "meta_data": rows}, indent=1)
         if not dest.is_file() or dest.read_text() != text:
             atomic_write_text(dest, text)
+    return _leave_out_bad_er_audio(root, list(targets.values()))
+
+
+def _leave_out_bad_er_audio(root: str | Path, files: list[Path], jobs: int = 8) -> int:
+    """Rewrite s3prl's ER metadata files without rows whose ``ROOT/path`` the corpus stage
+    rejects (:func:`deepwide.corpus.prepare.check_audio`); the number of such files."""
+    root = Path(root)
+    metas = {f: json.loads(f.read_text()) for f in files}
+    paths = sorted({r["path"] for m in metas.values() for r in m.get("meta_data", [])})
+    bad = rejected_audio(paths, lambda p: root / p, f"IEMOCAP {root}", jobs)
+    if not bad:
+        return 0
+    for f, meta in metas.items():
+        meta["meta_data"] = [r for r in meta["meta_data"] if r["path"] not in bad]
+        if not meta["meta_data"]:
+            raise DeepwideError(f"superb.er: {f} has no utterance left once rejected audio is left out")
+        atomic_write_text(f, json.dumps(meta, indent=1))
+    return len(bad)
 
 
 # ----------------------------------------------------------------------------- LibriSpeech lexicon

@@ -260,14 +260,17 @@ def _prepare_offline(task: str, root: Path, tcfg: dict, cache_root: Path, embedd
     from deepwide.superb import offline
 
     if task in ("sid", "asv"):
-        offline.write_iden_split(root, cache_root, tcfg.get("split_file"), embedded=embedded)
+        lists = [offline.write_iden_split(root, cache_root, tcfg.get("split_file"), embedded=embedded)]
         if task == "asv":
             # s3prl's VoxCeleb1SV reads both files from its cache_dir
-            offline.write_iden_split(root, cache_root / "data", tcfg.get("split_file"), embedded=embedded)
+            lists.append(offline.write_iden_split(root, cache_root / "data", tcfg.get("split_file"), embedded=embedded))
             trial = Path(tcfg.get("trial_file") or root / "voxceleb1_test_v2.txt")
             shutil.copyfile(trial, cache_root / "data" / "voxceleb1_test_v2.txt")
+            lists.append(cache_root / "data" / "voxceleb1_test_v2.txt")
+        # audio the corpus stage rejects never reaches s3prl's reader
+        return {"audio_rejected": offline.leave_out_bad_voxceleb_audio(root, lists)}
     elif task == "er":
-        offline.write_er_metadata(root, cache_root / "data", fold, tcfg.get("metadata_dir"))
+        return {"audio_rejected": offline.write_er_metadata(root, cache_root / "data", fold, tcfg.get("metadata_dir"))}
     elif task == "pr":
         from deepwide.corpus.text import PHONE_SET, USER_PHONE_SET
 
@@ -439,6 +442,27 @@ def run_sweep(
             extra_ident["view"] = s3prl_root.name
         if lexicon_dir:
             extra_ident["lexicon"] = (Path(lexicon_dir) / "lexicon.json").read_text() if (Path(lexicon_dir) / "lexicon.json").is_file() else ""
+    view_rejected = None
+    if task == "ic":  # a view of the root without the audio the corpus stage rejects
+        from deepwide.superb.offline import fsc_view
+
+        s3prl_root, view_rejected = fsc_view(root, cache_root / "fluent_speech_commands")
+    elif task == "ks":
+        from deepwide.superb.offline import speech_commands_view
+
+        s3prl_root, view_rejected = speech_commands_view(
+            root, [tcfg.get("train_dir", "speech_commands_v0.01"), tcfg.get("test_dir", "speech_commands_test_set_v0.01")],
+            cache_root / "speech_commands")
+    elif task == "sd":
+        from deepwide.superb.offline import kaldi_view
+
+        s3prl_root, view_rejected = kaldi_view(root, ["train", "dev", "test"], cache_root / "sd")
+    elif task == "sf":
+        from deepwide.superb.offline import snips_view
+
+        s3prl_root, view_rejected = snips_view(root, cache_root / "snips")
+    if task in ("ic", "ks", "sd", "sf") and s3prl_root != root:
+        extra_ident["view"] = s3prl_root.name
     # resume identity: the result settings only (log and save cadence may change on a requeue)
     from deepwide.study import split_execution
 
@@ -559,6 +583,11 @@ def run_sweep(
             result["test_metrics"] = per_fold[0]["test_metrics"]
         if task == "pr":
             result.update(lexicon)  # phone_set, lexicon_source, lexicon_dir (+ lexicon_words)
+        if task in ("sid", "asv", "er"):
+            result["audio_rejected"] = lexicon["audio_rejected"]  # files left out of s3prl's lists
+        if task in ("ic", "ks", "sd", "sf"):
+            result["audio_rejected"] = view_rejected
+            result["s3prl_root"] = str(s3prl_root)
         if transcripts is not None:
             result["transcripts"] = transcripts
         if not all(math.isfinite(result[k]) for k in ("dev_score", "test_score")):

@@ -17,31 +17,90 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, is_dir: bool = False) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, is_dir: bool = False, replace: bool = False, merge: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; move it onto ``path`` on success.
 
-    On an exception the temporary file or folder is removed and ``path`` is untouched.
+    On an exception the temporary file or folder is removed and ``path`` is untouched. The
+    result gets the permissions a plain ``open``/``mkdir`` would give (``0o666``/``0o777``
+    less the umask), not ``mkstemp``'s private ``0o600``/``0o700``.
+
+    Folders (``is_dir``): an existing empty folder is replaced; an existing non-empty one is
+    a DeepwideError (nothing is written), unless ``replace`` (the caller owns the whole
+    folder: it is swapped for the new one, the old removed only after the swap) or ``merge``
+    (the new folder's files are moved into the existing one, replacing only those names;
+    everything else in it is kept). A file where a folder should be, or a folder where a
+    file should be, is a DeepwideError naming the path.
     """
+    from deepwide.errors import DeepwideError
+
     path = Path(path)
+    if is_dir and path.exists() and not path.is_dir():
+        raise DeepwideError(f"{path} exists and is not a folder: it is left untouched; choose a folder path")
+    if not is_dir and path.is_dir():
+        raise DeepwideError(f"{path} is a folder, a file is to be written there: it is left untouched; choose a file path")
+    if is_dir and not (replace or merge) and path.is_dir() and any(path.iterdir()):
+        raise DeepwideError(f"{path} exists and is not empty: it is left untouched; choose a new or empty folder "
+                            "(or remove this one yourself)")
     path.parent.mkdir(parents=True, exist_ok=True)
     if is_dir:
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        os.chmod(tmp, 0o777 & ~_umask())
     else:
         fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
         tmp = Path(name)
+        os.chmod(tmp, 0o666 & ~_umask())
+    old = None
     try:
         yield tmp
-        if is_dir and path.exists():
-            shutil.rmtree(path)
+        if is_dir and merge and path.is_dir():
+            for entry in sorted(tmp.iterdir()):
+                if (path / entry.name).is_dir() and not entry.is_dir():
+                    raise DeepwideError(f"{path / entry.name} is a folder where a file is to be written: it is left untouched")
+                if entry.is_dir() and (path / entry.name).is_dir():  # merge one level down as well
+                    for sub in sorted(entry.iterdir()):
+                        os.replace(sub, path / entry.name / sub.name)
+                    entry.rmdir()
+                else:
+                    os.replace(entry, path / entry.name)
+            tmp.rmdir()
+            return
+        if is_dir and path.is_dir():
+            if any(path.iterdir()):  # replace: swap first, remove the old folder after
+                old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+                os.replace(path, old / "x")
+            else:
+                path.rmdir()
         os.replace(tmp, path)
     except BaseException:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             tmp.unlink(missing_ok=True)
+        if old is not None and not path.exists() and (old / "x").exists():
+            os.replace(old / "x", path)  # put the old folder back
         raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def publish_dir(tmp: str | os.PathLike, dest: str | os.PathLike) -> None:
+    """Rename the finished folder ``tmp`` to ``dest``; when another process published
+    ``dest`` first (a deterministic view or cache both built), ``tmp`` is dropped."""
+    try:
+        os.replace(tmp, dest)
+    except OSError:
+        if not Path(dest).is_dir():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)  # another job wrote the same folder first
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -109,3 +168,53 @@ def write_parquet(df, path: str | os.PathLike) -> None:
     """Write a pandas DataFrame to Parquet atomically."""
     with atomic_path(path) as tmp:
         df.to_parquet(tmp, index=False)
+
+
+# ----------------------------------------------------------------------------- verified artifacts
+#
+# Every artifact a later job trusts (targets shards, checkpoints, SUPERB feature caches)
+# records the size and sha256 of its content when written; the reader checks them before
+# use (sha256 runs at about 1 s per GB on one core of the 2-core dev box, SHA-NI).
+
+
+def file_checksum(path: str | os.PathLike) -> dict[str, Any]:
+    """``{"bytes": size, "sha256": hex}`` of one file."""
+    path = Path(path)
+    return {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
+
+
+def checksum_mismatch(path: str | os.PathLike, recorded: dict[str, Any]) -> str | None:
+    """Why ``path`` does not match ``recorded`` (a :func:`file_checksum`), or None when it does."""
+    path = Path(path)
+    if not path.is_file():
+        return "the file is missing"
+    size = path.stat().st_size
+    if "bytes" in recorded and size != int(recorded["bytes"]):
+        return f"{size} bytes on disk, {int(recorded['bytes'])} when written (truncated or overwritten)"
+    if "sha256" in recorded and sha256_file(path) != recorded["sha256"]:
+        return "its sha256 differs from the one recorded when it was written (the content changed: a corrupt disk, copy or edit)"
+    return None
+
+
+def verify_checksums(folder: str | os.PathLike, recorded: dict[str, dict[str, Any]], what: str, rerun: str,
+                     remove: str | os.PathLike | None = None) -> None:
+    """Check every ``{name: checksum}`` in ``recorded`` under ``folder``; the first mismatch is a
+    DeepwideError naming the file, why, and what to rerun. ``remove``: a project-made output
+    (file or folder) that is deleted on a mismatch, so that the next ``snakemake`` run
+    rebuilds it instead of using it again."""
+    from deepwide.errors import DeepwideError
+
+    folder = Path(folder)
+    for name, rec in sorted(recorded.items()):
+        why = checksum_mismatch(folder / name, rec)
+        if why is None:
+            continue
+        note = ""
+        if remove is not None:
+            remove = Path(remove)
+            if remove.is_dir():
+                shutil.rmtree(remove, ignore_errors=True)
+            else:
+                Path(remove).unlink(missing_ok=True)
+            note = f"; removed {remove} so that the next `snakemake` run rebuilds it"
+        raise DeepwideError(f"corrupt {what}: {folder / name}: {why}{note}; rerun {rerun}")

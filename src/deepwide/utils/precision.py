@@ -134,12 +134,13 @@ def numerics_record(device: torch.device, threads: int, precision: str) -> dict:
     return rec
 
 
-def state_sha256(state_dict: dict) -> str:
-    """sha256 over the names, dtypes, shapes and bytes of a state dict's tensors (sorted by
-    name): equal iff the weights are bit-identical, whatever file holds them."""
+def state_sha256(state_dict: dict, prefix: bytes = b"") -> str:
+    """sha256 over ``prefix``, then the names, dtypes, shapes and bytes of a state dict's
+    tensors (sorted by name): equal iff the weights are bit-identical, whatever file holds
+    them. (The checkpoint's own digest prefixes its architecture.)"""
     import hashlib
 
-    h = hashlib.sha256()
+    h = hashlib.sha256(prefix)
     for name in sorted(state_dict):
         t = state_dict[name].detach().cpu().contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())

@@ -15,7 +15,7 @@ CONFIG ?= config.yaml
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.cache/numba
 export MPLBACKEND ?= Agg
 
-.PHONY: setup sysdeps run study test clean-results install-profile
+.PHONY: setup sysdeps run study test clean-results install-profile envs
 
 setup: sysdeps $(STAMP)
 
@@ -42,6 +42,10 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	@touch $@
+
+# envs/deepwide.yaml (conda env of every rule, `snakemake --sdm conda`) from requirements.txt
+envs:
+	$(PYTHON) envs/generate.py
 
 # One command also after a kill: `recover` removes the Snakemake lock a killed run left (when
 # no snakemake runs here), --rerun-incomplete reruns the jobs it interrupted.

@@ -186,8 +186,9 @@ def test_published_numbers_come_from_the_data_file_with_sources():
     assert round(superb_score(PUBLISHED["HuBERT Base"]["metrics"], FBANK, SOTA)) == 941
 
 
-def test_no_envs_folder_and_the_project_cites_no_file_outside_it():
-    assert not (REPO / "envs").exists()
+def test_envs_folder_and_the_project_cites_no_file_outside_it():
+    # envs/ holds the conda env of `snakemake --sdm conda` (issue 22; tests/test_envs.py)
+    assert (REPO / "envs" / "deepwide.yaml").is_file()
     for path in [*(REPO / "src").rglob("*.py"), *(REPO / "workflow").rglob("*.smk"), REPO / "README.md"]:
         assert "DESIGN.md" not in path.read_text(), path
 

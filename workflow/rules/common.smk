@@ -8,6 +8,8 @@
 import os
 import sys
 
+from snakemake.settings.types import DeploymentMethod
+
 from deepwide.study import Study
 
 STUDY = Study.from_config(config)
@@ -16,8 +18,17 @@ STUDY = Study.from_config(config)
 # run torch 5x slower (measured on the teacher's pretraining); a user's own value wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-# the interpreter that runs snakemake also runs every stage (same venv on a cluster node)
-PY = sys.executable
+# Software: plain `snakemake` runs every stage with the interpreter that runs snakemake
+# (the .venv, also on a cluster node). `--sdm conda` runs each rule in envs/deepwide.yaml
+# (conda: CONDA_ENV on every rule, pinned to requirements.txt): then `python` is the env's,
+# and the deepwide package comes from this checkout's src/ (the env holds its dependencies).
+CONDA_ENV = os.path.join(workflow.basedir, "envs", "deepwide.yaml")
+if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method:
+    PY = "python"
+    _src = os.path.join(workflow.basedir, "src")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_src, os.environ.get("PYTHONPATH")) if p)
+else:
+    PY = sys.executable
 
 
 # One study per results folder: Snakemake's lock covers only the working directory, so a

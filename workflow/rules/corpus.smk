@@ -22,6 +22,8 @@ for _name in STUDY.synthesized:
             identity=STUDY.params("corpus"),
         # snakemake scales threads down to --cores locally; on a cluster this is the request
         threads: config["corpus"]["threads"]
+        conda:
+            CONDA_ENV
         resources:
             **STUDY.cpu_job(f"synth_{_name}"),
         log:
@@ -50,6 +52,8 @@ for _name in STUDY.corpora:
             out_dir=str(STUDY.manifest_dir(_name)),
             identity=STUDY.params("corpus"),
         threads: config["corpus"]["threads"]
+        conda:
+            CONDA_ENV
         resources:
             **STUDY.cpu_job(f"prepare_{_name}"),
         log:
@@ -76,6 +80,8 @@ for _name in STUDY.extra_synthesized:
                 cfg=STUDY.identity_json("corpus.librimix"),
                 seed=config["seed"],
                 identity=STUDY.params("corpus"),
+            conda:
+                CONDA_ENV
             resources:
                 **STUDY.cpu_job("synth_librimix"),
             log:
@@ -98,6 +104,8 @@ for _name in STUDY.extra_synthesized:
                 seed=config["seed"],
                 identity=STUDY.params("corpus"),
             threads: config["corpus"]["threads"]
+            conda:
+                CONDA_ENV
             resources:
                 **STUDY.cpu_job(f"synth_{_name}"),
             log:
@@ -126,6 +134,8 @@ for _name in STUDY.extra_corpora:
             out_dir=str(STUDY.manifest_dir(_name)),
             identity=STUDY.params("corpus"),
         threads: config["corpus"]["threads"]
+        conda:
+            CONDA_ENV
         resources:
             **STUDY.cpu_job(f"prepare_{_name}"),
         log:

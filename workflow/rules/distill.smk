@@ -25,6 +25,8 @@ rule targets:
     log:
         STUDY.log("targets", f"{STUDY.targets_key}/{{part}}"),
     threads: config["distill"]["train"]["cpu_threads"]
+    conda:
+        CONDA_ENV
     resources:
         **STUDY.gpu_job("targets"),
     shell:
@@ -53,6 +55,8 @@ rule distill:
     log:
         STUDY.log("distill", "{method}/{shape}/seed{seed}"),
     threads: config["distill"]["train"]["cpu_threads"]
+    conda:
+        CONDA_ENV
     resources:
         **STUDY.gpu_job("distill"),
     shell:

@@ -20,6 +20,8 @@ rule report_cost:
     params:
         cfg=STUDY.report_identity("cost"),
         identity=STUDY.params("report"),
+    conda:
+        CONDA_ENV
     resources:
         **STUDY.gpu_job("report_cost"),
     log:
@@ -39,6 +41,8 @@ rule report_cka:
     params:
         cfg=STUDY.report_identity("cka"),
         identity=STUDY.params("report"),
+    conda:
+        CONDA_ENV
     resources:
         **STUDY.gpu_job("report_cka"),
     log:
@@ -59,6 +63,8 @@ rule report_kdloss:
     params:
         cfg=STUDY.report_identity("cka"),  # the same held-out utterances as CKA
         identity=STUDY.params("report"),
+    conda:
+        CONDA_ENV
     resources:
         **STUDY.gpu_job("report_kdloss"),
     log:
@@ -82,6 +88,8 @@ rule report_collect:
         identity=STUDY.params("report"),
         # every head's result.json (written by its SUPERB job beside heads.json) and QbE's
         results=" ".join(shlex.quote(p) for p in STUDY.report_result_files()),
+    conda:
+        CONDA_ENV
     resources:
         **STUDY.cpu_job("report_collect"),
     log:
@@ -113,6 +121,8 @@ rule report_tables:
         cfg=STUDY.report_identity("tables"),
         identity=STUDY.params("report"),
         out_dir=str(STUDY.report_dir / "tables"),
+    conda:
+        CONDA_ENV
     resources:
         **STUDY.cpu_job("report_tables"),
     log:
@@ -144,6 +154,8 @@ rule report_figures:
         cfg=STUDY.report_identity("figures"),
         identity=STUDY.params("report"),
         out_dir=str(STUDY.report_dir / "figures"),
+    conda:
+        CONDA_ENV
     resources:
         **STUDY.cpu_job("report_figures"),
     log:

@@ -34,6 +34,8 @@ rule superb_run:
     log:
         STUDY.log("superb_run", "{upstream}/{task}"),
     threads: max(1, config["superb"]["threads"])
+    conda:
+        CONDA_ENV
     resources:
         **STUDY.gpu_job("superb_run"),
     shell:
@@ -61,6 +63,8 @@ if "pr" in STUDY.superb_tasks:
             files=f"--lexicon {' '.join(STUDY.scfg['pr']['lexicon'])}" if STUDY.scfg["pr"]["lexicon"] else "",
             out_dir=STUDY.superb_lexicon_dir,
             policy=STUDY.text_policy,
+        conda:
+            CONDA_ENV
         resources:
             **STUDY.cpu_job("superb_lexicon"),
         log:
@@ -78,6 +82,8 @@ rule superb_select:
     params:
         identity=STUDY.params("superb"),
         results=lambda w: " ".join(shlex.quote(p) for p in STUDY.superb_task_results(w.upstream, w.task)),
+    conda:
+        CONDA_ENV
     resources:
         **STUDY.cpu_job("superb_select"),
     log:
@@ -105,6 +111,8 @@ if STUDY.qbe_enabled:
         log:
             STUDY.log("superb_qbe", "{upstream}"),
         threads: max(1, config["superb"]["threads"])
+        conda:
+            CONDA_ENV
         resources:
             **STUDY.gpu_job("superb_qbe"),
         shell:

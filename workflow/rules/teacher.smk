@@ -15,6 +15,8 @@ if STUDY.teacher_source == "import":
         params:
             fmt=_fmt,
             identity=STUDY.params("teacher", cfg=STUDY.identity("teacher.import")),
+        conda:
+            CONDA_ENV
         resources:
             **STUDY.cpu_job("teacher_import"),
         log:
@@ -37,6 +39,8 @@ else:
             valid=lambda wildcards, input: f"--valid-manifest '{input.valid}'" if "valid" in input.keys() else "",
             # resume state (pseudo-labels, optimizer, RNG): outside the declared outputs
             workdir=str(STUDY.teacher_dir / "work"),
+        conda:
+            CONDA_ENV
         resources:
             **STUDY.gpu_job("teacher_pretrain"),
         # snakemake scales this down to --cores on a laptop

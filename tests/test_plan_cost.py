@@ -1,6 +1,7 @@
 """`plan cost`: GPU-hours per stage for paper.yaml, ours vs one SUPERB job per lr."""
 
 import json
+from pathlib import Path
 
 from deepwide.cli import main
 from paper_placeholders import paper_config
@@ -27,3 +28,31 @@ def test_plan_cost_paper(tmp_path, capsys):
     (tmp_path / "fig.json").write_text(json.dumps(fig))
     assert main(["plan", "cost", "--config", str(cfg), "--figures", str(tmp_path / "fig.json")]) == 0
     assert "test box" in capsys.readouterr().out
+
+
+def test_plan_cost_unedited_paper_before_the_data_exists(repo_root, capsys):
+    """The unedited paper.yaml (its /data roots and teacher checkpoint absent): the plan
+    prints the bill and warns about each missing path; a run still refuses at parse time."""
+    import pytest
+
+    from deepwide.errors import DeepwideError
+    from deepwide.study import Study
+
+    paper = repo_root / "workflow" / "configs" / "paper.yaml"
+    if Path("/data/models/hubert_base_ls960.pt").exists():
+        pytest.skip("this machine has paper.yaml's teacher checkpoint")
+    assert main(["plan", "cost", "--config", str(paper)]) == 0
+    cap = capsys.readouterr()
+    assert "superb sid" in cap.out and "total" in cap.out
+    assert "warning: config key teacher.import.path: /data/models/hubert_base_ls960.pt does not exist" in cap.err
+    assert "assumes a 12-layer teacher" in cap.err
+    assert "corpus.librispeech.root: folder /data/LibriSpeech does not exist" in cap.err
+    assert "warning: superb.sid: dataset root /data/VoxCeleb1 does not exist" in cap.err
+    study = Study.from_file(paper, plan=True)
+    assert len(study.warnings) >= 3
+    # what Snakemake builds its rules from (Study.from_config, not a plan) still stops
+    full = Study.from_file(paper)
+    with pytest.raises(DeepwideError, match="teacher.import.path"):
+        full.teacher_depth
+    with pytest.raises(DeepwideError, match="corpus.librispeech.root"):
+        full.check_corpora()

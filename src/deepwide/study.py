@@ -33,13 +33,16 @@ from __future__ import annotations
 
 import copy
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from deepwide.errors import DeepwideError
 from deepwide.utils.io import canonical_json
+
+# teacher depth a plan assumes while the checkpoint to import is missing (Base-sized models)
+PLAN_TEACHER_DEPTH = 12
 
 # Bump a stage's number when its code changes what its jobs produce.
 STAGE_VERSIONS = {"corpus": 2, "teacher": 3, "targets": 3, "distill": 4, "superb": 2, "qbe": 1, "report": 4}
@@ -126,6 +129,11 @@ class Study:
     """Every job of the study a validated config describes (see the module docstring)."""
 
     config: dict
+    # A plan (`plan cost`, `plan resources`) is made before the data exists: then a missing
+    # root or teacher checkpoint is recorded in ``warnings`` (see plan_warnings) and what it
+    # would tell is assumed, instead of the DeepwideError a Snakemake run gets at parse time.
+    plan: bool = False
+    warnings: list[str] = field(default_factory=list)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -136,11 +144,36 @@ class Study:
         return cls(validate_config(config))
 
     @classmethod
-    def from_file(cls, path: str | Path, overrides: dict | None = None) -> "Study":
-        """From a config file alone (schema defaults fill what it does not set)."""
+    def from_file(cls, path: str | Path, overrides: dict | None = None, plan: bool = False) -> "Study":
+        """From a config file alone (schema defaults fill what it does not set); ``plan``:
+        see the ``plan`` field."""
         from deepwide.config import load_config
 
-        return cls(load_config(path, overrides))
+        study = cls(load_config(path, overrides), plan=plan)
+        if plan:
+            study.plan_warnings()
+        return study
+
+    def _warn(self, message: str) -> None:
+        if message not in self.warnings:
+            self.warnings.append(message)
+
+    def plan_warnings(self) -> list[str]:
+        """Every check a Snakemake run makes at parse time (corpus roots, SUPERB roots, the
+        teacher checkpoint to import), each failure recorded as a warning, not raised."""
+        from deepwide.superb.plan import check_config
+
+        try:
+            self.check_corpora()
+        except DeepwideError as err:
+            self._warn(str(err))
+        errors: list[str] = []
+        check_config(self.config, errors=errors)
+        for e in errors:
+            self._warn(e)
+        if self.teacher_source == "import":
+            self.teacher_depth  # noqa: B018 -- records the missing checkpoint, if it is
+        return self.warnings
 
     # ------------------------------------------------------------------ layout
     @property
@@ -349,7 +382,14 @@ class Study:
             return int(self.config["teacher"]["pretrain"]["arch"]["depth"])
         from deepwide.models.convert import checkpoint_depth
 
-        fmt, path = self.teacher_import()
+        try:
+            fmt, path = self.teacher_import()
+        except DeepwideError as err:
+            if not self.plan:
+                raise
+            self._warn(f"{err}; the plan assumes a {PLAN_TEACHER_DEPTH}-layer teacher (HuBERT/wav2vec 2.0 Base) "
+                       "for the students' target layers")
+            return PLAN_TEACHER_DEPTH
         return checkpoint_depth(fmt, path)
 
     # ------------------------------------------------------------------ distill

@@ -102,10 +102,20 @@ def format_cost(c: dict) -> str:
     return "\n".join(lines)
 
 
+def print_plan_warnings(study) -> None:
+    """What a Snakemake run of this config would stop on today (missing roots, teacher
+    checkpoint), printed as warnings: a plan is made before the data is in place."""
+    import sys
+
+    for w in study.warnings:
+        print("warning: " + w.replace("\n", "\n  "), file=sys.stderr)
+
+
 def _cost_cmd(args) -> int:
     from deepwide.study import Study
 
-    study = Study.from_file(args.config)
+    study = Study.from_file(args.config, plan=True)
+    print_plan_warnings(study)
     c = cost(study, load_figures(args.figures))
     print(format_cost(c))
     if args.json:

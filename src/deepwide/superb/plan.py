@@ -81,12 +81,22 @@ def enabled_tasks(config: dict) -> list[str]:
     return tasks
 
 
-def check_config(config: dict) -> list[str]:
-    """Raise DeepwideError (naming task and path) for an unusable real dataset root.
+def check_config(config: dict, errors: list[str] | None = None) -> list[str]:
+    """Raise DeepwideError (naming task and path) for an unusable real dataset root; with
+    ``errors`` (a plan made before the data exists), append every such message there instead.
 
     Embedded roots are produced by the corpus stage later in the run, so only their
     presence in the plan is reported.
     """
+
+    def check(*args, **kwargs):
+        try:
+            check_root(*args, **kwargs)
+        except DeepwideError as err:
+            if errors is None:
+                raise
+            errors.append(str(err))
+
     lines = []
     tasks = enabled_tasks(config)
     if qbe_enabled(config) and "qbe" not in tasks:
@@ -97,10 +107,10 @@ def check_config(config: dict) -> list[str]:
         if not TASKS[task].trainable:
             lines.append(f"{task}: {root} (no training; wired for real roots)")
             if not embedded:
-                check_root(task, root, tcfg, embedded=False)
+                check(task, root, tcfg, embedded=False)
             continue
         if not embedded:
-            check_root(task, root, tcfg, embedded=False)
+            check(task, root, tcfg, embedded=False)
         lines.append(f"{task}: {'embedded' if embedded else 'real'} root {root}, lr {lrs(config, task)}")
     return lines
 

@@ -31,6 +31,7 @@ def teacher(tmp_path_factory):
 def test_extract_values_index_and_bytes(corpus, teacher, tmp_path):
     info = targets.extract(teacher, [corpus], [1, 3], tmp_path / "cache", frontend=True, shard_seconds=8)
     assert info["num_shards"] > 1 and info["layers"] == [1, 3]
+    assert json.loads((tmp_path / "cache" / "cache.json").read_text())["usage"]["peak_rss_mb"] > 0  # plan resources
     # bytes: frames x (2 layers x 64 + 32 front-end channels) x 2 bytes, plus the .npy headers
     frames = int(pd.read_parquet(tmp_path / "cache" / "index.parquet")["frames"].sum())
     payload = frames * (2 * 64 + 32) * 2

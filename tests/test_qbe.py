@@ -277,6 +277,7 @@ def test_cli_writes_result_json(quesst_root, tmp_path, capsys):
     assert {"upstream", "task", "lr", "metric", "higher_is_better", "dev_score", "best_step", "test_score",
             "layer_weights", "runtime_s", "device"} <= set(rec)
     assert rec["task"] == "qbe" and rec["metric"] == "mtwv" and rec["upstream"] == "pred-2x32" and rec["device"] == "cpu"
+    assert rec["usage"]["peak_rss_mb"] > 0 and rec["usage"]["cuda_max_allocated_mb"] is None  # plan resources
     assert len(rec["layer_weights"]) == 3 and sorted(rec["layer_weights"]) == [0.0, 0.0, 1.0]
     assert rec["layer_weights"][rec["layer"]] == 1.0 and set(rec["dev_by_layer"]) == {"0", "1", "2"}
     assert rec["dev_score"] == max(rec["dev_by_layer"].values()) and 0.0 <= rec["test_score"] <= 1.0

@@ -315,6 +315,7 @@ def test_cka_and_cost_on_checkpoints(tmp_path):
                  "--manifest", str(manifest), "--options", json.dumps({"utterances": 2, "repeats": 1}),
                  "--out", str(cost)]) == 0
     c = json.loads(cost.read_text())
+    assert c["usage"]["peak_rss_mb"] > 0 and c["usage"]["wall_s"] > 0  # plan resources
     assert c["params"] == json.loads((ckpts["pred-1x64f128h2"].parent / "info.json").read_text())["params"]
     assert c["utterances"] == 2 and c["audio_seconds"] == pytest.approx(0.6 + 0.7)
     assert c["rtf"] > 0 and c["machine"]

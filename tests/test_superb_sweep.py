@@ -44,6 +44,7 @@ def test_shared_pass_sweep_equals_separate_runs(tmp_path):
     for a, b in zip(separate, swept):
         _same(a, b)
         assert b["sweep"]["shared_pass"] is True
+        assert b["usage"]["peak_rss_mb"] > 0 and b["usage"]["wall_s"] > 0  # the job's, for plan resources
         sa, sb = _head_state(a), _head_state(b)
         assert sa.keys() == sb.keys()
         for k in sa:

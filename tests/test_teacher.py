@@ -176,6 +176,7 @@ def test_pretrain_micro_teacher(corpus, tmp_path):
     assert 0 < info["majority_rate"] < 1 and info["valid_masked_acc"] == valid.masked_acc.iloc[-1]
     assert info["valid_utterances"] == 4 and info["train_utterances"] == 16
     assert info["wall_time_s"] > 0 and info["cpu_time_s"] > 0
+    assert info["usage"]["peak_rss_mb"] > 0 and info["usage"]["wall_s"] > 0  # plan resources
     # HuBERT Base's mask_prob 0.8; the unmasked frames' loss kept (masked-only learns nothing at the embedded size)
     assert info["config"]["train"]["unmasked_weight"] == 1.0 and info["config"]["train"]["mask_prob"] == 0.8
     from deepwide.utils.precision import resolve_precision

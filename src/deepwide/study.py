@@ -234,6 +234,44 @@ class Study:
 
         return job_resources(self.config["resources"], rule, gpu=False)
 
+    def rule_classes(self) -> dict[str, bool]:
+        """rule name -> whether its jobs ask for a GPU, read from the ``STUDY.gpu_job(...)`` /
+        ``STUDY.cpu_job(...)`` calls in workflow/rules/*.smk (``synth_{_name}`` and
+        ``prepare_{_name}`` expanded over the study's corpora), for the rules this study runs."""
+        import re
+
+        rules_dir = Path(__file__).resolve().parents[2] / "workflow" / "rules"
+        if not rules_dir.is_dir():
+            raise DeepwideError(f"plan: workflow rules not found at {rules_dir} (run from a clone of the repository)")
+        found: dict[str, bool] = {}
+        for smk in sorted(rules_dir.glob("*.smk")):
+            for kind, name in re.findall(r"STUDY\.(gpu|cpu)_job\(f?\"([^\"]+)\"\)", smk.read_text()):
+                found[name] = kind == "gpu"
+        names = {
+            "synth_{_name}": [*self.synthesized, *[c for c in self.extra_synthesized if c != "librimix"]],
+            "prepare_{_name}": [*self.corpora, *self.extra_corpora],
+        }
+        skip = set()
+        if self.teacher_source != "import":
+            skip.add("teacher_import")
+        if self.teacher_source != "pretrain":
+            skip.add("teacher_pretrain")
+        if not any(self.method_cached(m) for m in self.methods):
+            skip.add("targets")
+        if "librimix" not in self.extra_synthesized:
+            skip.add("synth_librimix")
+        if not self.qbe_enabled:
+            skip.add("superb_qbe")
+        if not self.superb_tasks:
+            skip.update({"superb_run", "superb_select", "superb_lexicon"})
+        out: dict[str, bool] = {}
+        for name, gpu in found.items():
+            if name in names:
+                out.update({name.replace("{_name}", c): gpu for c in names[name]})
+            elif name not in skip:
+                out[name] = gpu
+        return out
+
     # ------------------------------------------------------------------ corpus
     @property
     def corpus_cfg(self) -> dict:

@@ -306,6 +306,9 @@ def extract(
         write_parquet(index, tmp / "index.parquet")
         checksums["index.parquet"] = file_checksum(tmp / "index.parquet")
         info["checksums"] = checksums
+        from deepwide.utils.usage import usage
+
+        info["usage"] = usage()  # peak memory and wall time of this job (plan resources)
         atomic_write_text(tmp / "cache.json", json.dumps(info, indent=1))
     shutil.rmtree(work, ignore_errors=True)
     return info

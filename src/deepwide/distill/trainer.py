@@ -496,6 +496,9 @@ def train(
         "crop": crop_info,  # policy; share of audio the windows keep; share of frames past one crop
         "skipped": [skipped],  # utterances left out for length (count, threshold)
     }
+    from deepwide.utils.usage import usage
+
+    info["usage"] = usage()  # peak memory and wall time of this job (plan resources)
     atomic_write_text(out_dir / "info.json", json.dumps(info, indent=1))
     state_path.unlink(missing_ok=True)  # finished: the outputs are the state now (optimizer state is large)
     log.info("done: %s (%.0f s, %.1f audio-s/s, mode %s)", out_dir / "student.pt", info["wall_time_s"],

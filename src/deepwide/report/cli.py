@@ -150,6 +150,9 @@ def cmd_cost(args):
     out = measure_cost(args.upstream, args.checkpoint, args.manifest,
                        max_utterances=int(opts.get("utterances", 8)), max_seconds=float(opts.get("max_seconds", 10.0)),
                        repeats=int(opts.get("repeats", 1)), device=args.device)
+    from deepwide.utils.usage import usage
+
+    out["usage"] = usage()  # peak memory and wall time of this job (plan resources)
     atomic_write_text(args.out, json.dumps(out, indent=2) + "\n")
 
 

@@ -98,6 +98,7 @@ def _heads(value) -> list[tuple[str, int]]:
 
 def _write_heads(out: Path, heads: list[tuple[str, int]], results: list[dict], wall_s: float) -> None:
     from deepwide.utils.io import atomic_write_text
+    from deepwide.utils.usage import usage
 
     rows = []
     for (lr, seed), res in zip(heads, results):
@@ -108,7 +109,7 @@ def _write_heads(out: Path, heads: list[tuple[str, int]], results: list[dict], w
     first = results[0]
     atomic_write_text(out, json.dumps({"upstream": first["upstream"], "task": first["task"], "metric": first["metric"],
                                        "shared_pass": bool((first.get("sweep") or {}).get("shared_pass")),
-                                       "wall_s": round(wall_s, 3), "heads": rows}, indent=1) + "\n")
+                                       "wall_s": round(wall_s, 3), "heads": rows, "usage": usage()}, indent=1) + "\n")
 
 
 def _select(args) -> int:

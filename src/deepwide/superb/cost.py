@@ -124,10 +124,13 @@ def _cost_cmd(args) -> int:
 
 
 def register(sub):
-    p = sub.add_parser("plan", help="plan a study: cost estimates")
+    p = sub.add_parser("plan", help="plan a study: cost estimates, resource requests vs measurements")
     cmds = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     c = cmds.add_parser("cost", help="GPU-hours per stage, ours vs one SUPERB job per lr")
     c.add_argument("--config", default="config.yaml")
     c.add_argument("--figures", default=None, help="throughput JSON (benchmarks/superb_throughput.py output; default: shipped figures)")
     c.add_argument("--json", default=None, help="also write the table as JSON here")
     c.set_defaults(func=_cost_cmd)
+    from deepwide.plan_resources import register as register_resources
+
+    register_resources(cmds)

@@ -675,6 +675,9 @@ def _cmd_qbe(args) -> int:
     for f in ("dev.stdlist.xml", "eval.stdlist.xml"):
         (work / f).replace(out.parent / f)
     shutil.rmtree(work, ignore_errors=True)
+    from deepwide.utils.usage import usage
+
+    rec["usage"] = usage()  # peak memory and wall time of this job (plan resources)
     atomic_write_text(out, json.dumps(rec, indent=1) + "\n")
     log.info("superb qbe %s: layer %d, dev MTWV %.4f, test MTWV %.4f, %.1f s on %s", args.upstream_name, res["layer"],
              res["dev_score"], res["test_score"], rec["runtime_s"], name)

@@ -593,7 +593,11 @@ def run_sweep(
         if not all(math.isfinite(result[k]) for k in ("dev_score", "test_score")):
             raise DeepwideError(f"superb {upstream_name}/{task}/lr{format_lr(job['lr'])}: non-finite score {result['dev_score']}, {result['test_score']}")
         results.append(result)
+    from deepwide.utils.usage import usage
+
+    used = usage()  # the job's peak memory and wall time, shared by all its heads (plan resources)
     for job, result in zip(jobs, results):  # declared outputs last, once every head is done
+        result["usage"] = used
         atomic_write_text(job["out_dir"] / "result.json", json.dumps(result, indent=1) + "\n")
     return results
 

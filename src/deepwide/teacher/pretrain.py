@@ -501,6 +501,9 @@ def pretrain(
         import pandas as pd
 
         write_parquet(pd.DataFrame(curve), curve_path)
+        from deepwide.utils.usage import usage
+
+        info["usage"] = usage()  # peak memory and wall time of this job (plan resources)
         atomic_write_text(info_path, json.dumps(info, indent=2, sort_keys=True) + "\n")
         from deepwide.models.checkpoint import save_checkpoint
 

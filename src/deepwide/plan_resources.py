@@ -1,0 +1,173 @@
+"""``python -m deepwide plan resources``: measured peak memory and wall time per rule
+against the SLURM requests of the config's ``resources`` section.
+
+Measurements come from the ``usage`` key (:mod:`deepwide.utils.usage`) of the JSON files a
+finished run left in its results folder (``--measured RUN_DIR``, default: the config's own
+``results``). Per rule the largest job counts. Scaling to the study's sizes is done only where
+it can be justified:
+
+- wall time of ``distill``: the measured job's training seconds x (study steps x batch
+  seconds) / (audio seconds it trained on), plus its measured overhead (set-up, export), when
+  it ran on CUDA (what the study's job gets) with a shape the study trains: a KD step's time
+  is proportional to the audio in its batch for a fixed shape. Otherwise, and for every other
+  rule, wall time is "not scaled".
+- memory is never scaled: peak RSS depends on the model, the batch, the dataset index and the
+  loader workers together, with no single factor to scale by. A CPU run's RSS holds what a GPU
+  job keeps on the card, so it overstates a GPU job's host memory (a safe side for "low").
+
+Flags: a request below measured x ``--safety`` is ``LOW`` (the job may be killed); one more
+than 4x the measurement is ``>4x`` (it wastes the node), each named with its quantity.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from deepwide.errors import DeepwideError
+
+OVERSIZE = 4.0
+
+# rule -> (glob of its JSON files under a results folder); the rules not named here write
+# no info/result JSON (corpus, teacher import, lexicon, select, report collect/tables/figures,
+# CKA and KD-loss parquet files) and are listed as "no measurement"
+MEASURED_FILES = {
+    "teacher_pretrain": ["teacher/info.json"],
+    "targets": ["targets/*/*/cache.json"],
+    "distill": ["students/*/*/seed*/info.json"],
+    "superb_run": ["superb/*/*/heads.json"],
+    "superb_qbe": ["superb/*/qbe/*/result.json"],
+    "report_cost": ["report/cost/*.json"],
+}
+
+
+def _load(path: Path) -> dict | None:
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return obj if isinstance(obj, dict) and isinstance(obj.get("usage"), dict) else None
+
+
+def measurements(run_dir: Path) -> dict[str, list[dict]]:
+    """rule -> [{path, usage, info}] for every measured job under ``run_dir``."""
+    out: dict[str, list[dict]] = {}
+    for rule, patterns in MEASURED_FILES.items():
+        for pattern in patterns:
+            for path in sorted(run_dir.glob(pattern)):
+                info = _load(path)
+                if info is not None:
+                    out.setdefault(rule, []).append({"path": path, "usage": info["usage"], "info": info})
+    return out
+
+
+def _rss(u: dict) -> float:
+    return float(u.get("peak_rss_mb") or 0.0) + float(u.get("peak_rss_children_mb") or 0.0)
+
+
+def _device_kind(info: dict) -> str | None:
+    dev = str(info.get("device") or "")
+    return "cuda" if dev.startswith("cuda") else ("cpu" if dev else None)
+
+
+def _scaled_wall(rule: str, m: dict, study) -> tuple[float | None, str]:
+    """(study-sized wall seconds, how) or (None, why not)."""
+    info, wall = m["info"], float(m["usage"]["wall_s"])
+    if _device_kind(info) != "cuda":
+        return None, f"not scaled (measured on {info.get('device') or 'an unknown device'}, the study's job gets CUDA)"
+    if rule != "distill":
+        return None, "not scaled (no size known on both sides)"
+    shape = m["path"].parent.parent.name
+    if shape not in {j.shape for j in study.student_jobs}:
+        return None, f"not scaled (shape {shape} is not one the study trains)"
+    tr = study.dcfg["train"]
+    audio, train_s = info.get("audio_seconds"), info.get("train_seconds")
+    if not audio or train_s is None:
+        return None, "not scaled (the measured job does not name its audio or training seconds)"
+    ratio = float(tr["steps"]) * float(tr["batch_seconds"]) / float(audio)
+    overhead = max(0.0, wall - float(train_s))
+    return overhead + float(train_s) * ratio, f"scaled x{ratio:.3g} (steps x batch seconds)"
+
+
+def compare(study, run_dir: Path, safety: float) -> list[dict]:
+    """One row per rule of the study: request, measurement, flags."""
+    from deepwide.resources import job_resources
+
+    meas = measurements(run_dir)
+    rows = []
+    for rule, gpu in study.rule_classes().items():
+        req = job_resources(study.config["resources"], rule, gpu=gpu)
+        row = {"rule": rule, "class": "gpu" if gpu else "cpu", "request_mem_mb": req["mem_mb"],
+               "request_runtime_min": req["runtime"], "request_gpu": req.get("gpu", 0), "jobs_measured": 0,
+               "peak_rss_mb": None, "cuda_max_allocated_mb": None, "wall_s": None, "wall_study_s": None,
+               "scaling": "no measurement", "flags": []}
+        ms = meas.get(rule, [])
+        if ms:
+            top_mem = max(ms, key=lambda m: _rss(m["usage"]))
+            top_wall = max(ms, key=lambda m: float(m["usage"]["wall_s"]))
+            cudas = [m["usage"].get("cuda_max_allocated_mb") for m in ms if m["usage"].get("cuda_max_allocated_mb") is not None]
+            scaled, how = _scaled_wall(rule, top_wall, study)
+            row.update(jobs_measured=len(ms), peak_rss_mb=round(_rss(top_mem["usage"]), 1),
+                       cuda_max_allocated_mb=max(cudas) if cudas else None, wall_s=round(float(top_wall["usage"]["wall_s"]), 1),
+                       wall_study_s=None if scaled is None else round(scaled, 1), scaling="memory not scaled; wall " + how)
+            mem = row["peak_rss_mb"]
+            if mem and req["mem_mb"] < mem * safety:
+                row["flags"].append(f"mem LOW ({req['mem_mb']} MB < {mem:.0f} x {safety})")
+            elif mem and req["mem_mb"] > OVERSIZE * mem:
+                row["flags"].append(f"mem >4x ({req['mem_mb']} MB > 4 x {mem:.0f})")
+            wall = row["wall_study_s"]
+            if wall is not None:
+                if req["runtime"] * 60 < wall * safety:
+                    row["flags"].append(f"runtime LOW ({req['runtime']} min < {wall / 60:.1f} x {safety})")
+                elif req["runtime"] * 60 > OVERSIZE * wall:
+                    row["flags"].append(f"runtime >4x ({req['runtime']} min > 4 x {wall / 60:.1f})")
+            if gpu and any(_device_kind(m["info"]) == "cuda" for m in ms) and not cudas:
+                row["flags"].append("GPU requested but the CUDA run allocated nothing on it")
+        rows.append(row)
+    return rows
+
+
+def _fmt(v, spec: str = ".0f") -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
+
+
+def format_rows(rows: list[dict], run_dir: Path, safety: float) -> str:
+    lines = [f"requests (config `resources`) vs measured (usage in {run_dir}), safety x{safety}, oversize >{OVERSIZE:g}x",
+             f"{'rule':30s} {'cls':3s} {'gpu':>3s} {'mem MB':>7s} {'min':>5s} {'jobs':>4s} {'RSS MB':>7s} {'CUDA MB':>7s}"
+             f" {'wall s':>8s} {'study s':>8s}  flags / scaling"]
+    for r in rows:
+        tail = "; ".join(r["flags"]) if r["flags"] else "ok" if r["jobs_measured"] else ""
+        lines.append(f"{r['rule']:30s} {r['class']:3s} {r['request_gpu']:>3d} {r['request_mem_mb']:>7d} {r['request_runtime_min']:>5d}"
+                     f" {r['jobs_measured']:>4d} {_fmt(r['peak_rss_mb']):>7s} {_fmt(r['cuda_max_allocated_mb']):>7s}"
+                     f" {_fmt(r['wall_s']):>8s} {_fmt(r['wall_study_s']):>8s}  {tail + ' | ' if tail else ''}{r['scaling']}")
+    return "\n".join(lines)
+
+
+def _resources_cmd(args) -> int:
+    from deepwide.study import Study
+    from deepwide.superb.cost import print_plan_warnings
+
+    study = Study.from_file(args.config, plan=True)
+    print_plan_warnings(study)
+    run_dir = Path(args.measured) if args.measured else study.results
+    if not run_dir.is_dir():
+        if args.measured:
+            raise DeepwideError(f"plan resources --measured: {run_dir} is not a folder")
+        print(f"warning: {run_dir} does not exist yet: requests only, nothing measured", flush=True)
+    if args.safety < 1:
+        raise DeepwideError("plan resources --safety: must be at least 1")
+    rows = compare(study, run_dir, args.safety)
+    print(format_rows(rows, run_dir, args.safety))
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1, default=str) + "\n")
+    return 0
+
+
+def register(cmds) -> None:
+    r = cmds.add_parser("resources", help="SLURM requests vs measured peak memory and wall time per rule")
+    r.add_argument("--config", default="config.yaml")
+    r.add_argument("--measured", default=None, help="results folder of a finished run (default: the config's results)")
+    r.add_argument("--safety", type=float, default=1.5, help="a request below measured x this is LOW (default 1.5)")
+    r.add_argument("--json", default=None, help="also write the rows as JSON here")
+    r.set_defaults(func=_resources_cmd)

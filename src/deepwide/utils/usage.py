@@ -1,0 +1,52 @@
+"""What a job used, measured by the job itself: peak RSS, peak CUDA memory, wall time.
+
+Every job that writes an info or result JSON stores :func:`usage` under the key ``usage``
+(never part of a job's identity: Snakemake params do not read it). ``plan resources``
+(:mod:`deepwide.plan_resources`) compares these numbers with the SLURM requests.
+
+- ``peak_rss_mb``: ``ru_maxrss`` of this process (Linux reports KiB);
+- ``peak_rss_children_mb``: the largest ``ru_maxrss`` among the waited-for child processes
+  (DataLoader workers, TTS programs); a job's RSS peak is at most the sum of the two;
+- ``cuda_max_allocated_mb``: ``torch.cuda.max_memory_allocated`` on every visible device
+  (summed), null when CUDA was not initialised;
+- ``wall_s``: seconds since this process started (a requeued job: the last attempt only).
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+
+_KIB = 1024.0 if sys.platform != "darwin" else 1024.0 * 1024.0  # ru_maxrss unit: KiB (Linux), B (macOS)
+
+
+def _process_start() -> float:
+    try:
+        import psutil
+
+        return float(psutil.Process().create_time())
+    except Exception:  # pragma: no cover - psutil is pinned; keep the import time as a floor
+        return _IMPORTED
+
+
+_IMPORTED = time.time()
+
+
+def cuda_peak_mb() -> float | None:
+    torch = sys.modules.get("torch")  # a job that never imported torch used no CUDA
+    if torch is None or not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return None
+    return round(sum(torch.cuda.max_memory_allocated(i) for i in range(torch.cuda.device_count())) / 2**20, 1)
+
+
+def usage() -> dict:
+    """This process's peak memory and wall time so far (see the module docstring)."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * _KIB / 2**20
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * _KIB / 2**20
+    return {
+        "peak_rss_mb": round(own, 1),
+        "peak_rss_children_mb": round(children, 1),
+        "cuda_max_allocated_mb": cuda_peak_mb(),
+        "wall_s": round(time.time() - _process_start(), 3),
+    }

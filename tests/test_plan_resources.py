@@ -1,0 +1,76 @@
+"""Measured resources (deepwide.utils.usage in every info/result JSON) and `plan resources`:
+requests of the config's `resources` against them, on the unedited paper.yaml without data."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from deepwide.cli import main
+from deepwide.study import Study
+from deepwide.utils.usage import usage
+
+# the rules that run a model (teacher, student, upstream) and so may use a GPU; every other
+# rule (corpora, teacher import, lexicon, select, report collect/tables/figures) must not ask
+GPU_RULES = {"teacher_pretrain", "targets", "distill", "superb_run", "superb_qbe", "report_cost", "report_cka", "report_kdloss"}
+
+
+def test_usage_records_own_and_children_peak_rss_and_wall():
+    before = usage()
+    assert before["peak_rss_mb"] > 10 and before["wall_s"] > 0
+    subprocess.run([sys.executable, "-c", "x = bytearray(300 * 2**20); x[::4096] = b'1' * len(x[::4096])"], check=True)
+    after = usage()
+    assert after["peak_rss_children_mb"] >= 300
+    assert after["wall_s"] >= before["wall_s"]
+    assert "cuda_max_allocated_mb" in after  # null unless CUDA was used in this process
+    json.dumps(after)
+
+
+def test_only_model_rules_ask_for_a_gpu(repo_root):
+    paper = Study.from_file(repo_root / "workflow" / "configs" / "paper.yaml", plan=True)
+    smoke = Study.from_file(repo_root / "config.yaml", plan=True)
+    classes = {**smoke.rule_classes(), **paper.rule_classes()}
+    assert {r for r, gpu in classes.items() if gpu} <= GPU_RULES
+    assert {"distill", "superb_run", "report_cost"} <= {r for r, gpu in classes.items() if gpu}
+    assert not classes["teacher_import"] and not classes["report_tables"] and not classes["superb_select"]
+    assert any(r.startswith("synth_") and not gpu for r, gpu in classes.items())
+
+
+def _write(path, obj):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj))
+
+
+def test_plan_resources_paper_against_a_measured_run(repo_root, tmp_path, capsys):
+    paper = repo_root / "workflow" / "configs" / "paper.yaml"
+    study = Study.from_file(paper, plan=True)
+    shape = next(j.shape for j in study.student_jobs if j.shape.startswith("12x384"))
+    run = tmp_path / "run"
+    # a CUDA student of a study shape: 1000 audio-s trained in 100 s (+ 20 s set-up), 80 GB RSS
+    _write(run / "students" / "pred" / shape / "seed0" / "info.json",
+           {"device": "cuda:0", "audio_seconds": 1000.0, "train_seconds": 100.0,
+            "usage": {"peak_rss_mb": 70000.0, "peak_rss_children_mb": 10000.0, "cuda_max_allocated_mb": 30000.0, "wall_s": 120.0}})
+    # a CPU SUPERB job with a small RSS: memory >4x, wall not scaled
+    _write(run / "superb" / "teacher" / "ks" / "heads.json",
+           {"usage": {"peak_rss_mb": 2000.0, "peak_rss_children_mb": 0.0, "cuda_max_allocated_mb": None, "wall_s": 50.0}})
+    _write(run / "superb" / "teacher" / "ks" / "unrelated.json", {"usage": {"wall_s": 1}})  # not a rule's file
+    out_json = tmp_path / "rows.json"
+    assert main(["plan", "resources", "--config", str(paper), "--measured", str(run), "--json", str(out_json)]) == 0
+    cap = capsys.readouterr()
+    assert "warning: config key teacher.import.path" in cap.err  # no data here: warnings, not an error
+    rows = {r["rule"]: r for r in json.loads(out_json.read_text())}
+    d = rows["distill"]
+    assert d["jobs_measured"] == 1 and d["peak_rss_mb"] == 80000.0 and d["cuda_max_allocated_mb"] == 30000.0
+    tr = study.dcfg["train"]
+    ratio = tr["steps"] * tr["batch_seconds"] / 1000.0
+    assert d["wall_study_s"] == round(20 + 100 * ratio, 1) and "scaled x" in d["scaling"]
+    assert any(f.startswith("mem LOW") for f in d["flags"])  # 64000 MB < 80000 x 1.5
+    s = rows["superb_run"]
+    assert s["wall_study_s"] is None and "not scaled (measured on an unknown device" in s["scaling"]
+    assert any(f.startswith("mem >4x") for f in s["flags"]) and not any("runtime" in f for f in s["flags"])
+    assert rows["report_tables"]["scaling"] == "no measurement" and rows["report_tables"]["request_gpu"] == 0
+    assert "distill" in cap.out and "mem LOW" in cap.out
+    # a larger safety factor or no measurement at all
+    assert main(["plan", "resources", "--config", str(paper)]) == 0
+    assert "nothing measured" in capsys.readouterr().out

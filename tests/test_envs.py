@@ -104,3 +104,23 @@ def test_plain_snakemake_needs_no_conda(repo_root, tmp_path):
         capture_output=True, text=True, env=env, timeout=300,
     )
     assert out.returncode == 0, out.stderr[-3000:]
+
+
+def test_snakemake_parses_the_env_of_every_rule(repo_root, tmp_path):
+    """rule -> conda env as Snakemake itself parses the workflow under --sdm conda (no conda
+    command is needed to parse; `snakemake -n` does not print the env per job)."""
+    from pathlib import Path
+
+    from snakemake.api import SnakemakeApi
+    from snakemake.settings.types import ConfigSettings, DeploymentMethod, DeploymentSettings, OutputSettings, ResourceSettings
+
+    with SnakemakeApi(OutputSettings(quiet=set())) as api:
+        wf = api.workflow(
+            snakefile=repo_root / "Snakefile", workdir=tmp_path,
+            config_settings=ConfigSettings(configfiles=[repo_root / "config.yaml"]),
+            resource_settings=ResourceSettings(cores=1),
+            deployment_settings=DeploymentSettings(deployment_method={DeploymentMethod.CONDA}),
+        )
+        envs = {r.name: r.conda_env for r in wf._workflow.rules if r.name != "all"}
+    assert len(envs) > 20
+    assert {str(Path(e)) for e in envs.values()} == {str(repo_root / "envs" / "deepwide.yaml")}

@@ -24,8 +24,8 @@ def test_embedded_default_students_match_the_solver(repo_root):
     plan = study_plan(cfg)
     grid = cfg["distill"]["students"]["grid"]
     assert sorted(a.depth for a in plan.students.values()) == grid["depths"] == [1, 2, 4]
-    # three distillation seeds of each: the verdict's replicates
-    assert plan.methods == ["pred"] and len(plan.student_jobs) == 9 and plan.distill_seeds == [0, 1, 2]
+    # six distillation seeds of each: the verdict's replicates
+    assert plan.methods == ["pred"] and len(plan.student_jobs) == 18 and plan.distill_seeds == [0, 1, 2, 3, 4, 5]
     budget = parse_budget(grid["budget"])
     for name, a in plan.students.items():
         n = count_params(a)

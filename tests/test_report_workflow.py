@@ -83,6 +83,7 @@ def test_report_rules_run_rerun_and_html(tmp_path, repo_root):
     wf.mkdir()
     (wf / "src").symlink_to(repo_root / "src")
     (wf / "workflow").symlink_to(repo_root / "workflow")
+    (wf / "envs").symlink_to(repo_root / "envs")  # the rules' conda: env, recorded in metadata
     results = tmp_path / "results"
     results.mkdir()
     fx.write_manifest(results, n=2)

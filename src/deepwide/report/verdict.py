@@ -184,6 +184,9 @@ def replicated_tasks(per: pd.DataFrame, tasks: list[str]) -> list[str]:
     would otherwise compare different task sets across seeds."""
     if per.empty:
         return list(tasks)
+    # a replicate is (model, distillation seed): tasks may train different head seeds
+    # (superb.<task>.seeds), so a head seed one task lacks does not make it unreplicated
+    per = per.groupby(level=["model", "distill_seed"]).mean()
     out = []
     for task in tasks:
         keys = [k for k in analysis.TASK_KEYS[task] if k in per.columns]

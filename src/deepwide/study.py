@@ -31,73 +31,24 @@ never the values of ``config.yaml``. Without ``--configfile`` Snakemake reads
 
 from __future__ import annotations
 
-import copy
-import hashlib
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from deepwide.errors import DeepwideError
+from deepwide.identity import (  # noqa: F401  (re-exported for the planner's callers)
+    EXECUTION_KEYS,
+    STAGE_VERSIONS,
+    config_sha,
+    get_dotted,
+    split_execution,
+    with_execution,
+)
 from deepwide.utils.io import canonical_json
 
 # teacher depth a plan assumes while the checkpoint to import is missing (Base-sized models)
 PLAN_TEACHER_DEPTH = 12
-
-# Bump a stage's number when its code changes what its jobs produce.
-STAGE_VERSIONS = {"corpus": 2, "teacher": 3, "targets": 3, "distill": 4, "superb": 2, "qbe": 1, "report": 4}
-
-# Settings that never change a job's result: (config path, key) pairs. Dotted paths; "*"
-# stands for every SUPERB task section.
-EXECUTION_KEYS = {
-    "corpus": ["threads"],
-    "teacher.pretrain": ["threads"],
-    # held-out evaluation runs on forked RNG state: its cadence only thins the curve
-    "teacher.pretrain.train": ["log_every", "eval_every", "checkpoint_every"],
-    "distill.targets": ["shard_seconds"],
-    "distill.train": ["cpu_threads", "num_workers", "log_every", "checkpoint_every", "compile"],
-    "superb": ["device", "num_workers", "threads", "cache_mb"],
-    "superb.*": ["log_step", "save_step"],
-    "superb.qbe": ["feature_cache"],
-}
-
-
-def _get(config: dict, dotted: str) -> Any:
-    node = config
-    for k in dotted.split("."):
-        node = node[k]
-    return node
-
-
-def _execution_keys(dotted: str) -> list[str]:
-    keys = list(EXECUTION_KEYS.get(dotted, []))
-    parts = dotted.split(".")
-    if len(parts) == 2 and parts[0] == "superb" and parts[1] != "qbe":
-        keys += EXECUTION_KEYS["superb.*"]
-    return keys
-
-
-def split_execution(node: Any, dotted: str) -> tuple[Any, dict]:
-    """``(identity, execution)`` of the config node at ``dotted``: execution keys (at any
-    depth below it, by :data:`EXECUTION_KEYS`) are moved into the second dict."""
-    if not isinstance(node, dict):
-        return node, {}
-    ident, exe = {}, {}
-    ex_keys = _execution_keys(dotted)
-    for k, v in node.items():
-        if k in ex_keys:
-            exe[k] = copy.deepcopy(v)
-            continue
-        sub_i, sub_e = split_execution(v, f"{dotted}.{k}")
-        ident[k] = sub_i
-        if sub_e:
-            exe[k] = sub_e
-    return ident, exe
-
-
-def config_sha(obj: Any) -> str:
-    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()
-
 
 @dataclass(frozen=True)
 class StudentJob:
@@ -189,14 +140,14 @@ class Study:
 
     def identity(self, dotted: str) -> Any:
         """The config node at ``dotted`` without its execution keys."""
-        return split_execution(_get(self.config, dotted), dotted)[0]
+        return split_execution(get_dotted(self.config, dotted), dotted)[0]
 
     def identity_json(self, dotted: str) -> str:
         return canonical_json(self.identity(dotted))
 
     def execution(self, dotted: str) -> dict:
         """Only the execution keys of the config node at ``dotted`` (nested as in config)."""
-        return split_execution(_get(self.config, dotted), dotted)[1]
+        return split_execution(get_dotted(self.config, dotted), dotted)[1]
 
     def params(self, stage: str, **identity) -> str:
         """A job's Snakemake params: canonical JSON of its identity and its stage version."""
@@ -872,11 +823,3 @@ class Study:
         out += self.qbe_results
         out += self.report_outputs
         return out
-
-
-def with_execution(identity: dict, exec_json: str | None, what: str = "--exec-json") -> dict:
-    """A stage CLI's settings: its identity JSON with the ``--exec-json`` flags merged in."""
-    from deepwide.config import deep_merge
-    from deepwide.utils.io import json_object_arg
-
-    return deep_merge(identity, json_object_arg(exec_json, what)) if exec_json else identity

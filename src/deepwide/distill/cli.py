@@ -73,7 +73,7 @@ def cmd_train(args) -> int:
     from deepwide.distill.trainer import Preempted, train
 
     _set_threads(args)
-    from deepwide.study import with_execution
+    from deepwide.identity import with_execution
 
     job = with_execution(_json_arg(args.job, "--job"), args.exec_json)
     try:

@@ -75,7 +75,7 @@ def code_version() -> str:
 def job_hash(job: dict) -> str:
     """Identity of a training run: its result settings (not threads, workers or log and
     checkpoint cadence) and the code that runs them."""
-    from deepwide.study import split_execution
+    from deepwide.identity import split_execution
 
     ident = {**job, "train": split_execution(job["train"], "distill.train")[0]}
     return hashlib.sha256((canonical_json(ident) + code_version()).encode()).hexdigest()

@@ -26,7 +26,7 @@ def _run(args) -> int:
     from deepwide.superb.runner import run_job, run_sweep
     from deepwide.superb.upstream import upstream_spec
 
-    from deepwide.study import with_execution
+    from deepwide.identity import with_execution
 
     try:
         cfg = json.loads(args.cfg)

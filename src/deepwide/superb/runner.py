@@ -464,7 +464,7 @@ def run_sweep(
     if task in ("ic", "ks", "sd", "sf") and s3prl_root != root:
         extra_ident["view"] = s3prl_root.name
     # resume identity: the result settings only (log and save cadence may change on a requeue)
-    from deepwide.study import split_execution
+    from deepwide.identity import split_execution
 
     tcfg_id = split_execution(tcfg, f"superb.{task}")[0]
     jobs = []

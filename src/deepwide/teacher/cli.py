@@ -51,7 +51,7 @@ def _parse_config_json(text: str) -> dict:
 def cmd_pretrain(args) -> int:
     from deepwide.teacher.pretrain import pretrain
 
-    from deepwide.study import with_execution
+    from deepwide.identity import with_execution
 
     cfg = with_execution(_parse_config_json(args.config_json), args.exec_json)
     if args.stop_at_step is not None and args.stop_at_step < 1:

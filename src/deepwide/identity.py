@@ -77,6 +77,12 @@ def config_sha(obj: Any) -> str:
     return hashlib.sha256(canonical_json(obj).encode()).hexdigest()
 
 
+def format_lr(lr: float) -> str:
+    """A learning rate as it appears in paths and job names (``lr{lr}``), formatted here
+    only: ``1e-4`` -> ``0.0001``, ``1e-05`` stays."""
+    return f"{float(lr):g}"
+
+
 def with_execution(identity: dict, exec_json: str | None, what: str = "--exec-json") -> dict:
     """A stage CLI's settings: its identity JSON with the ``--exec-json`` flags merged in."""
     from deepwide.config import deep_merge

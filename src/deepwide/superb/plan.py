@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from deepwide.errors import DeepwideError
+from deepwide.identity import format_lr  # noqa: F401  (re-exported)
 from deepwide.superb.tasks import TASKS, check_root, get_task
 
 # tasks whose corpus ``corpus prepare-extra`` reads (and, without a root, the pipeline synthesizes)
@@ -59,11 +60,6 @@ def task_config(config: dict, task: str) -> dict:
         if corpus_cfg.get("test_root"):
             tcfg["test_dir"] = str(Path(corpus_cfg["test_root"]).resolve())
     return tcfg
-
-
-def format_lr(lr: float) -> str:
-    """The ``lr{lr}`` path component: ``1e-4`` -> ``0.0001``, ``1e-05`` stays."""
-    return f"{float(lr):g}"
 
 
 def lrs(config: dict, task: str) -> list[float]:

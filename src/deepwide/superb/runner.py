@@ -35,7 +35,7 @@ from pathlib import Path
 import yaml
 
 from deepwide.errors import DeepwideError
-from deepwide.superb.plan import format_lr
+from deepwide.identity import format_lr
 from deepwide.superb.tasks import TaskSpec, check_root, get_task, prepare_args
 from deepwide.utils.io import atomic_write_text, canonical_json
 

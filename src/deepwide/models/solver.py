@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from deepwide.errors import DeepwideError
 from deepwide.models.arch import ArchConfig, conv_layers
+
+if TYPE_CHECKING:
+    import torch
 
 
 def count_breakdown(arch: ArchConfig) -> dict[str, int]:
@@ -56,6 +59,14 @@ def count_breakdown(arch: ArchConfig) -> dict[str, int]:
 def count_params(arch: ArchConfig) -> int:
     """Exact number of parameters of ``build_model(arch)``."""
     return count_breakdown(arch)["total"]
+
+
+def model_params(model: torch.nn.Module, arch: ArchConfig | None = None) -> int:
+    """Parameters of ``model``; with ``arch``, checked against the analytic :func:`count_params`."""
+    n = sum(p.numel() for p in model.parameters())
+    if arch is not None and count_params(arch) != n:
+        raise DeepwideError(f"parameter count of {arch.name}: solver says {count_params(arch)}, model has {n}")
+    return n
 
 
 def parse_budget(value: str | int | float) -> int:

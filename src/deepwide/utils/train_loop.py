@@ -1,0 +1,74 @@
+"""The pieces every deepwide training loop shares: the teacher's (deepwide.teacher.pretrain)
+and the students' (deepwide.distill.trainer).
+
+- :func:`lr_lambda`: linear warm-up over ``round(warmup * steps)`` steps, then linear decay
+  to zero at ``steps`` (a warm-up that rounds to 0 steps: none, full lr from the first step);
+- :func:`adamw` and :func:`linear_schedule`: the optimizer and its schedule;
+- :func:`optimizer_step`: backward, gradient clipping, optimizer and scheduler step;
+- :func:`save_state` / :func:`load_state`: the resume state, written atomically;
+- :func:`due`: the logging, evaluation and checkpoint cadence.
+
+Both trainers are bit-reproducible (same config, same machine: same weights), so these
+keep the op order of the loops they came from: change them and the weights change.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+import torch
+
+from deepwide.utils.io import atomic_path
+
+
+def lr_lambda(steps: int, warmup: float):
+    """lr multiplier of optimizer step ``step`` (0-based) for ``torch``'s ``LambdaLR``."""
+    warm = int(round(warmup * steps))
+
+    def f(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return max(0.0, (steps - step) / max(1, steps - warm))
+
+    return f
+
+
+def adamw(params: Iterable[torch.nn.Parameter], lr: float, betas, eps: float, weight_decay: float,
+          device: torch.device) -> torch.optim.AdamW:
+    """AdamW; the fused kernel on CUDA."""
+    kw = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
+    if device.type == "cuda":
+        kw["fused"] = True
+    return torch.optim.AdamW(params, **kw)
+
+
+def linear_schedule(optimizer: torch.optim.Optimizer, steps: int, warmup: float) -> torch.optim.lr_scheduler.LambdaLR:
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(steps, warmup))
+
+
+def optimizer_step(loss: torch.Tensor, params: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer,
+                   scheduler, clip: float) -> float:
+    """One update from ``loss``; returns the gradient norm before clipping."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    gnorm = float(torch.nn.utils.clip_grad_norm_(params, clip))
+    optimizer.step()
+    scheduler.step()
+    return gnorm
+
+
+def save_state(path: str | Path, state: dict) -> None:
+    """``torch.save`` atomically: a crash mid-write leaves the previous state."""
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_state(path: str | Path, map_location="cpu") -> dict:
+    return torch.load(path, map_location=map_location, weights_only=False)
+
+
+def due(step: int, every: int, last: int) -> bool:
+    """Whether step ``step`` logs (evaluates, saves) with cadence ``every``: every
+    ``every`` steps and at the last step ``last``."""
+    return step % every == 0 or step == last

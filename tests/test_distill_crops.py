@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from _distill_data import STUDENT_DEFAULTS, make_corpus, make_teacher
+from deepwide.audio import read_audio
 from deepwide.config import validate_config
 from deepwide.distill import data, targets
 from deepwide.distill.trainer import train
@@ -17,6 +18,7 @@ from deepwide.errors import DeepwideError
 from deepwide.models.arch import ArchConfig, conv_layers
 from deepwide.models.checkpoint import load_checkpoint
 from deepwide.study import Study
+from deepwide.utils.manifest import read_manifests
 
 CROP_S = 1.0  # espeak utterances are 2-4 s: every one is cropped to 50 frames
 FIXED = data.crop_spec("fixed", CROP_S, seed=7)
@@ -42,7 +44,7 @@ def caches(corpus, teacher, tmp_path_factory):
 
 
 def _whole(corpus, conv):
-    return data.manifest_utterances(data.load_manifests([corpus]), conv)
+    return data.manifest_utterances(read_manifests([corpus]), conv)
 
 
 def test_window_is_deterministic_inside_and_frame_aligned(corpus, teacher):
@@ -98,7 +100,7 @@ def test_extraction_loader_and_online_windows_are_identical(corpus, teacher, cac
         assert (it.start, it.frames) == (0, win[it.index].frames)
         b = loader[g]
         w = by_id[b["ids"][0]]
-        ref = data.read_audio(w.path, w.start, w.start + w.num_samples)
+        ref = read_audio(w.path, w.start, w.start + w.num_samples)
         assert torch.equal(b["wavs"][0], torch.from_numpy(ref))
         assert torch.equal(b["targets"][0], cache.targets(w.id, 0, w.frames, [1, 3]))
 

@@ -4,13 +4,13 @@ import json
 import subprocess
 import sys
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
 
 from _distill_data import make_corpus, make_teacher
-from deepwide.distill import data, targets
+from deepwide.audio import read_audio
+from deepwide.distill import targets
 from deepwide.errors import DeepwideError
 from deepwide.models.arch import hidden_states
 from deepwide.models.checkpoint import load_checkpoint
@@ -44,7 +44,7 @@ def test_extract_values_index_and_bytes(corpus, teacher, tmp_path):
     assert sorted(cache.index["id"]) == sorted(man["id"])
     model, arch, _ = load_checkpoint(teacher)
     row = man.iloc[3]
-    wav = torch.from_numpy(data.read_audio(row["path"], 0, row["num_samples"]))[None]
+    wav = torch.from_numpy(read_audio(row["path"], 0, row["num_samples"]))[None]
     with torch.no_grad():
         states, _ = hidden_states(model, wav)
         fe, _ = model.feature_extractor(wav, None)

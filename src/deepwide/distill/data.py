@@ -24,16 +24,14 @@ then come from whole utterances).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
+from deepwide.audio import SAMPLE_RATE, read_audio
 from deepwide.errors import DeepwideError
 from deepwide.models.arch import hop, num_frames, receptive_field  # noqa: F401 (this module's API too)
-
-SAMPLE_RATE = 16000
 
 
 def samples_for_frames(frames: int, conv: Sequence[Sequence[int]]) -> int:
@@ -216,48 +214,6 @@ def normalize_wav(wav: np.ndarray) -> np.ndarray:
     return (wav - wav.mean()) / np.sqrt(wav.var() + 1e-7)
 
 
-def read_audio(path: str, start: int, stop: int) -> np.ndarray:
-    import soundfile as sf
-
-    try:
-        wav, sr = sf.read(path, start=start, stop=stop, dtype="float32", always_2d=True)
-    except Exception as err:
-        raise DeepwideError(f"cannot read audio {path}: {err}") from err
-    if sr != SAMPLE_RATE:
-        raise DeepwideError(f"{path}: sample rate {sr}, expected {SAMPLE_RATE}")
-    return wav[:, 0]
-
-
-def load_manifests(paths: Sequence[str | Path]) -> "pd.DataFrame":  # noqa: F821
-    """Concatenate manifests (id, path, num_samples, ...), checking columns and ids."""
-    import pandas as pd
-
-    frames = []
-    for p in paths:
-        p = Path(p)
-        if not p.is_file():
-            raise DeepwideError(f"manifest not found: {p}")
-        df = pd.read_parquet(p)
-        missing = {"id", "path", "num_samples"} - set(df.columns)
-        if missing:
-            raise DeepwideError(f"manifest {p}: missing column(s) {', '.join(sorted(missing))}")
-        if "sample_rate" in df.columns:
-            bad = df[df["sample_rate"] != SAMPLE_RATE]
-            if len(bad):
-                raise DeepwideError(
-                    f"manifest {p}: {len(bad)} utterance(s) not at {SAMPLE_RATE} Hz, e.g. {bad['id'].iloc[0]}"
-                )
-        frames.append(df[["id", "path", "num_samples"]])
-    if not frames:
-        raise DeepwideError("no manifest given")
-    df = pd.concat(frames, ignore_index=True)
-    dup = df["id"][df["id"].duplicated()]
-    if len(dup):
-        raise DeepwideError(f"manifests: duplicate utterance id {dup.iloc[0]!r}")
-    df["num_samples"] = df["num_samples"].astype("int64")
-    return df
-
-
 def manifest_digest(df) -> str:
     """Content hash of the utterance list (ids, paths, lengths) in order."""
     import hashlib
@@ -334,7 +290,7 @@ class BatchLoader(torch.utils.data.Dataset):
             for r, (it, n) in enumerate(zip(items, ns)):
                 u = self.utts[it.index]
                 s0 = u.start + it.start * h  # a fixed crop window starts at u.start
-                wav = read_audio(u.path, s0, s0 + n)
+                wav = read_audio(u.path, s0, s0 + n, what="distillation")
                 if len(wav) < n:
                     raise DeepwideError(
                         f"{u.path}: {len(wav) + s0} samples on disk, manifest says at least {u.start + u.num_samples}"

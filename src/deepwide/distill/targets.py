@@ -44,10 +44,16 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from deepwide.audio import SAMPLE_RATE, read_audio
 from deepwide.distill import data
 from deepwide.errors import DeepwideError
+from deepwide.models.checkpoint import load_checkpoint
+from deepwide.utils.device import resolve_device
 from deepwide.utils.io import (atomic_path, atomic_write_text, canonical_json, file_checksum, sha256_file,
                                verify_checksums, write_parquet)
+from deepwide.utils.manifest import read_manifests
+from deepwide.utils.skips import skip_record
+from deepwide.utils.usage import usage
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +62,6 @@ FORMAT = "deepwide-targets/2"
 READ_FORMATS = ("deepwide-targets/1", FORMAT)
 FP16_MAX = 65504.0
 DTYPES = ("bf16", "fp16")
-
-
-def pick_device(device: str | None = None) -> torch.device:
-    if device in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def content_key(teacher_sha: str, layers: Sequence[int], frontend: bool, dtype: str, manifest_sha: str,
@@ -95,7 +95,7 @@ def _shards(utts: list[data.Utterance], shard_seconds: float) -> list[list[int]]
     shards, cur, secs = [], [], 0.0
     for i, u in enumerate(utts):
         cur.append(i)
-        secs += u.num_samples / data.SAMPLE_RATE
+        secs += u.num_samples / SAMPLE_RATE
         if secs >= shard_seconds:
             shards.append(cur)
             cur, secs = [], 0.0
@@ -141,13 +141,11 @@ def extract(
     """
     from tqdm import tqdm
 
-    from deepwide.models.checkpoint import load_checkpoint
-
     if dtype not in DTYPES:
         raise DeepwideError(f"targets dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     out = Path(out)
     work = Path(work) if work else out.parent / f".{out.name}.partial"
-    dev = pick_device(device)
+    dev = torch.device(resolve_device(device))
     teacher, tarch, tmeta = load_checkpoint(teacher_ckpt)
     normalize = bool(tmeta.get("normalize", False))
     layers = sorted({int(x) for x in layers})
@@ -158,29 +156,11 @@ def extract(
         raise DeepwideError("targets: give teacher layers, the front end (--frontend), or both")
     crop = crop or data.crop_spec("full")
     teacher_sha = sha256_file(teacher_ckpt)
-    df = data.load_manifests(manifests)
+    df = read_manifests(manifests)
     manifest_sha = data.manifest_digest(df)
     key = content_key(teacher_sha, layers, frontend, dtype, manifest_sha, crop)
-    conv = tarch.conv
-    whole, skipped = [], []
-    for u in data.manifest_utterances(df, conv):
-        (whole if u.frames > 0 else skipped).append(u)
-    utts = data.crop_utterances(whole, crop, conv)  # what the teacher runs on, one window per utterance
-    from deepwide.utils.skips import skip_record
-
-    skip = skip_record(", ".join(map(str, manifests)), "shorter than one frame of the teacher's conv front end",
-                       data.receptive_field(conv) / data.SAMPLE_RATE, [u.num_samples for u in skipped], len(df))
-    if not utts:
-        raise DeepwideError(f"manifests {', '.join(map(str, manifests))}: no utterance long enough for one frame")
-
-    # the work folder belongs to one content key; anything else in it is stale
-    work.mkdir(parents=True, exist_ok=True)
-    kfile = work / "key.txt"
-    if kfile.is_file() and kfile.read_text().strip() != key:
-        log.info("work folder %s holds another teacher/manifest/layers: starting over", work)
-        shutil.rmtree(work)
-        work.mkdir(parents=True)
-    atomic_write_text(kfile, key + "\n")
+    whole, utts, skipped, skip = _teacher_windows(df, tarch.conv, crop, manifests)
+    _claim_work_folder(work, key)
 
     shards = _shards(utts, shard_seconds)
     teacher = teacher.to(dev).eval()
@@ -190,74 +170,28 @@ def extract(
     if len(todo) < len(shards):
         log.info("resuming: %d of %d shard(s) already done in %s", len(shards) - len(todo), len(shards), work)
     t0 = time.time()
-    done_new = 0
     bar = tqdm(total=sum(len(shards[s]) for s in todo), desc="targets", unit="utt", mininterval=5)
-    for s in todo:
-        if stop_after_shards is not None and done_new >= stop_after_shards:
-            bar.close()
-            log.info("stopping after %d shard(s) as asked", done_new)
-            return {}
-        idx = shards[s]
-        total = sum(utts[i].frames for i in idx)
-        name = f"shard_{s:05d}"
-        npdt = np.uint16 if dtype == "bf16" else np.float16
-        rows = []
-        with contextlib.ExitStack() as stack_ctx:
-            tl = stack_ctx.enter_context(atomic_path(work / f"{name}.layers.npy")) if layers else None
-            tf = stack_ctx.enter_context(atomic_path(work / f"{name}.frontend.npy")) if frontend else None
-            lay_mm = None
-            if layers:
-                lay_mm = np.lib.format.open_memmap(tl, mode="w+", dtype=npdt, shape=(total, len(layers), tarch.width))
-            fe_mm = None
-            if frontend:
-                fe_mm = np.lib.format.open_memmap(tf, mode="w+", dtype=npdt, shape=(total, conv[-1][0]))
-            off = 0
-            for i in idx:
-                u = utts[i]
-                wav = data.read_audio(u.path, u.start, u.start + u.num_samples)
-                if normalize:
-                    wav = data.normalize_wav(wav)
-                wav = torch.from_numpy(wav)[None].to(dev)
-                if wav.shape[1] != u.num_samples:
-                    raise DeepwideError(f"{u.path}: {wav.shape[1] + u.start} samples on disk, manifest says at least "
-                                        f"{u.start + u.num_samples}")
-                outs, fe, flen = teacher_forward(teacher, wav, None, layers, dev)
-                if fe.shape[1] != u.frames:
-                    raise DeepwideError(f"{u.id}: teacher gave {fe.shape[1]} frames, expected {u.frames}")
-                if lay_mm is not None:
-                    stack = torch.stack(outs, dim=2)[0].cpu().numpy()  # (F, n_layers, D)
-                    lay_mm[off : off + u.frames] = _encode(stack, dtype, f"utterance {u.id}, layers {layers}")
-                if fe_mm is not None:
-                    fe_mm[off : off + u.frames] = _encode(fe[0].cpu().numpy(), dtype, f"utterance {u.id}, front end")
-                rows.append({"id": u.id, "path": u.path, "start": u.start, "num_samples": u.num_samples,
-                             "utterance_samples": whole[i].num_samples, "frames": u.frames, "shard": s, "offset": off})
-                off += u.frames
-                bar.update(1)
-            if lay_mm is not None:
-                lay_mm.flush()
-                del lay_mm
-            if fe_mm is not None:
-                fe_mm.flush()
-                del fe_mm
-        atomic_write_text(work / f"{name}.json", json.dumps(rows))
-        done_new += 1
-    bar.close()
+    with contextlib.closing(bar):
+        for done_new, s in enumerate(todo):
+            if stop_after_shards is not None and done_new >= stop_after_shards:
+                log.info("stopping after %d shard(s) as asked", done_new)
+                return {}
+            rows = _write_shard(work / f"shard_{s:05d}", s, [(utts[i], whole[i]) for i in shards[s]], teacher, tarch,
+                                layers, frontend, dtype, normalize, dev, bar)
+            atomic_write_text(work / f"shard_{s:05d}.json", json.dumps(rows))
     elapsed = time.time() - t0
 
     import pandas as pd
 
-    rows = []
-    for s in range(len(shards)):
-        rows.extend(json.loads((work / f"shard_{s:05d}.json").read_text()))
-    index = pd.DataFrame(rows)
-    seconds = float(index["num_samples"].sum()) / data.SAMPLE_RATE
+    index = pd.DataFrame([r for s in range(len(shards)) for r in json.loads((work / f"shard_{s:05d}.json").read_text())])
+    seconds = float(index["num_samples"].sum()) / SAMPLE_RATE
     nbytes = sum(
         (work / f"shard_{s:05d}.{part}.npy").stat().st_size
         for s in range(len(shards))
         for part in (("layers",) if layers else ()) + (("frontend",) if frontend else ())
     )
-    new_seconds = sum(utts[i].num_samples for s in todo for i in shards[s]) / data.SAMPLE_RATE
-    m = data.max_crop_frames(crop["max_seconds"], conv) if crop["policy"] == "fixed" else None
+    new_seconds = sum(utts[i].num_samples for s in todo for i in shards[s]) / SAMPLE_RATE
+    m = data.max_crop_frames(crop["max_seconds"], tarch.conv) if crop["policy"] == "fixed" else None
     crop_info = {**crop, **({"max_frames": m} if m else {}), **data.crop_stats(whole, utts, m)}
     info = {
         "format": FORMAT,
@@ -273,13 +207,13 @@ def extract(
         "dtype": dtype,
         "crop": crop_info,
         "width": tarch.width,
-        "frontend_channels": conv[-1][0],
+        "frontend_channels": tarch.conv[-1][0],
         "num_utterances": len(index),
         "skipped_short": [u.id for u in skipped],
         "skipped": [skip],
         "num_shards": len(shards),
         "audio_seconds": seconds,  # what the teacher ran on (the crop windows)
-        "utterance_audio_seconds": float(index["utterance_samples"].sum()) / data.SAMPLE_RATE,
+        "utterance_audio_seconds": float(index["utterance_samples"].sum()) / SAMPLE_RATE,
         "bytes": nbytes,
         "bytes_per_audio_second": nbytes / max(seconds, 1e-9),
         "extract_seconds_this_run": elapsed,
@@ -293,11 +227,90 @@ def extract(
         ", front end" if frontend else "", crop["policy"], crop_info["cropped_utterances"],
         100 * crop_info["audio_kept_fraction"],
     )
-    # publish: move shards into the output folder, index and cache.json written last; cache.json
-    # records each shard's size and sha256, checked once per reading job (TargetCache)
+    _publish(out, work, len(shards), index, info)
+    return info
+
+
+def _teacher_windows(df, conv, crop: dict, manifests) -> tuple[list, list, list, dict]:
+    """The whole utterances with at least one frame, the windows the teacher runs on (one per
+    utterance), the utterances left out and their skip record."""
+    whole, skipped = [], []
+    for u in data.manifest_utterances(df, conv):
+        (whole if u.frames > 0 else skipped).append(u)
+    utts = data.crop_utterances(whole, crop, conv)  # what the teacher runs on, one window per utterance
+    skip = skip_record(", ".join(map(str, manifests)), "shorter than one frame of the teacher's conv front end",
+                       data.receptive_field(conv) / SAMPLE_RATE, [u.num_samples for u in skipped], len(df))
+    if not utts:
+        raise DeepwideError(f"manifests {', '.join(map(str, manifests))}: no utterance long enough for one frame")
+    return whole, utts, skipped, skip
+
+
+def _claim_work_folder(work: Path, key: str) -> None:
+    """The work folder belongs to one content key; anything else in it is stale."""
+    work.mkdir(parents=True, exist_ok=True)
+    kfile = work / "key.txt"
+    if kfile.is_file() and kfile.read_text().strip() != key:
+        log.info("work folder %s holds another teacher/manifest/layers: starting over", work)
+        shutil.rmtree(work)
+        work.mkdir(parents=True)
+    atomic_write_text(kfile, key + "\n")
+
+
+def _write_shard(stem: Path, s: int, items: list, teacher, tarch, layers: list[int], frontend: bool, dtype: str,
+                 normalize: bool, dev: torch.device, bar) -> list[dict]:
+    """Run the teacher over ``items`` ((window, whole utterance) pairs); write the shard's
+    ``.layers.npy`` and ``.frontend.npy``; return its index rows."""
+    total = sum(u.frames for u, _ in items)
+    npdt = np.uint16 if dtype == "bf16" else np.float16
+    rows = []
+    with contextlib.ExitStack() as stack_ctx:
+        lay_mm = fe_mm = None
+        if layers:
+            tl = stack_ctx.enter_context(atomic_path(Path(f"{stem}.layers.npy")))
+            lay_mm = np.lib.format.open_memmap(tl, mode="w+", dtype=npdt, shape=(total, len(layers), tarch.width))
+        if frontend:
+            tf = stack_ctx.enter_context(atomic_path(Path(f"{stem}.frontend.npy")))
+            fe_mm = np.lib.format.open_memmap(tf, mode="w+", dtype=npdt, shape=(total, tarch.conv[-1][0]))
+        off = 0
+        for u, w in items:
+            outs, fe = _window_forward(teacher, u, layers, normalize, dev)
+            if lay_mm is not None:
+                stack = torch.stack(outs, dim=2)[0].cpu().numpy()  # (F, n_layers, D)
+                lay_mm[off : off + u.frames] = _encode(stack, dtype, f"utterance {u.id}, layers {layers}")
+            if fe_mm is not None:
+                fe_mm[off : off + u.frames] = _encode(fe[0].cpu().numpy(), dtype, f"utterance {u.id}, front end")
+            rows.append({"id": u.id, "path": u.path, "start": u.start, "num_samples": u.num_samples,
+                         "utterance_samples": w.num_samples, "frames": u.frames, "shard": s, "offset": off})
+            off += u.frames
+            bar.update(1)
+        for mm in (lay_mm, fe_mm):
+            if mm is not None:
+                mm.flush()
+        del lay_mm, fe_mm, mm  # closed before the files are renamed into place
+    return rows
+
+
+def _window_forward(teacher, u: data.Utterance, layers: list[int], normalize: bool, dev: torch.device):
+    """The teacher's layers and front-end output on one utterance's window."""
+    wav = read_audio(u.path, u.start, u.start + u.num_samples, what="the teacher")
+    if normalize:
+        wav = data.normalize_wav(wav)
+    wav = torch.from_numpy(wav)[None].to(dev)
+    if wav.shape[1] != u.num_samples:
+        raise DeepwideError(f"{u.path}: {wav.shape[1] + u.start} samples on disk, manifest says at least "
+                            f"{u.start + u.num_samples}")
+    outs, fe, _ = teacher_forward(teacher, wav, None, layers, dev)
+    if fe.shape[1] != u.frames:
+        raise DeepwideError(f"{u.id}: teacher gave {fe.shape[1]} frames, expected {u.frames}")
+    return outs, fe
+
+
+def _publish(out: Path, work: Path, n_shards: int, index, info: dict) -> None:
+    """Move the shards into the output folder, index and cache.json written last; cache.json
+    records each shard's size and sha256, checked once per reading job (TargetCache)."""
     with atomic_path(out, is_dir=True) as tmp:
         checksums = {}
-        for s in range(len(shards)):
+        for s in range(n_shards):
             for part in ("layers", "frontend"):
                 src = work / f"shard_{s:05d}.{part}.npy"
                 if src.is_file():
@@ -306,12 +319,9 @@ def extract(
         write_parquet(index, tmp / "index.parquet")
         checksums["index.parquet"] = file_checksum(tmp / "index.parquet")
         info["checksums"] = checksums
-        from deepwide.utils.usage import usage
-
         info["usage"] = usage()  # peak memory and wall time of this job (plan resources)
         atomic_write_text(tmp / "cache.json", json.dumps(info, indent=1))
     shutil.rmtree(work, ignore_errors=True)
-    return info
 
 
 class TargetCache:

@@ -52,6 +52,7 @@ from deepwide.models.solver import model_params
 from deepwide.utils import train_loop
 from deepwide.utils.device import resolve_device
 from deepwide.utils.io import atomic_write_text, canonical_json, hash_files, sha256_file, write_parquet
+from deepwide.utils.manifest import read_manifests
 from deepwide.utils.usage import usage
 
 log = logging.getLogger(__name__)
@@ -206,7 +207,7 @@ def training_utterances(job: dict, manifests, targets_dirs, m: Models) -> tuple[
         raise DeepwideError(f"targets crop max_seconds {crop['max_seconds']} differs from train.max_seconds "
                             f"{tc['max_seconds']}: the fixed windows are the student's crops")
     where = ", ".join(map(str, manifests))
-    df = data.load_manifests(manifests)
+    df = read_manifests(manifests)
     # frames as the teacher sees them (the cache was extracted with its conv), else the student's
     conv = m.tarch.conv if cached else m.arch.conv
     kept, skipped = data.drop_short(data.manifest_utterances(df, conv), tc["min_seconds"], m.arch.conv, where)
@@ -472,7 +473,7 @@ def train(
     m.student.to(dev).train()
     m.heads.to(dev).train()
     params = [p for p in m.student.parameters() if p.requires_grad] + list(m.heads.parameters())
-    optimizer = train_loop.adamw(params, tc["lr"], tc["betas"], tc["eps"], tc["weight_decay"], dev)
+    optimizer = train_loop.adamw(params, tc["lr"], tc["betas"], tc["eps"], tc["weight_decay"], fused=cuda)
     scheduler = train_loop.linear_schedule(optimizer, tc["steps"], tc["warmup"])
     modules = {"student": m.student, "heads": m.heads, "optimizer": optimizer, "scheduler": scheduler}
     fe_scale = float(job["frontend_grad_scale"]) if job["frontend"] == "scaled" else 1.0

@@ -16,7 +16,9 @@ import time
 
 import torch
 
-from deepwide.report.cka import device_auto, load_audio, read_heldout
+from deepwide.models.cka import read_clip
+from deepwide.utils.device import resolve_device
+from deepwide.utils.manifest import read_heldout
 
 log = logging.getLogger(__name__)
 SAMPLE_RATE = 16000
@@ -91,10 +93,10 @@ def measure_cost(upstream: str, checkpoint, manifest, max_utterances: int = 8, m
                  repeats: int = 1, device: str = "auto") -> dict:
     from deepwide.models.checkpoint import load_checkpoint
 
-    dev = device_auto(device)
+    dev = torch.device(resolve_device(device))
     model, arch, _ = load_checkpoint(checkpoint)
     utts = read_heldout(manifest, max_utterances, max_seconds)
-    wavs = [load_audio(p, max_seconds) for p in utts["path"]]
+    wavs = [read_clip(p, max_seconds) for p in utts["path"]]
     seconds = sum(w.numel() for w in wavs) / SAMPLE_RATE
     params = sum(p.numel() for p in model.parameters())
     macs = count_macs(model, wavs)  # on the CPU: counting does not depend on the device

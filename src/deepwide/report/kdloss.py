@@ -31,9 +31,11 @@ def compute_kd_loss(teacher_ckpt, student_ckpt, manifest, max_utterances: int = 
     from deepwide.distill.methods import KDHeads, kd_loss, target_name
     from deepwide.models.arch import hidden_states, normalize_waveforms
     from deepwide.models.checkpoint import load_checkpoint
-    from deepwide.report.cka import device_auto, load_audio, read_heldout
+    from deepwide.models.cka import read_clip
+    from deepwide.utils.device import resolve_device
+    from deepwide.utils.manifest import read_heldout
 
-    dev = device_auto(device)
+    dev = torch.device(resolve_device(device))
     heads_path = Path(student_ckpt).with_name("kd_heads.pt")
     if not heads_path.is_file():
         raise DeepwideError(f"KD heads not found: {heads_path} (students trained before the heads were saved: rerun distill)")
@@ -51,7 +53,7 @@ def compute_kd_loss(teacher_ckpt, student_ckpt, manifest, max_utterances: int = 
     utts = read_heldout(manifest, max_utterances, max_seconds)
     sums = {p: {"l1": 0.0, "cos_term": 0.0, "cos": 0.0, "frames": 0} for p in pairs}
     for path in utts["path"]:
-        wav = load_audio(path, max_seconds)[None].to(dev)
+        wav = read_clip(path, max_seconds)[None].to(dev)
         if normalize:
             wav = normalize_waveforms(wav)
         t_states, _ = hidden_states(teacher, wav)

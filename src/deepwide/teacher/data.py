@@ -18,15 +18,15 @@ from typing import Iterator
 
 import numpy as np
 
+from deepwide.audio import SAMPLE_RATE, read_audio
 from deepwide.errors import DeepwideError
+from deepwide.models.arch import hop
 from deepwide.teacher.features import conv_num_frames
 from deepwide.utils.io import atomic_path
+from deepwide.utils.manifest import read_manifest as read_manifest_table
 from deepwide.utils.skips import skip_record
 
 log = logging.getLogger(__name__)
-
-SAMPLE_RATE = 16000
-REQUIRED_COLUMNS = ("id", "path", "num_samples")
 
 
 @dataclass
@@ -56,24 +56,7 @@ def read_manifest(path: str | Path, min_seconds: float = 0.0, skipped: list | No
     with a WARNING naming the count and threshold; the count is appended to ``skipped``
     (for info.json) as ``{manifest, reason, threshold_s, skipped, of, skipped_seconds}``.
     """
-    import pandas as pd
-
-    path = Path(path)
-    if not path.is_file():
-        raise DeepwideError(f"manifest not found: {path}")
-    try:
-        df = pd.read_parquet(path)
-    except Exception as err:
-        raise DeepwideError(f"cannot read manifest {path}: {err}") from err
-    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
-    if missing:
-        raise DeepwideError(f"manifest {path} lacks column(s) {', '.join(missing)} (has {', '.join(map(str, df.columns))})")
-    if "sample_rate" in df.columns:
-        bad = df[df["sample_rate"] != SAMPLE_RATE]
-        if len(bad):
-            raise DeepwideError(
-                f"manifest {path}: utterance {bad['id'].iloc[0]} has sample_rate {bad['sample_rate'].iloc[0]}; the teacher needs {SAMPLE_RATE} Hz"
-            )
+    df = read_manifest_table(path, need="the teacher")
     df = df.sort_values("id", kind="stable")
     keep = df["num_samples"] >= int(min_seconds * SAMPLE_RATE)
     record = skip_record(path, "shorter than teacher.pretrain.min_seconds", min_seconds, df["num_samples"][~keep], len(df))
@@ -90,18 +73,6 @@ def read_manifest(path: str | Path, min_seconds: float = 0.0, skipped: list | No
         paths=[str(p) for p in df["path"]],
         num_samples=df["num_samples"].to_numpy(dtype=np.int64),
     )
-
-
-def load_audio(path: str, start: int = 0, stop: int | None = None) -> np.ndarray:
-    import soundfile as sf
-
-    try:
-        wav, sr = sf.read(path, start=start, stop=stop, dtype="float32", always_2d=True)
-    except Exception as err:
-        raise DeepwideError(f"cannot read audio {path}: {err}") from err
-    if sr != SAMPLE_RATE:
-        raise DeepwideError(f"audio {path} has sample rate {sr}; the teacher needs {SAMPLE_RATE} Hz")
-    return wav.mean(axis=1)
 
 
 # ---------------------------------------------------------------- labels on disk
@@ -204,18 +175,16 @@ def crop_batch(
     rng: np.random.Generator | None,
 ) -> Batch:
     """Read and crop utterances ``idx`` to their common length; random offsets if ``rng``."""
-    hop = 1
-    for _, _, s in conv:
-        hop *= s
+    h = hop(conv)
     length = int(min(min(utts.num_samples[i] for i in idx), crop_samples))
     frames = conv_num_frames(length, conv)
     wavs = np.zeros((len(idx), length), dtype=np.float32)
     labs = np.zeros((len(idx), frames), dtype=np.int64)
     for row, i in enumerate(idx):
         n = int(utts.num_samples[i])
-        max_off = (n - length) // hop
+        max_off = (n - length) // h
         off = int(rng.integers(0, max_off + 1)) if rng is not None and max_off > 0 else 0
-        wav = load_audio(utts.paths[i], off * hop, off * hop + length)
+        wav = read_audio(utts.paths[i], off * h, off * h + length, what="the teacher")
         if len(wav) < length:
             raise DeepwideError(
                 f"audio {utts.paths[i]} (utterance {utts.ids[i]}) is shorter than its manifest's num_samples {n}"

@@ -13,8 +13,9 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from deepwide.audio import read_audio
 from deepwide.errors import DeepwideError
-from deepwide.teacher.data import Labels, Utterances, load_audio
+from deepwide.teacher.data import Labels, Utterances
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +24,7 @@ Featurizer = Callable[[np.ndarray], np.ndarray]
 
 def _features(utts: Utterances, featurize: Featurizer, desc: str) -> Iterator:
     for i in tqdm(range(len(utts)), desc=desc, unit="utt", mininterval=5.0):
-        yield featurize(load_audio(utts.paths[i]))
+        yield featurize(read_audio(utts.paths[i], what="the teacher"))
 
 
 def fit_kmeans_labels(

@@ -15,9 +15,9 @@ and step, written atomically every ``checkpoint_every`` steps.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-import math
 import os
 import time
 from pathlib import Path
@@ -28,13 +28,19 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from deepwide.audio import SAMPLE_RATE
 from deepwide.errors import DeepwideError
 from deepwide.models.arch import ArchConfig, conv_layers, encoder_kwargs
-from deepwide.teacher.data import SAMPLE_RATE, BatchPlan, Labels, Utterances, crop_batch, read_manifest
+from deepwide.models.checkpoint import save_checkpoint
+from deepwide.models.cka import first_last_cka
+from deepwide.models.solver import count_params, model_params
+from deepwide.teacher.data import BatchPlan, Labels, Utterances, crop_batch, read_manifest
 from deepwide.teacher.features import MFCCFeaturizer, layer_features
 from deepwide.teacher.labels import fit_kmeans_labels
-from deepwide.utils.io import atomic_path, atomic_write_text, canonical_json, sha256_file, write_parquet
+from deepwide.utils import train_loop
+from deepwide.utils.io import atomic_write_text, canonical_json, sha256_file, write_parquet
 from deepwide.utils.precision import autocast, deterministic, numerics_record, resolve_precision, state_sha256
+from deepwide.utils.usage import usage
 
 log = logging.getLogger(__name__)
 
@@ -52,22 +58,13 @@ def pretrain_config(cfg: dict | None) -> dict:
     return full["teacher"]["pretrain"]
 
 
+ARCH_KEYS = ("depth", "width", "ffn", "heads", "pos_conv_kernel", "pos_conv_groups", "layer_norm_first", "dropout",
+             "attention_dropout", "activation_dropout", "projection_dropout", "layer_drop")
+
+
 def teacher_arch(a: dict) -> ArchConfig:
-    return ArchConfig(
-        depth=a["depth"],
-        width=a["width"],
-        ffn=a["ffn"],
-        heads=a["heads"],
-        conv=conv_layers(a["conv_channels"]),
-        pos_conv_kernel=a["pos_conv_kernel"],
-        pos_conv_groups=a["pos_conv_groups"],
-        layer_norm_first=a["layer_norm_first"],
-        dropout=a["dropout"],
-        attention_dropout=a["attention_dropout"],
-        activation_dropout=a["activation_dropout"],
-        projection_dropout=a["projection_dropout"],
-        layer_drop=a["layer_drop"],
-    )
+    """The teacher's shape from ``teacher.pretrain.arch`` (conv front end from ``conv_channels``)."""
+    return ArchConfig(conv=conv_layers(a["conv_channels"]), **{k: a[k] for k in ARCH_KEYS})
 
 
 def build_pretrain_model(arch: ArchConfig, num_classes: int, t: dict) -> torch.nn.Module:
@@ -127,21 +124,6 @@ def _ce(logits: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     return F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=logits.device), reduction=reduction)
 
 
-def count_params(module: torch.nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
-def lr_lambda(steps: int, warmup_fraction: float):
-    warm = max(1, int(round(steps * warmup_fraction)))
-
-    def f(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        return max(0.0, (steps - step) / max(1, steps - warm))
-
-    return f
-
-
 def default_threads() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))
@@ -172,9 +154,8 @@ class Trainer:
 
         torch.manual_seed(self.seed * 1000 + it)
         self.model = build_pretrain_model(arch, num_classes, self.t).to(device)
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=self.t["lr"], betas=(0.9, 0.98), eps=1e-6,
-                                     weight_decay=self.t["weight_decay"])
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(steps, self.t["warmup_fraction"]))
+        self.opt = train_loop.adamw(self.model.parameters(), self.t["lr"], (0.9, 0.98), 1e-6, self.t["weight_decay"])
+        self.sched = train_loop.linear_schedule(self.opt, steps, self.t["warmup_fraction"])
         self.step = 0
         self.curve: list[dict] = []
         self.window: list[tuple[float, float]] = []
@@ -195,11 +176,10 @@ class Trainer:
             "curve": self.curve, "window": self.window, "wall_s": self.wall_s, "cpu_s": self.cpu_s,
             "last_eval": self.last_eval,
         }
-        with atomic_path(self.state_path) as tmp:
-            torch.save(blob, tmp)
+        train_loop.save_state(self.state_path, blob)
 
     def _load(self) -> None:
-        blob = torch.load(self.state_path, map_location=self.device, weights_only=False)
+        blob = train_loop.load_state(self.state_path, self.device)
         if blob.get("version") != STATE_VERSION:
             raise DeepwideError(f"{self.state_path} was written by another deepwide version; delete it to restart")
         self.model.load_state_dict(blob["model"])
@@ -266,68 +246,70 @@ class Trainer:
         t = self.t
         plan = BatchPlan(self.train.num_samples, self.batch_samples, self.crop, self.seed, self.it)
         self.model.train()
-        start_wall, start_cpu = time.perf_counter(), time.process_time()
+        self._clock = time.perf_counter(), time.process_time()
         bar = tqdm(total=self.steps, initial=self.step, desc=f"teacher it{self.it}", unit="step",
                    disable=not progress, mininterval=2.0)
-        stopped = False
         for step, idx in plan.stream(self.step):
             if step >= self.steps:
                 break
-            rng = np.random.default_rng([self.seed, self.it, step, 7])
-            b = crop_batch(self.train, self.train_labels, idx, self.crop, self.arch.conv, rng)
-            wavs = torch.from_numpy(b.wavs).to(self.device)
-            labels = torch.from_numpy(b.labels).to(self.device)
-            with self.autocast:
-                out = masked_forward(self.model, wavs, labels)
-            loss = _ce(out["logit_m"]) + t["feature_penalty"] * out["penalty"]
-            if out["logit_u"] is not None:
-                loss = loss + t["unmasked_weight"] * _ce(out["logit_u"])
-            if not torch.isfinite(loss):
-                raise DeepwideError(f"teacher iteration {self.it}: loss is {float(loss)} at step {step}; lower teacher.pretrain.train.lr")
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), t["clip"])
-            self.opt.step()
-            self.sched.step()
-            self.opt.zero_grad(set_to_none=True)
+            loss, acc = self._train_step(step, idx)
             self.step = step + 1
-            acc = float((out["logit_m"].argmax(-1) == 0).float().mean())
-            self.window.append((float(loss.detach()), acc))
+            self.window.append((loss, acc))
             bar.update(1)
-            bar.set_postfix(loss=f"{float(loss.detach()):.3f}", acc=f"{acc:.3f}", refresh=False)
-            if self.step % t["log_every"] == 0 or self.step == self.steps:
+            bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.3f}", refresh=False)
+            if train_loop.due(self.step, t["log_every"], self.steps):
                 losses, accs = zip(*self.window)
-                self.curve.append({"iteration": self.it, "step": self.step, "global_step": self.step_offset + self.step,
-                                   "split": "train", "loss": float(np.mean(losses)), "masked_acc": float(np.mean(accs)),
-                                   "majority_rate": float("nan"), "lr": float(self.sched.get_last_lr()[0]),
-                                   "wall_s": self.wall_s + time.perf_counter() - start_wall})
+                self._curve_row("train", float(np.mean(losses)), float(np.mean(accs)), float("nan"))
                 self.window = []
-            if self.step % t["eval_every"] == 0 or self.step == self.steps:
-                ev = self.evaluate()
-                self.last_eval = ev
-                self.curve.append({"iteration": self.it, "step": self.step, "global_step": self.step_offset + self.step,
-                                   "split": "valid", "loss": ev["valid_loss"], "masked_acc": ev["valid_masked_acc"],
-                                   "majority_rate": ev["majority_rate"], "lr": float(self.sched.get_last_lr()[0]),
-                                   "wall_s": self.wall_s + time.perf_counter() - start_wall})
+            if train_loop.due(self.step, t["eval_every"], self.steps):
+                ev = self.last_eval = self.evaluate()
+                self._curve_row("valid", ev["valid_loss"], ev["valid_masked_acc"], ev["majority_rate"])
                 log.info("iteration %d step %d: held-out masked acc %.4f (majority %.4f), loss %.3f",
                          self.it, self.step, ev["valid_masked_acc"], ev["majority_rate"], ev["valid_loss"])
             stopped = stop_at_global is not None and self.step_offset + self.step >= stop_at_global
-            if self.step % t["checkpoint_every"] == 0 or self.step == self.steps or stopped:
-                self.wall_s += time.perf_counter() - start_wall
-                self.cpu_s += time.process_time() - start_cpu
-                start_wall, start_cpu = time.perf_counter(), time.process_time()
+            if train_loop.due(self.step, t["checkpoint_every"], self.steps) or stopped:
+                self._tick()
                 self._save()
             if stopped:
                 break
         bar.close()
         return self.done
 
+    def _train_step(self, step: int, idx: list[int]) -> tuple[float, float]:
+        """One optimizer step on batch ``idx`` (crop offsets drawn from the step); its loss and masked accuracy."""
+        t = self.t
+        rng = np.random.default_rng([self.seed, self.it, step, 7])
+        b = crop_batch(self.train, self.train_labels, idx, self.crop, self.arch.conv, rng)
+        wavs = torch.from_numpy(b.wavs).to(self.device)
+        labels = torch.from_numpy(b.labels).to(self.device)
+        with self.autocast:
+            out = masked_forward(self.model, wavs, labels)
+        loss = _ce(out["logit_m"]) + t["feature_penalty"] * out["penalty"]
+        if out["logit_u"] is not None:
+            loss = loss + t["unmasked_weight"] * _ce(out["logit_u"])
+        if not torch.isfinite(loss):
+            raise DeepwideError(f"teacher iteration {self.it}: loss is {float(loss)} at step {step}; lower teacher.pretrain.train.lr")
+        train_loop.optimizer_step(loss, list(self.model.parameters()), self.opt, self.sched, t["clip"])
+        return float(loss.detach()), float((out["logit_m"].argmax(-1) == 0).float().mean())
+
+    def _curve_row(self, split: str, loss: float, acc: float, majority: float) -> None:
+        self.curve.append({"iteration": self.it, "step": self.step, "global_step": self.step_offset + self.step,
+                           "split": split, "loss": loss, "masked_acc": acc, "majority_rate": majority,
+                           "lr": float(self.sched.get_last_lr()[0]),
+                           "wall_s": self.wall_s + time.perf_counter() - self._clock[0]})
+
+    def _tick(self) -> None:
+        """Add the wall and CPU time since the last tick to the run's totals."""
+        wall, cpu = self._clock
+        self.wall_s += time.perf_counter() - wall
+        self.cpu_s += time.process_time() - cpu
+        self._clock = time.perf_counter(), time.process_time()
+
 
 # ---------------------------------------------------------------- the whole run
 
 
 def _fingerprint(cfg: dict, manifests: list[Path]) -> str:
-    import hashlib
-
     h = hashlib.sha256(canonical_json(cfg).encode())
     for m in manifests:
         h.update(sha256_file(m).encode())
@@ -401,48 +383,26 @@ def pretrain(
     torch.set_num_threads(n_threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     arch = teacher_arch(cfg["arch"])
-    t = cfg["train"]
-
-    skipped: list[dict] = []  # utterances left out for length, per manifest (info.json)
-    train = read_manifest(manifest, cfg["min_seconds"], skipped)
-    manifests = [Path(manifest)]
-    if valid_manifest:
-        valid = read_manifest(valid_manifest, cfg["min_seconds"], skipped)
-        manifests.append(Path(valid_manifest))
-        valid_source = str(valid_manifest)
-    else:
-        train, valid = split_valid(train, cfg["valid_fraction"], cfg["seed"])
-        valid_source = f"{cfg['valid_fraction']:.0%} of {manifest} held out"
-    if len(valid) > cfg["max_valid_utterances"]:
-        valid = valid.subset(range(cfg["max_valid_utterances"]))
-    from deepwide.models.arch import build_model
-
+    data = read_splits(manifest, valid_manifest, cfg)
+    train, valid = data["train"], data["valid"]
     log.info("teacher %s (%d params): %d train utterances (%.1f min), %d held-out (%.1f min); device %s, %d threads",
-             arch.name, count_params(build_model(arch)), len(train), train.seconds / 60, len(valid), valid.seconds / 60, device, n_threads)
-    _prepare_workdir(workdir, _fingerprint(cfg, manifests))
+             arch.name, count_params(arch), len(train), train.seconds / 60, len(valid), valid.seconds / 60, device,
+             n_threads)
+    _prepare_workdir(workdir, _fingerprint(cfg, data["manifests"]))
 
     # deterministic kernels (CPU and CUDA): a rerun on this machine gives the same bits
     with deterministic(device):
         run_start = time.perf_counter()
         iterations = []
-        steps_list = [t["steps"]] + ([cfg["iteration2"]["steps"] or t["steps"]] if cfg["iterations"] == 2 else [])
+        steps_list = [cfg["train"]["steps"]]
+        if cfg["iterations"] == 2:
+            steps_list.append(cfg["iteration2"]["steps"] or cfg["train"]["steps"])
         trainer = None
         for it, steps in enumerate(steps_list, start=1):
-            if it == 1:
-                mf = cfg["mfcc"]
-                feat = MFCCFeaturizer(arch.conv, SAMPLE_RATE, mf["n_mfcc"], mf["n_mels"], mf["window_ms"])
-                km = cfg["kmeans"]
-                clusters, source = km["clusters"], "mfcc"
-            else:
-                prev = trainer.model.wav2vec2.eval()
-                layer = cfg["iteration2"]["layer"]
-                if layer > arch.depth:
-                    raise DeepwideError(f"teacher.pretrain.iteration2.layer: {layer} exceeds the teacher depth {arch.depth}")
-                feat = lambda wav, m=prev, k=layer: layer_features(m, wav, k, device)  # noqa: E731
-                clusters, source = cfg["iteration2"]["clusters"], f"iteration1 layer {layer}"
+            clusters, source, featurize = iteration_labels(it, cfg, arch, trainer, device)
             km = cfg["kmeans"]
             lt, lv, kstats = _labels(workdir, it, lambda: fit_kmeans_labels(
-                [train, valid], feat, clusters, km["max_frames"], km["batch_size"], km["n_init"], cfg["seed"] + it,
+                [train, valid], featurize, clusters, km["max_frames"], km["batch_size"], km["n_init"], cfg["seed"] + it,
                 f"teacher it{it} k-means ({source})", threads=n_threads))
             offset = sum(steps_list[: it - 1])
             trainer = Trainer(it, cfg, arch, clusters, steps, offset, train, lt, valid, lv, workdir, device)
@@ -456,61 +416,99 @@ def pretrain(
             if stop_at_step is not None and offset + steps >= stop_at_step and it < len(steps_list):
                 log.info("stopped after iteration %d (--stop-at-step); rerun to resume", it)
                 return None
-
-        final = iterations[-1]
         w2v = trainer.model.wav2vec2.cpu().eval()
+        info = run_info(cfg, arch, w2v, iterations, data, device, n_threads, run_start)
         curve = []
         for it in range(1, len(steps_list) + 1):
-            state = torch.load(workdir / f"state_it{it}.pt", map_location="cpu", weights_only=False)
-            curve.extend(state["curve"])
-        # does the teacher have a layer hierarchy for depth to exploit? (the report warns above 0.8)
-        from deepwide.report.cka import first_last_cka
-
-        cka_first_last = (first_last_cka(w2v, valid.paths[:16], max_seconds=10.0, max_frames=8000, seed=cfg["seed"],
-                                         device="cpu") if arch.depth >= 2 else None)
-        info = {
-            "source": "pretrain",
-            "cka_first_last": cka_first_last,
-            "cka_first_last_on": f"{min(len(valid), 16)} held-out utterances ({valid_source})",
-            "arch": arch.to_dict(),
-            "name": arch.name,
-            "params": count_params(w2v),
-            "steps": sum(steps_list),
-            "iterations": iterations,
-            "n_clusters": final["clusters"],
-            "valid_masked_acc": final["valid_masked_acc"],
-            "majority_rate": final["majority_rate"],
-            "valid_loss": final["valid_loss"],
-            "wall_time_s": sum(i["train_wall_s"] + i["kmeans"].get("wall_s", 0.0) for i in iterations),
-            "cpu_time_s": sum(i["train_cpu_s"] + i["kmeans"].get("cpu_s", 0.0) for i in iterations),
-            "this_run_wall_s": time.perf_counter() - run_start,
-            "device": str(device),
-            "threads": n_threads,
-            # what determines the weights besides config and data (two runs with equal records
-            # on one machine give equal weights_sha256; see deepwide.utils.precision)
-            "numerics": numerics_record(device, n_threads, "+".join(sorted({i["precision"] for i in iterations}))),
-            "weights_sha256": state_sha256(w2v.state_dict()),
-            "train_utterances": len(train),
-            "train_seconds": train.seconds,
-            "valid_utterances": len(valid),
-            "valid_seconds": valid.seconds,
-            "valid_source": valid_source,
-            "skipped": skipped,
-            "config": cfg,
-        }
-        import pandas as pd
-
-        write_parquet(pd.DataFrame(curve), curve_path)
-        from deepwide.utils.usage import usage
-
-        info["usage"] = usage()  # peak memory and wall time of this job (plan resources)
-        atomic_write_text(info_path, json.dumps(info, indent=2, sort_keys=True) + "\n")
-        from deepwide.models.checkpoint import save_checkpoint
-
-        meta = {k: info[k] for k in ("source", "params", "steps", "n_clusters", "valid_masked_acc", "majority_rate", "valid_source")}
-        meta["config"] = cfg
-        meta["normalize"] = False  # trained on raw waveforms (like HuBERT Base), see models.convert
-        save_checkpoint(out, w2v, arch, meta)
-        log.info("teacher %s: %d params, held-out masked acc %.4f vs majority %.4f, %.0f s -> %s",
-                 arch.name, info["params"], info["valid_masked_acc"], info["majority_rate"], info["wall_time_s"], out)
+            curve.extend(train_loop.load_state(workdir / f"state_it{it}.pt")["curve"])
+        write_outputs(info, curve, w2v, arch, cfg, out, info_path, curve_path)
         return info
+
+
+def read_splits(manifest, valid_manifest, cfg: dict) -> dict:
+    """The training and held-out utterances (the held-out manifest, or a fraction of the
+    training one held out), the manifests read, where the held-out set comes from and the
+    utterances left out for length."""
+    skipped: list[dict] = []  # utterances left out for length, per manifest (info.json)
+    train = read_manifest(manifest, cfg["min_seconds"], skipped)
+    manifests = [Path(manifest)]
+    if valid_manifest:
+        valid = read_manifest(valid_manifest, cfg["min_seconds"], skipped)
+        manifests.append(Path(valid_manifest))
+        valid_source = str(valid_manifest)
+    else:
+        train, valid = split_valid(train, cfg["valid_fraction"], cfg["seed"])
+        valid_source = f"{cfg['valid_fraction']:.0%} of {manifest} held out"
+    if len(valid) > cfg["max_valid_utterances"]:
+        valid = valid.subset(range(cfg["max_valid_utterances"]))
+    return {"train": train, "valid": valid, "manifests": manifests, "valid_source": valid_source, "skipped": skipped}
+
+
+def iteration_labels(it: int, cfg: dict, arch: ArchConfig, previous, device: torch.device):
+    """What iteration ``it`` clusters: MFCCs (1), or a layer of iteration 1's model (2).
+    Returns the cluster count, a description and the featurizer."""
+    if it == 1:
+        mf = cfg["mfcc"]
+        feat = MFCCFeaturizer(arch.conv, SAMPLE_RATE, mf["n_mfcc"], mf["n_mels"], mf["window_ms"])
+        return cfg["kmeans"]["clusters"], "mfcc", feat
+    prev = previous.model.wav2vec2.eval()
+    layer = cfg["iteration2"]["layer"]
+    if layer > arch.depth:
+        raise DeepwideError(f"teacher.pretrain.iteration2.layer: {layer} exceeds the teacher depth {arch.depth}")
+    return (cfg["iteration2"]["clusters"], f"iteration1 layer {layer}",
+            lambda wav: layer_features(prev, wav, layer, device))
+
+
+def run_info(cfg: dict, arch: ArchConfig, w2v, iterations: list[dict], data: dict, device, n_threads: int,
+             run_start: float) -> dict:
+    """info.json of a finished run (the CKA of its first and last layer included)."""
+    final, valid = iterations[-1], data["valid"]
+    # does the teacher have a layer hierarchy for depth to exploit? (the report warns above 0.8)
+    cka_first_last = (first_last_cka(w2v, valid.paths[:16], max_seconds=10.0, max_frames=8000, seed=cfg["seed"],
+                                     device="cpu") if arch.depth >= 2 else None)
+    return {
+        "source": "pretrain",
+        "cka_first_last": cka_first_last,
+        "cka_first_last_on": f"{min(len(valid), 16)} held-out utterances ({data['valid_source']})",
+        "arch": arch.to_dict(),
+        "name": arch.name,
+        "params": model_params(w2v, arch),
+        "steps": sum(i["steps"] for i in iterations),
+        "iterations": iterations,
+        "n_clusters": final["clusters"],
+        "valid_masked_acc": final["valid_masked_acc"],
+        "majority_rate": final["majority_rate"],
+        "valid_loss": final["valid_loss"],
+        "wall_time_s": sum(i["train_wall_s"] + i["kmeans"].get("wall_s", 0.0) for i in iterations),
+        "cpu_time_s": sum(i["train_cpu_s"] + i["kmeans"].get("cpu_s", 0.0) for i in iterations),
+        "this_run_wall_s": time.perf_counter() - run_start,
+        "device": str(device),
+        "threads": n_threads,
+        # what determines the weights besides config and data (two runs with equal records
+        # on one machine give equal weights_sha256; see deepwide.utils.precision)
+        "numerics": numerics_record(device, n_threads, "+".join(sorted({i["precision"] for i in iterations}))),
+        "weights_sha256": state_sha256(w2v.state_dict()),
+        "train_utterances": len(data["train"]),
+        "train_seconds": data["train"].seconds,
+        "valid_utterances": len(valid),
+        "valid_seconds": valid.seconds,
+        "valid_source": data["valid_source"],
+        "skipped": data["skipped"],
+        "config": cfg,
+    }
+
+
+def write_outputs(info: dict, curve: list[dict], w2v, arch: ArchConfig, cfg: dict, out: Path, info_path: Path,
+                  curve_path: Path) -> None:
+    """curve.parquet, info.json and the teacher checkpoint (written last)."""
+    import pandas as pd
+
+    write_parquet(pd.DataFrame(curve), curve_path)
+    info["usage"] = usage()  # peak memory and wall time of this job (plan resources)
+    atomic_write_text(info_path, json.dumps(info, indent=2, sort_keys=True) + "\n")
+    meta = {k: info[k] for k in ("source", "params", "steps", "n_clusters", "valid_masked_acc", "majority_rate", "valid_source")}
+    meta["config"] = cfg
+    meta["normalize"] = False  # trained on raw waveforms (like HuBERT Base), see models.convert
+    save_checkpoint(out, w2v, arch, meta)
+    log.info("teacher %s: %d params, held-out masked acc %.4f vs majority %.4f, %.0f s -> %s",
+             arch.name, info["params"], info["valid_masked_acc"], info["majority_rate"], info["wall_time_s"], out)

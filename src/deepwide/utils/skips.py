@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-log = logging.getLogger("deepwide.skips")
+from deepwide.audio import SAMPLE_RATE
 
-SAMPLE_RATE = 16000
+log = logging.getLogger("deepwide.skips")
 
 
 def skip_record(manifest, reason: str, threshold_s: float, skipped_samples, total: int) -> dict:

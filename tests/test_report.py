@@ -13,7 +13,7 @@ import torch
 from deepwide.cli import main
 from deepwide.errors import DeepwideError
 from deepwide.report import analysis
-from deepwide.report.cka import cka_matrix, linear_cka
+from deepwide.models.cka import cka_matrix, linear_cka
 from deepwide.report.collect import collect, read_result
 from deepwide.report.score import FBANK, PUBLISHED, SCORE_KEYS, SOTA, superb_score
 

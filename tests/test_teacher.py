@@ -414,16 +414,6 @@ def test_import_errors(tmp_path, capsys):
         cli_main(["teacher", "import", "--format", "onnx", str(f), "--out", out])
 
 
-def _importer_available() -> bool:
-    try:
-        from deepwide.models.convert import import_checkpoint  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _importer_available(),
-                    reason="deepwide.models.convert.import_checkpoint (models branch) is not merged yet")
 def test_import_hf_checkpoint_via_cli(tmp_path):
     """A random transformers HubertModel imported through the CLI gives the same hidden states."""
     from transformers import HubertConfig, HubertModel

@@ -7,12 +7,15 @@ distill students  list the study's students (shape, depth, width, params) from a
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import sys
 from pathlib import Path
 
 from deepwide.errors import DeepwideError
+from deepwide.utils.device import resolve_device
+from deepwide.utils.io import json_object_arg
 
 log = logging.getLogger(__name__)
 
@@ -25,15 +28,13 @@ def _int_list(text: str) -> list[int]:
 
 
 def _json_arg(text: str, what: str) -> dict:
+    """A JSON object given inline or as ``@file``."""
     if text.startswith("@"):
         path = Path(text[1:])
         if not path.is_file():
             raise DeepwideError(f"{what}: file not found: {path}")
         text = path.read_text()
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as err:
-        raise DeepwideError(f"{what}: not valid JSON ({err})") from err
+    return json_object_arg(text, what)
 
 
 def cmd_extract(args) -> int:
@@ -61,7 +62,7 @@ def cmd_extract(args) -> int:
     crop = crop_spec(args.crop, args.crop_seconds, args.crop_seed)
     info = targets.extract(
         args.teacher, args.manifest, layers, args.out, work=args.work, frontend=args.frontend, dtype=args.dtype,
-        shard_seconds=args.shard_seconds, device=args.device, stop_after_shards=args.stop_after_shards, crop=crop,
+        shard_seconds=args.shard_seconds, device=resolve_device(args.device), stop_after_shards=args.stop_after_shards, crop=crop,
     )
     if info:
         print(json.dumps({k: info[k] for k in ("key", "layers", "dtype", "frontend", "crop", "num_utterances",
@@ -78,7 +79,7 @@ def cmd_train(args) -> int:
     job = with_execution(_json_arg(args.job, "--job"), args.exec_json)
     try:
         train(job, args.teacher, args.manifest, args.out, args.resume_dir, targets_dirs=args.targets or (),
-              hf_dir=args.hf, device=args.device)
+              hf_dir=args.hf, device=resolve_device(args.device))
     except Preempted as p:
         print(f"preempted: {p}", file=sys.stderr)
         return 128 + p.signum
@@ -86,19 +87,12 @@ def cmd_train(args) -> int:
 
 
 def cmd_students(args) -> int:
-    from deepwide.models.arch import build_model
+    from deepwide.models.solver import count_params
     from deepwide.study import Study
 
     study = Study.from_file(args.config)
-    rows = []
-    for name, a in study.students.items():
-        try:
-            from deepwide.models.solver import count_params
-
-            n = count_params(a)
-        except ImportError:
-            n = sum(p.numel() for p in build_model(a).parameters())
-        rows.append({"shape": name, "depth": a.depth, "width": a.width, "ffn": a.ffn, "heads": a.heads, "params": n})
+    rows = [{"shape": name, "depth": a.depth, "width": a.width, "ffn": a.ffn, "heads": a.heads,
+             "params": count_params(a)} for name, a in study.students.items()]
     if args.json:
         jobs = [{"method": j.method, "shape": j.shape, "seed": j.seed, "upstream": j.upstream,
                  "teacher_layers": list(j.layers), "targets": study.student_targets(j)} for j in study.student_jobs]
@@ -145,7 +139,7 @@ def register(sub):
     e.add_argument("--crop-seed", type=int, default=0, help="seed of the fixed windows (the config's seed)")
     e.add_argument("--out", required=True, help="cache folder to write (created atomically)")
     e.add_argument("--work", help="resume folder for finished shards (default: .OUT.partial beside OUT)")
-    e.add_argument("--stop-after-shards", type=int, help=argparse_suppress())
+    e.add_argument("--stop-after-shards", type=int, help=argparse.SUPPRESS)
     _device_arg(e)
     e.set_defaults(func=cmd_extract)
 
@@ -168,8 +162,3 @@ def register(sub):
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_students)
 
-
-def argparse_suppress():
-    import argparse
-
-    return argparse.SUPPRESS

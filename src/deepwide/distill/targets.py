@@ -184,7 +184,6 @@ def extract(
     import pandas as pd
 
     index = pd.DataFrame([r for s in range(len(shards)) for r in json.loads((work / f"shard_{s:05d}.json").read_text())])
-    seconds = float(index["num_samples"].sum()) / SAMPLE_RATE
     nbytes = sum(
         (work / f"shard_{s:05d}.{part}.npy").stat().st_size
         for s in range(len(shards))
@@ -193,7 +192,25 @@ def extract(
     new_seconds = sum(utts[i].num_samples for s in todo for i in shards[s]) / SAMPLE_RATE
     m = data.max_crop_frames(crop["max_seconds"], tarch.conv) if crop["policy"] == "fixed" else None
     crop_info = {**crop, **({"max_frames": m} if m else {}), **data.crop_stats(whole, utts, m)}
-    info = {
+    info = _cache_info(key, teacher_ckpt, teacher_sha, tarch, manifests, manifest_sha, layers, frontend, normalize,
+                       dtype, crop_info, index, skipped, skip, len(shards), nbytes, elapsed, new_seconds, dev)
+    seconds = info["audio_seconds"]
+    log.info(
+        "targets: %d utterances, %.1f h audio, %d shard(s), %.1f MB, %.0f bytes per audio second (%s, layers %s%s), "
+        "crop %s: %d cropped, %.1f %% of the audio kept",
+        len(index), seconds / 3600, len(shards), nbytes / 1e6, info["bytes_per_audio_second"], dtype, layers,
+        ", front end" if frontend else "", crop["policy"], crop_info["cropped_utterances"],
+        100 * crop_info["audio_kept_fraction"],
+    )
+    _publish(out, work, len(shards), index, info)
+    return info
+
+
+def _cache_info(key, teacher_ckpt, teacher_sha, tarch, manifests, manifest_sha, layers, frontend, normalize, dtype,
+                crop_info, index, skipped, skip, n_shards, nbytes, elapsed, new_seconds, dev) -> dict:
+    """cache.json (without the checksums and usage, added when the shards are published)."""
+    seconds = float(index["num_samples"].sum()) / SAMPLE_RATE
+    return {
         "format": FORMAT,
         "key": key,
         "teacher": str(teacher_ckpt),
@@ -211,7 +228,7 @@ def extract(
         "num_utterances": len(index),
         "skipped_short": [u.id for u in skipped],
         "skipped": [skip],
-        "num_shards": len(shards),
+        "num_shards": n_shards,
         "audio_seconds": seconds,  # what the teacher ran on (the crop windows)
         "utterance_audio_seconds": float(index["utterance_samples"].sum()) / SAMPLE_RATE,
         "bytes": nbytes,
@@ -220,15 +237,6 @@ def extract(
         "extract_audio_seconds_per_second": new_seconds / max(elapsed, 1e-9),
         "device": str(dev),
     }
-    log.info(
-        "targets: %d utterances, %.1f h audio, %d shard(s), %.1f MB, %.0f bytes per audio second (%s, layers %s%s), "
-        "crop %s: %d cropped, %.1f %% of the audio kept",
-        len(index), seconds / 3600, len(shards), nbytes / 1e6, info["bytes_per_audio_second"], dtype, layers,
-        ", front end" if frontend else "", crop["policy"], crop_info["cropped_utterances"],
-        100 * crop_info["audio_kept_fraction"],
-    )
-    _publish(out, work, len(shards), index, info)
-    return info
 
 
 def _teacher_windows(df, conv, crop: dict, manifests) -> tuple[list, list, list, dict]:

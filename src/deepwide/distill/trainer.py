@@ -282,26 +282,6 @@ class Forward:
         feats, _ = self.student.feature_extractor(wavs, lengths)
         return scale_grad(feats, self.fe_scale) if self.fe_scale != 1.0 else feats
 
-    def cached_targets(self, batch):
-        tgt = batch["targets"].to(self.dev, non_blocking=True)
-        return [tgt[:, :, self.layers.index(t)] for _, t in self.pairs]
-
-    def online_targets(self, wavs, lengths, features=None):
-        outs, _, _ = teacher_forward(self.teacher, wavs, lengths, self.layers, self.dev, features=features)
-        return [outs[self.layers.index(t)] for _, t in self.pairs]
-
-
-class CachedFrontendForward(Forward):
-    """Frozen teacher front end read from the cache: no conv and no audio at all."""
-
-    mode = "cached-targets+cached-frontend"
-
-    def features(self, batch, wavs, lengths):
-        return batch["features"].to(self.dev, non_blocking=True).float()
-
-    def targets(self, batch, wavs, lengths, feats):
-        return self.cached_targets(batch)
-
 
 class CachedForward(Forward):
     """Targets from the cache; the student runs its own conv."""
@@ -312,20 +292,17 @@ class CachedForward(Forward):
         return self.student_features(wavs, lengths)
 
     def targets(self, batch, wavs, lengths, feats):
-        return self.cached_targets(batch)
+        tgt = batch["targets"].to(self.dev, non_blocking=True)
+        return [tgt[:, :, self.layers.index(t)] for _, t in self.pairs]
 
 
-class SharedFrontendForward(Forward):
-    """Teacher forward every step; the frozen teacher front end feeds teacher and student."""
+class CachedFrontendForward(CachedForward):
+    """Frozen teacher front end read from the cache too: no conv and no audio at all."""
 
-    mode = "online-shared-frontend"
+    mode = "cached-targets+cached-frontend"
 
     def features(self, batch, wavs, lengths):
-        with torch.no_grad():
-            return self.teacher.feature_extractor(wavs, lengths)[0]
-
-    def targets(self, batch, wavs, lengths, feats):
-        return self.online_targets(wavs, lengths, feats.detach())
+        return batch["features"].to(self.dev, non_blocking=True).float()
 
 
 class OnlineForward(Forward):
@@ -336,8 +313,22 @@ class OnlineForward(Forward):
     def features(self, batch, wavs, lengths):
         return self.student_features(wavs, lengths)
 
-    def targets(self, batch, wavs, lengths, feats):
-        return self.online_targets(wavs, lengths)
+    def targets(self, batch, wavs, lengths, feats, shared=None):
+        outs, _, _ = teacher_forward(self.teacher, wavs, lengths, self.layers, self.dev, features=shared)
+        return [outs[self.layers.index(t)] for _, t in self.pairs]
+
+
+class SharedFrontendForward(OnlineForward):
+    """Teacher forward every step; the frozen teacher front end feeds teacher and student."""
+
+    mode = "online-shared-frontend"
+
+    def features(self, batch, wavs, lengths):
+        with torch.no_grad():
+            return self.teacher.feature_extractor(wavs, lengths)[0]
+
+    def targets(self, batch, wavs, lengths, feats, shared=None):
+        return super().targets(batch, wavs, lengths, feats, shared=feats.detach())
 
 
 def forward_class(job: dict) -> type[Forward]:
@@ -456,7 +447,7 @@ def train(
     from tqdm import tqdm
 
     t_start = time.time()
-    tc, steps, seed = job["train"], int(job["train"]["steps"]), int(job["train"]["seed"])
+    tc, steps = job["train"], int(job["train"]["steps"])
     dev = torch.device(resolve_device(device))
     cuda = dev.type == "cuda"
     jh = job_hash(job)
@@ -478,17 +469,14 @@ def train(
     modules = {"student": m.student, "heads": m.heads, "optimizer": optimizer, "scheduler": scheduler}
     fe_scale = float(job["frontend_grad_scale"]) if job["frontend"] == "scaled" else 1.0
     fwd = Fwd(m, dev, job["frontend"], fe_scale)
-    fwd_c = torch.compile(fwd, dynamic=True) if tc.get("compile") else fwd
+    fwd_c = torch.compile(fwd.__call__, dynamic=True) if tc.get("compile") else fwd
 
     # ---- resume
     resume_dir = Path(resume_dir)
     resume_dir.mkdir(parents=True, exist_ok=True)
     state_path = resume_dir / "state.pt"
     run = restore(state_path, jh, modules, cuda)
-    max_frames = data.max_crop_frames(tc["max_seconds"], m.arch.conv)
-    fps = SAMPLE_RATE / data.hop(m.arch.conv)
-    batch_frames = max(1, int(tc["batch_seconds"] * fps))
-    plan = data.StepPlan([u.frames for u in utts], max_frames, batch_frames, seed)  # batch g = step g + 1
+    plan = step_plan(utts, m.arch, tc)  # batch g of the run = step g + 1
 
     def save(rng=None) -> None:
         train_loop.save_state(state_path, snapshot(job, jh, modules, cuda, run, plan, t_start, rng))
@@ -496,21 +484,11 @@ def train(
     if run.step:
         log.info("resumed from %s at step %d (epoch %d, batch %d of %d)", state_path, run.step,
                  *plan.position(run.step), plan.per_epoch)
-    log.info(
-        "distill %s %s (%d params, KD targets %s) from teacher %dx%d, mode %s, %d utterances, crop %s "
-        "(%.1f %% of the audio), device %s, init %s (%s), front end %s",
-        job["method"], m.arch.name, n_params, m.names, m.tarch.depth, m.tarch.width, Fwd.mode, len(utts),
-        crop_info["policy"], 100 * crop_info["audio_kept_fraction"], dev, job["init"], ",".join(m.copied) or "-",
-        job["frontend"],
-    )
-    ds = data.BatchLoader(utts, plan, m.arch.conv, cache, m.layers, need_audio=Fwd is not CachedFrontendForward,
-                          use_frontend=Fwd is CachedFrontendForward, normalize=m.normalize)
-    nw = int(tc["num_workers"])
-    loader = torch.utils.data.DataLoader(
-        ds, batch_size=None, sampler=range(run.step, steps), num_workers=nw, pin_memory=cuda,
-        generator=torch.Generator().manual_seed(seed),  # keeps DataLoader from drawing on the global RNG
-        prefetch_factor=4 if nw else None,
-    )
+    log.info("distill %s %s (%d params, KD targets %s) from teacher %dx%d, mode %s, %d utterances, crop %s (%.1f %% "
+             "of the audio), device %s, init %s (%s), front end %s", job["method"], m.arch.name, n_params, m.names,
+             m.tarch.depth, m.tarch.width, Fwd.mode, len(utts), crop_info["policy"],
+             100 * crop_info["audio_kept_fraction"], dev, job["init"], ",".join(m.copied) or "-", job["frontend"])
+    loader = make_loader(utts, plan, m, cache, Fwd, tc, run.step, cuda)
     meter = LossMeter(m.names)
     recent: collections.deque = collections.deque(maxlen=50)  # the last steps' losses: a jump is an error
     bar = tqdm(total=steps, initial=run.step, desc=f"{job['method']} {m.arch.name}", unit="step", mininterval=5)
@@ -554,6 +532,26 @@ def train(
     log.info("done: %s (%.0f s, %.1f audio-s/s, mode %s)", Path(out_dir) / "student.pt", info["wall_time_s"],
              info["audio_seconds_per_second"], Fwd.mode)
     return info
+
+
+def step_plan(utts: list, arch: ArchConfig, tc: dict) -> data.StepPlan:
+    """Batches of at most ``batch_seconds`` of padded audio, crops of at most ``max_seconds``."""
+    max_frames = data.max_crop_frames(tc["max_seconds"], arch.conv)
+    fps = SAMPLE_RATE / data.hop(arch.conv)
+    batch_frames = max(1, int(tc["batch_seconds"] * fps))
+    return data.StepPlan([u.frames for u in utts], max_frames, batch_frames, int(tc["seed"]))
+
+
+def make_loader(utts: list, plan, m: Models, cache, Fwd: type[Forward], tc: dict, step: int, cuda: bool):
+    """The batches of steps ``step + 1`` to the last, read by ``num_workers`` processes."""
+    ds = data.BatchLoader(utts, plan, m.arch.conv, cache, m.layers, need_audio=Fwd is not CachedFrontendForward,
+                          use_frontend=Fwd is CachedFrontendForward, normalize=m.normalize)
+    nw = int(tc["num_workers"])
+    return torch.utils.data.DataLoader(
+        ds, batch_size=None, sampler=range(step, int(tc["steps"])), num_workers=nw, pin_memory=cuda,
+        generator=torch.Generator().manual_seed(int(tc["seed"])),  # keeps DataLoader from drawing on the global RNG
+        prefetch_factor=4 if nw else None,
+    )
 
 
 def log_row(run: Progress, plan, scheduler, gnorm: float, meter: LossMeter, steps: int) -> None:

@@ -151,11 +151,6 @@ def build_model(arch: ArchConfig) -> "torch.nn.Module":
     return wav2vec2_model(**encoder_kwargs(arch), aux_num_out=None)
 
 
-def frontend_features(model: torch.nn.Module, wavs: Tensor, lengths: Tensor | None = None):
-    """Conv front-end output ``(batch, frames, channels)`` and frame lengths."""
-    return model.feature_extractor(wavs, lengths)
-
-
 def normalize_waveforms(wavs: Tensor, lengths: Tensor | None = None, eps: float = 1e-5) -> Tensor:
     """Zero-mean unit-variance per waveform over its valid samples; padding stays 0.
 

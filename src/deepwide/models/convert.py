@@ -427,37 +427,30 @@ def _from_fairseq(model_cfg: Mapping, weights: Mapping[str, torch.Tensor], where
     return arch, state
 
 
+_LAYER = r"encoder.transformer.layers.\1."
+# fairseq's parameter names -> ours (the positional conv's weight norm: _fairseq_to_ours)
+_FAIRSEQ_RENAMES = tuple((re.compile(a), b) for a, b in (
+    (r"feature_extractor\.conv_layers\.(\d+)\.0\.(weight|bias)", r"feature_extractor.conv_layers.\1.conv.\2"),
+    (r"feature_extractor\.conv_layers\.(\d+)\.(?:2|2\.1)\.(weight|bias)", r"feature_extractor.conv_layers.\1.layer_norm.\2"),
+    (r"layer_norm\.(weight|bias)", r"encoder.feature_projection.layer_norm.\1"),
+    (r"post_extract_proj\.(weight|bias)", r"encoder.feature_projection.projection.\1"),
+    (r"encoder\.layer_norm\.(weight|bias)", r"encoder.transformer.layer_norm.\1"),
+    (r"encoder\.layers\.(\d+)\.self_attn\.(.+)", _LAYER + r"attention.\2"),
+    (r"encoder\.layers\.(\d+)\.self_attn_layer_norm\.(.+)", _LAYER + r"layer_norm.\2"),
+    (r"encoder\.layers\.(\d+)\.fc1\.(.+)", _LAYER + r"feed_forward.intermediate_dense.\2"),
+    (r"encoder\.layers\.(\d+)\.fc2\.(.+)", _LAYER + r"feed_forward.output_dense.\2"),
+    (r"encoder\.layers\.(\d+)\.final_layer_norm\.(.+)", _LAYER + r"final_layer_norm.\2"),
+))
+
+
 def _fairseq_to_ours(k: str) -> str | None:
-    m = re.fullmatch(r"feature_extractor\.conv_layers\.(\d+)\.0\.(weight|bias)", k)
-    if m:
-        return f"feature_extractor.conv_layers.{m[1]}.conv.{m[2]}"
-    m = re.fullmatch(r"feature_extractor\.conv_layers\.(\d+)\.(?:2|2\.1)\.(weight|bias)", k)
-    if m:
-        return f"feature_extractor.conv_layers.{m[1]}.layer_norm.{m[2]}"
-    m = re.fullmatch(r"layer_norm\.(weight|bias)", k)
-    if m:
-        return f"encoder.feature_projection.layer_norm.{m[1]}"
-    m = re.fullmatch(r"post_extract_proj\.(weight|bias)", k)
-    if m:
-        return f"encoder.feature_projection.projection.{m[1]}"
     m = re.fullmatch(r"encoder\.pos_conv\.0\.(.+)", k)
     if m:
         return _POS + _WN.get(m[1], m[1])
-    m = re.fullmatch(r"encoder\.layer_norm\.(weight|bias)", k)
-    if m:
-        return f"encoder.transformer.layer_norm.{m[1]}"
-    m = re.fullmatch(r"encoder\.layers\.(\d+)\.(.+)", k)
-    if m:
-        n, rest = m[1], m[2]
-        for old, new in (
-            ("self_attn.", "attention."),
-            ("self_attn_layer_norm.", "layer_norm."),
-            ("fc1.", "feed_forward.intermediate_dense."),
-            ("fc2.", "feed_forward.output_dense."),
-            ("final_layer_norm.", "final_layer_norm."),
-        ):
-            if rest.startswith(old):
-                return f"encoder.transformer.layers.{n}.{new}{rest[len(old):]}"
+    for pattern, name in _FAIRSEQ_RENAMES:
+        m = pattern.fullmatch(k)
+        if m:
+            return m.expand(name)
     return None
 
 

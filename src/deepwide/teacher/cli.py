@@ -79,18 +79,6 @@ def cmd_pretrain(args) -> int:
     return 0
 
 
-def load_importer():
-    """``deepwide.models.convert.import_checkpoint`` (owned by the models stage)."""
-    try:
-        from deepwide.models.convert import import_checkpoint
-    except ImportError as err:
-        raise DeepwideError(
-            "teacher import needs deepwide.models.convert.import_checkpoint, which this deepwide "
-            f"installation lacks ({err})"
-        ) from err
-    return import_checkpoint
-
-
 def cmd_import(args) -> int:
     src = Path(args.src)
     if not src.exists():
@@ -99,7 +87,8 @@ def cmd_import(args) -> int:
         raise DeepwideError(f"teacher import --format hf expects a transformers model directory, got file {src}")
     if args.format in ("fairseq", "s3prl-hubert") and not src.is_file():
         raise DeepwideError(f"teacher import --format {args.format} expects a .pt file, got directory {src}")
-    import_checkpoint = load_importer()
+    from deepwide.models.convert import import_checkpoint
+
     import_checkpoint(args.format, src, Path(args.out))
     if not Path(args.out).is_file():
         raise DeepwideError(f"teacher import wrote no checkpoint at {args.out}")

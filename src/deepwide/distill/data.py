@@ -32,6 +32,7 @@ import torch
 from deepwide.audio import SAMPLE_RATE, read_audio
 from deepwide.errors import DeepwideError
 from deepwide.models.arch import hop, num_frames, receptive_field  # noqa: F401 (this module's API too)
+from deepwide.utils.train_loop import pack
 
 
 def samples_for_frames(frames: int, conv: Sequence[Sequence[int]]) -> int:
@@ -172,16 +173,7 @@ def epoch_plan(
     crop = np.minimum(np.asarray(frames, dtype=np.int64), max_frames)
     # sort by crop length, ties broken randomly: similar lengths share a batch
     order = np.lexsort((rng.random(n), crop))
-    batches: list[list[int]] = []
-    cur: list[int] = []
-    for i in order:
-        longest = max(int(crop[i]), int(crop[cur[-1]]) if cur else 0)
-        if cur and (len(cur) + 1) * longest > batch_frames:
-            batches.append(cur)
-            cur = []
-        cur.append(int(i))
-    if cur:
-        batches.append(cur)
+    batches = pack(order, crop, batch_frames)  # padded to the longest crop, the last one added
     perm = rng.permutation(len(batches))
     plan = []
     for b in perm:

@@ -261,17 +261,24 @@ _HF_IGNORE = re.compile(r"^(masked_spec_embed|lm_head\.|project_hid\.|project_q\
 
 
 def _map_hf_state(raw: Mapping[str, torch.Tensor], where: Path) -> dict[str, torch.Tensor]:
+    return _renamed(raw, _HF_IGNORE, _hf_to_ours, where, "HuBERT/wav2vec 2.0", strip=("hubert.", "wav2vec2."))
+
+
+def _renamed(weights: Mapping[str, torch.Tensor], ignore: re.Pattern, rename, where: Path, what: str,
+             strip: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+    """``weights`` under our names: a key matching ``ignore`` (once a prefix in ``strip`` is
+    removed) is left out; any other key ``rename`` does not know is an error naming it."""
     state = {}
-    for key, value in raw.items():
+    for key, value in weights.items():
         k = key
-        for prefix in ("hubert.", "wav2vec2."):
+        for prefix in strip:
             if k.startswith(prefix):
                 k = k[len(prefix):]
-        if _HF_IGNORE.match(k):
+        if ignore.match(k):
             continue
-        new = _hf_to_ours(k)
+        new = rename(k)
         if new is None:
-            raise DeepwideError(f"{where}: unexpected weight {key!r} (not part of a HuBERT/wav2vec 2.0 encoder)")
+            raise DeepwideError(f"{where}: unexpected weight {key!r} (not part of a {what} encoder)")
         state[new] = value
     return state
 
@@ -411,14 +418,7 @@ def _from_fairseq(model_cfg: Mapping, weights: Mapping[str, torch.Tensor], where
         )
     except DeepwideError as err:
         raise DeepwideError(f"{where}: {err}") from err
-    state = {}
-    for key, value in weights.items():
-        if _FAIRSEQ_IGNORE.match(key):
-            continue
-        new = _fairseq_to_ours(key)
-        if new is None:
-            raise DeepwideError(f"{where}: unexpected weight {key!r} (not part of a HuBERT encoder)")
-        state[new] = value
+    state = _renamed(weights, _FAIRSEQ_IGNORE, _fairseq_to_ours, where, "HuBERT")
     # fairseq has no post_extract_proj when conv channels == width: it is the identity
     proj = "encoder.feature_projection.projection."
     if proj + "weight" not in state and conv[-1][0] == arch.width:

@@ -25,6 +25,7 @@ from deepwide.teacher.features import conv_num_frames
 from deepwide.utils.io import atomic_path
 from deepwide.utils.manifest import read_manifest as read_manifest_table
 from deepwide.utils.skips import skip_record
+from deepwide.utils.train_loop import pack
 
 log = logging.getLogger(__name__)
 
@@ -139,15 +140,7 @@ class BatchPlan:
         batches: list[list[int]] = []
         for start in range(0, len(order), bucket):
             chunk = sorted(order[start : start + bucket], key=lambda i: -self.eff[i])
-            cur: list[int] = []
-            for i in chunk:
-                # the batch is cropped to its shortest member, which is i (sorted descending)
-                if cur and (len(cur) + 1) * self.eff[i] > self.batch_samples:
-                    batches.append(cur)
-                    cur = []
-                cur.append(int(i))
-            if cur:
-                batches.append(cur)
+            batches += pack(chunk, self.eff, self.batch_samples)  # cropped to the shortest, the last one added
         rng.shuffle(batches)
         return batches
 

@@ -6,7 +6,8 @@ and the students' (deepwide.distill.trainer).
 - :func:`adamw` and :func:`linear_schedule`: the optimizer and its schedule;
 - :func:`optimizer_step`: backward, gradient clipping, optimizer and scheduler step;
 - :func:`save_state` / :func:`load_state`: the resume state, written atomically;
-- :func:`due`: the logging, evaluation and checkpoint cadence.
+- :func:`due`: the logging, evaluation and checkpoint cadence;
+- :func:`pack`: length-bucketed batches.
 
 Both trainers are bit-reproducible (same config, same machine: same weights), so these
 keep the op order of the loops they came from: change them and the weights change.
@@ -73,3 +74,20 @@ def due(step: int, every: int, last: int) -> bool:
     """Whether step ``step`` logs (evaluates, saves) with cadence ``every``: every
     ``every`` steps and at the last step ``last``."""
     return step % every == 0 or step == last
+
+
+def pack(order, size, budget: int) -> list[list[int]]:
+    """Consecutive runs of ``order`` as batches: a batch is closed before the utterance whose
+    ``size`` (its padded or cropped length), times the batch's count with it, would exceed
+    ``budget``. ``order`` is sorted so that this size is the batch's: ascending for padding
+    to the longest member, descending for cropping to the shortest."""
+    batches: list[list[int]] = []
+    cur: list[int] = []
+    for i in order:
+        if cur and (len(cur) + 1) * size[i] > budget:
+            batches.append(cur)
+            cur = []
+        cur.append(int(i))
+    if cur:
+        batches.append(cur)
+    return batches

@@ -38,6 +38,7 @@ from deepwide.teacher.data import BatchPlan, Labels, Utterances, crop_batch, rea
 from deepwide.teacher.features import MFCCFeaturizer, layer_features
 from deepwide.teacher.labels import fit_kmeans_labels
 from deepwide.utils import train_loop
+from deepwide.utils.device import resolve_device
 from deepwide.utils.io import atomic_write_text, canonical_json, sha256_file, write_parquet
 from deepwide.utils.precision import autocast, deterministic, numerics_record, resolve_precision, state_sha256
 from deepwide.utils.usage import usage
@@ -381,7 +382,7 @@ def pretrain(
                  cfg["threads"], threads)
     n_threads = cfg["threads"] or threads or default_threads()
     torch.set_num_threads(n_threads)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(resolve_device("auto"))
     arch = teacher_arch(cfg["arch"])
     data = read_splits(manifest, valid_manifest, cfg)
     train, valid = data["train"], data["valid"]

@@ -61,7 +61,8 @@ def run_part(name: str, argv: list[str], log: Path, deadline: float, env: dict |
     """Run one part, its output in ``log``; never past ``deadline`` (time.time())."""
     left = deadline - time.time()
     if left < 5:
-        return {"part": name, "status": "skipped", "why": "no time left in --budget-s", "wall_s": 0.0}
+        return {"part": name, "status": "skipped (no time left in --budget-s)", "wall_s": 0.0, "log": None,
+                "command": " ".join(argv)}
     t0 = time.time()
     with open(log, "w") as fh:
         try:
@@ -188,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
             argv_.append("-n")
         part = run_part(f"pipeline, targets {mode}" + (" (dry run)" if args.dry_run else ""), argv_,
                         work / f"snakemake_{label}.log", deadline)
-        if part["status"] != "ok":
+        if part["status"] != "ok" and part["log"]:
             part["tail"] = tail(Path(part["log"]))
         parts.append(part)
     if not args.skip_benchmarks and not args.dry_run:
@@ -199,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
               "--out", str(work / "superb_throughput.json")]
         for name, cmd in (("benchmark kd_throughput", kd), ("benchmark superb_throughput", sb)):
             part = run_part(name, cmd, work / f"{name.split()[1]}.log", deadline)
-            if part["status"] != "ok":
+            if part["status"] != "ok" and part["log"]:
                 part["tail"] = tail(Path(part["log"]))
             parts.append(part)
     checks = [check(p["part"], p["status"] == "ok", p["status"]) for p in parts]

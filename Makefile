@@ -2,6 +2,7 @@
 #   make run    create .venv, install what is missing, run the pipeline on config.yaml
 #               (after a kill, the same command completes the study)
 #   make test   same set-up, then the test suite
+#   make gpu-check  every CUDA code path at smoke size and both benchmarks (one JSON)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -15,7 +16,7 @@ CONFIG ?= config.yaml
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.cache/numba
 export MPLBACKEND ?= Agg
 
-.PHONY: setup sysdeps run study test clean-results install-profile envs
+.PHONY: setup sysdeps run study test clean-results install-profile envs gpu-check
 
 setup: sysdeps $(STAMP)
 
@@ -60,6 +61,13 @@ study:
 
 test: setup
 	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+
+# Every CUDA path at smoke size plus both benchmarks, in one script of at most 8 minutes;
+# one JSON naming the card (results/gpu_check/gpu_check.json). GPU_DEVICE=cpu runs the
+# same checks on the CPU.
+GPU_DEVICE ?= cuda
+gpu-check: setup
+	$(PY) benchmarks/gpu_check.py --device $(GPU_DEVICE) --budget-s 480 $(GPU_CHECK_ARGS)
 
 # `snakemake --profile slurm` from anywhere: link the repository's SLURM profile into the
 # user's snakemake config folder (an existing different profile there is left alone).

@@ -16,7 +16,7 @@ from deepwide.distill.trainer import train
 from deepwide.errors import DeepwideError
 from deepwide.models.arch import ArchConfig, conv_layers
 from deepwide.models.checkpoint import load_checkpoint
-from deepwide.study import Study
+from deepwide.plan import Study
 
 CROP_S = 1.0  # espeak utterances are 2-4 s: every one is cropped to 50 frames
 FIXED = data.crop_spec("fixed", CROP_S, seed=7)

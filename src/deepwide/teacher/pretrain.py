@@ -29,10 +29,11 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from deepwide.errors import DeepwideError
-from deepwide.models.arch import ArchConfig, conv_layers, encoder_kwargs
+from deepwide.models.arch import ArchConfig, encoder_kwargs
 from deepwide.teacher.data import SAMPLE_RATE, BatchPlan, Labels, Utterances, crop_batch, read_manifest
 from deepwide.teacher.features import MFCCFeaturizer, layer_features
 from deepwide.teacher.labels import fit_kmeans_labels
+from deepwide.teacher.spec import teacher_arch
 from deepwide.utils.io import atomic_path, atomic_write_text, canonical_json, sha256_file, write_parquet
 from deepwide.utils.precision import autocast, deterministic, numerics_record, resolve_precision, state_sha256
 
@@ -50,24 +51,6 @@ def pretrain_config(cfg: dict | None) -> dict:
 
     full = validate_config({"teacher": {"pretrain": dict(cfg or {})}})
     return full["teacher"]["pretrain"]
-
-
-def teacher_arch(a: dict) -> ArchConfig:
-    return ArchConfig(
-        depth=a["depth"],
-        width=a["width"],
-        ffn=a["ffn"],
-        heads=a["heads"],
-        conv=conv_layers(a["conv_channels"]),
-        pos_conv_kernel=a["pos_conv_kernel"],
-        pos_conv_groups=a["pos_conv_groups"],
-        layer_norm_first=a["layer_norm_first"],
-        dropout=a["dropout"],
-        attention_dropout=a["attention_dropout"],
-        activation_dropout=a["activation_dropout"],
-        projection_dropout=a["projection_dropout"],
-        layer_drop=a["layer_drop"],
-    )
 
 
 def build_pretrain_model(arch: ArchConfig, num_classes: int, t: dict) -> torch.nn.Module:

@@ -24,11 +24,9 @@ log = logging.getLogger(__name__)
 
 def _section(corpus: str | None, text: str) -> dict:
     from deepwide.config import validate_config
+    from deepwide.utils.io import json_object_arg
 
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise DeepwideError(f"--config-json is not valid JSON: {err}") from None
+    value = json_object_arg(text, "--config-json")
     cfg = validate_config({"corpus": {corpus: value} if corpus else value})["corpus"]
     return cfg[corpus] if corpus else cfg
 
@@ -67,11 +65,9 @@ def cmd_prepare(args) -> int:
 def cmd_prepare_extra(args) -> int:
     from deepwide.corpus.real_extra import extra_config, prepare_extra, write_sd_kaldi_dirs
     from deepwide.corpus.sources import manifest_splits_extra
+    from deepwide.utils.io import json_object_arg
 
-    try:
-        cfg = extra_config(args.corpus, json.loads(args.config_json))
-    except json.JSONDecodeError as err:
-        raise DeepwideError(f"--config-json is not valid JSON: {err}") from None
+    cfg = extra_config(args.corpus, json_object_arg(args.config_json, "--config-json"))
     if args.sd_data_dir and args.corpus != "librimix":
         raise DeepwideError("--sd-data-dir is for --corpus librimix only")
     prepared = prepare_extra(args.corpus, args.root, cfg, max(1, args.jobs))

@@ -52,13 +52,14 @@ class Prepared:
     info: dict = field(default_factory=dict)  # extra facts for info.json (text policy counts ...)
 
 
-def _check_all(candidates: list[dict], jobs: int = 1, desc: str = "check audio") -> Prepared:
+def _check_all(candidates: list[dict], jobs: int = 1, desc: str = "check audio", check=check_audio) -> Prepared:
+    """Every candidate's audio checked (``check(path) -> (info, reason)``): records and rejects."""
     from tqdm import tqdm
 
     out = Prepared()
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         results = list(
-            tqdm(pool.map(lambda c: check_audio(c["path"]), candidates), total=len(candidates),
+            tqdm(pool.map(lambda c: check(c["path"]), candidates), total=len(candidates),
                  desc=desc, mininterval=5, disable=len(candidates) < 2000)
         )
     for cand, (info, reason) in zip(candidates, results):

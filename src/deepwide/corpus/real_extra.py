@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import logging
 import re
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
@@ -58,15 +57,7 @@ def _check_any_rate(path) -> tuple[dict | None, str | None]:
 
 
 def _check_all_any_rate(cands: list[dict], jobs: int = 1) -> Prepared:
-    out = Prepared()
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        results = list(pool.map(lambda c: _check_any_rate(c["path"]), cands))
-    for cand, (info, reason) in zip(cands, results):
-        if info is None:
-            out.rejects.append(dict(id=cand["id"], path=str(cand["path"]), split=cand.get("split", ""), reason=reason))
-        else:
-            out.records.append({**cand, "path": str(Path(cand["path"]).resolve()), **info})
-    return out
+    return _check_all(cands, jobs, check=_check_any_rate)
 
 
 # ------------------------------------------------------------------ QUESST 2014

@@ -199,7 +199,7 @@ def plan_quesst14(cfg: dict, tts: dict, seed: int):
                 + "</ecf>\n")
             out[f"{gt}/quesst14_{split}.tlist.xml"] = (
                 '<?xml version="1.0" encoding="UTF-8"?>\n'
-                f'<termlist ecf_filename="quesst14.ecf.xml" version="1" language="multiple" encoding="UTF-8">\n'
+                '<termlist ecf_filename="quesst14.ecf.xml" version="1" language="multiple" encoding="UTF-8">\n'
                 + "".join(f'  <term termid="{t}"><termtext>{t}</termtext></term>\n' for t in tids)
                 + "</termlist>\n")
             lines = []

@@ -137,11 +137,14 @@ class DistillPlan:
     def student_dir(self, method: str, shape: str, seed: int | str) -> str:
         return str(self.results / "students" / str(method) / str(shape) / f"seed{seed}")
 
+    def student_file(self, method: str, shape: str, seed: int | str, name: str) -> str:
+        return str(Path(self.student_dir(method, shape, seed)) / name)
+
     def student_ckpt(self, job: StudentJob) -> str:
-        return str(Path(self.student_dir(job.method, job.shape, job.seed)) / "student.pt")
+        return self.student_file(job.method, job.shape, job.seed, "student.pt")
 
     def student_info_file(self, job: StudentJob) -> str:
-        return str(Path(self.student_dir(job.method, job.shape, job.seed)) / "info.json")
+        return self.student_file(job.method, job.shape, job.seed, "info.json")
 
     def student_resume_dir(self, method: str, shape: str, seed: int | str) -> str:
         return str(self.results / "resume" / "distill" / str(method) / str(shape) / f"seed{seed}")
@@ -194,6 +197,10 @@ class DistillPlan:
     @property
     def targets_key(self) -> str:
         return f"{self.dcfg['corpus']}-{config_sha(self.targets_spec)[:10]}"
+
+    def targets_work_dir(self, part: str) -> str:
+        """Resume state of a targets job (outside its declared output)."""
+        return str(self.results / "resume" / "targets" / self.targets_key / part)
 
     def targets_part_dir(self, part: str, key: str | None = None) -> str:
         """``layer{k}`` or ``frontend`` of the targets cache."""

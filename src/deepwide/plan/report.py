@@ -15,6 +15,9 @@ class ReportPlan:
     def report_dir(self) -> Path:
         return self.results / "report"
 
+    def report_file(self, name: str) -> str:
+        return str(self.report_dir / name)
+
     @property
     def report_heldout(self) -> str:
         h = self.config["report"]["heldout"]

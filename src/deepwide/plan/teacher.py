@@ -49,13 +49,16 @@ class TeacherPlan:
     def teacher_dir(self) -> Path:
         return self.results / "teacher"
 
+    def teacher_file(self, name: str) -> str:
+        return str(self.teacher_dir / name)
+
     @property
     def teacher_ckpt(self) -> str:
-        return str(self.teacher_dir / "teacher.pt")
+        return self.teacher_file("teacher.pt")
 
     @property
     def teacher_info(self) -> str:
-        return str(self.teacher_dir / "info.json")
+        return self.teacher_file("info.json")
 
     @property
     def teacher_source(self) -> str:

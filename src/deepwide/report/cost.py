@@ -16,10 +16,10 @@ import time
 
 import torch
 
+from deepwide.audio import SAMPLE_RATE
 from deepwide.report.cka import device_auto, load_audio, read_heldout
 
 log = logging.getLogger(__name__)
-SAMPLE_RATE = 16000
 
 
 def machine_label(device: torch.device) -> str:

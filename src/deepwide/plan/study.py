@@ -6,7 +6,8 @@ per stage (:mod:`deepwide.plan.corpus`, ``teacher``, ``distill``, ``superb``, ``
 which together own
 
 - the results layout: every path under ``results`` that a rule declares is built in this
-  package, once (the stages' CLIs write what they are told to);
+  package, once (the stages' CLIs write what they are told to; superb.smk still joins PR's
+  ``lexicon.json`` onto :attr:`superb_lexicon_dir` itself);
 - the upstream names (teacher, FBANK, one per student and distillation seed);
 - each stage's job list.
 

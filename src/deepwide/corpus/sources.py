@@ -1,7 +1,10 @@
-"""Where each corpus comes from: a real root named in config, or synthesis.
+"""What the corpus stage reads and writes, known before any job runs (no numpy, no pandas):
+the corpora, the manifests each ``prepare`` job declares, the layout a real root needs,
+and the programs synthesis needs.
 
 ``check_sources`` runs when the Snakefile is parsed (and in the CLI), so a missing root
-or a missing TTS program gives one clear error before any job starts.
+or a missing TTS program gives one clear error before any job starts. The planner
+(:mod:`deepwide.plan.corpus`) and the corpus stage's modules both read this one module.
 """
 
 from __future__ import annotations

@@ -135,7 +135,30 @@ def write_results(root: Path, upstreams: dict[str, tuple[int, int]], seeds=(0,),
                     sub.mkdir(parents=True, exist_ok=True)
                     (sub / "result.json").write_text(json.dumps(obj))
                     paths.append(sub / "result.json")
+                    if up not in ("teacher", "fbank"):
+                        write_info(root, name, depth, width)
     return paths
+
+
+def write_info(root: Path, upstream: str, depth: int, width: int) -> Path:
+    """students/{method}/{shape}/seedN/info.json of a result's student, as the distill stage
+    writes it: the report reads the architecture from here, never from the name."""
+    method, shape = upstream.split("-")[:2]
+    seed = upstream.rsplit("-seed", 1)[1] if "-seed" in upstream else "0"
+    ffn, heads = (int(x) for x in shape.split("f")[1].split("h"))
+    if (root / "students" / method / shape / "info.json").is_file():  # write_checkpoints' real one
+        return root / "students" / method / shape / "info.json"
+    path = root / "students" / method / shape / f"seed{seed}" / "info.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arch = {"depth": depth, "width": width, "ffn": ffn, "heads": heads}
+    path.write_text(json.dumps({"method": method, "shape": shape, "params": 12 * depth * width * width, "arch": arch}))
+    return path
+
+
+def infos(results: list[Path]) -> list[Path]:
+    """The student info.json files beside the results :func:`write_results` wrote."""
+    roots = {next(p for p in Path(r).parents if p.name == "superb").parent for r in results}
+    return sorted(i for root in roots for i in (root / "students").rglob("info.json"))
 
 
 def study_upstreams() -> dict[str, tuple[int, int]]:

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from deepwide.corpus.synth import KS_COMMANDS, KS_TEST_DIR, KS_TRAIN_DIR, _ks_speaker_ids
+from deepwide.corpus.sources import KS_COMMANDS, KS_TEST_DIR, KS_TRAIN_DIR
+from deepwide.corpus.synth import _ks_speaker_ids
 
 SR = 16000
 

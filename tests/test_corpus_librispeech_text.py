@@ -14,7 +14,8 @@ import pytest
 import soundfile as sf
 
 from deepwide.corpus.librispeech import read_transcripts, write_s3prl_view
-from deepwide.corpus.prepare import manifest_outputs, manifest_splits, prepare_librispeech, write_manifests
+from deepwide.corpus.prepare import prepare_librispeech, write_manifests
+from deepwide.corpus.sources import manifest_outputs
 from deepwide.corpus.text import apply_text_policy, normalise_text
 from deepwide.errors import DeepwideError
 

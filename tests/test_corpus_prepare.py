@@ -12,7 +12,6 @@ import soundfile as sf
 
 from deepwide.config import validate_config
 from deepwide.corpus.prepare import (
-    manifest_splits,
     prepare_fluent_speech_commands,
     prepare_iemocap,
     prepare_librispeech,
@@ -20,7 +19,7 @@ from deepwide.corpus.prepare import (
     prepare_voxceleb1,
     write_manifests,
 )
-from deepwide.corpus.sources import check_sources
+from deepwide.corpus.sources import check_sources, manifest_splits
 from deepwide.errors import DeepwideError
 
 REPO = Path(__file__).resolve().parents[1]

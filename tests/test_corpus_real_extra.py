@@ -12,7 +12,6 @@ import torch
 from deepwide.corpus.prepare import write_manifests
 from deepwide.corpus.real_extra import (
     extra_config,
-    manifest_splits_extra,
     prepare_extra,
     prepare_librimix,
     prepare_quesst14,
@@ -21,6 +20,7 @@ from deepwide.corpus.real_extra import (
     speech_activity,
     write_sd_kaldi_dirs,
 )
+from deepwide.corpus.sources import manifest_splits_extra
 from deepwide.errors import DeepwideError
 from real_extra_trees import DEV_TERMS, libri2mix_tree, quesst14_tree, s3prl_module, say, snips_tree
 

@@ -11,9 +11,10 @@ import pytest
 import soundfile as sf
 
 from deepwide.config import load_config
-from deepwide.corpus.prepare import manifest_splits, prepare, write_manifests
-from deepwide.corpus.sources import CORPORA, roots
-from deepwide.corpus.synth import KS_COMMANDS, ks_bucket, synthesize
+from deepwide.corpus.prepare import prepare, write_manifests
+from deepwide.corpus.sources import CORPORA, KS_COMMANDS, manifest_splits
+from deepwide.corpus.synth import ks_bucket, synthesize
+from deepwide.plan.corpus import roots
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = ["id", "path", "num_samples", "sample_rate", "split", "speaker", "text", "phones"]

@@ -71,7 +71,8 @@ def quesst(tmp_path_factory):
 
 # ------------------------------------------------------------------ SNIPS
 def test_snips_layout_reads_back_with_no_rejects(snips):
-    from deepwide.corpus.real_extra import SNIPS_SPEAKERS, prepare_snips
+    from deepwide.corpus.real_extra import prepare_snips
+    from deepwide.corpus.sources import SNIPS_SPEAKERS
     from deepwide.superb.tasks import check_root
 
     base, env, summary = snips
@@ -131,7 +132,7 @@ def test_snips_config_checks(tmp_path):
 
 
 def test_sf_fbank_on_embedded_snips(snips):
-    from deepwide.study import Study
+    from deepwide.plan import Study
 
     base, env, _ = snips
     root = base / "snips"

@@ -17,7 +17,7 @@ from deepwide.distill.trainer import train
 from deepwide.errors import DeepwideError
 from deepwide.models.arch import ArchConfig, conv_layers
 from deepwide.models.checkpoint import load_checkpoint
-from deepwide.study import Study
+from deepwide.plan import Study
 from deepwide.utils.manifest import read_manifests
 
 CROP_S = 1.0  # espeak utterances are 2-4 s: every one is cropped to 50 frames

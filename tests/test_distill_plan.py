@@ -8,11 +8,11 @@ import sys
 import pytest
 
 from deepwide.config import load_config, validate_config
-from deepwide.distill.plan import layers_for
+from deepwide.distill.spec import layers_for
 from deepwide.errors import DeepwideError
 from deepwide.models.arch import build_model
 from deepwide.models.solver import count_params, parse_budget
-from deepwide.study import Study
+from deepwide.plan import Study
 
 
 def study_plan(cfg):
@@ -35,7 +35,7 @@ def test_embedded_default_students_match_the_solver(repo_root):
 
 
 def test_cli_lists_students_with_solver_counts(repo_root):
-    r = subprocess.run([sys.executable, "-m", "deepwide", "distill", "students", "--config", str(repo_root / "config.yaml"),
+    r = subprocess.run([sys.executable, "-m", "deepwide", "plan", "students", "--config", str(repo_root / "config.yaml"),
                         "--json"], capture_output=True, text=True, cwd=repo_root)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)

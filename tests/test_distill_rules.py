@@ -164,7 +164,7 @@ def test_sigkill_then_rerun_gives_identical_weights_and_reruns_follow_config(tmp
 def test_paper_config_dry_run_lists_every_job(tmp_path):
     from paper_placeholders import paper_config
 
-    from deepwide.study import Study
+    from deepwide.plan import Study
 
     path = paper_config(tmp_path)
     study = Study.from_file(path)

@@ -36,7 +36,7 @@ def test_plan_cost_unedited_paper_before_the_data_exists(repo_root, capsys):
     import pytest
 
     from deepwide.errors import DeepwideError
-    from deepwide.study import Study
+    from deepwide.plan import Study
 
     paper = repo_root / "workflow" / "configs" / "paper.yaml"
     if Path("/data/models/hubert_base_ls960.pt").exists():

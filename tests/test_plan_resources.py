@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 from deepwide.cli import main
-from deepwide.study import Study
+from deepwide.plan import Study
 from deepwide.utils.usage import usage
 
 # the rules that run a model (teacher, student, upstream) and so may use a GPU; every other

@@ -15,7 +15,7 @@ import yaml
 
 from deepwide.config import load_config
 from deepwide.errors import DeepwideError
-from deepwide.superb import plan
+from deepwide.plan import superb as plan
 from real_extra_trees import quesst14_tree
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,7 +62,7 @@ def test_config_time_root_check(quesst_root, tmp_path):
     cfg = load_config(_config(tmp_path, {"root": str(quesst_root)}))
     assert plan.qbe_enabled(cfg)
     assert any(line.startswith("qbe:") for line in plan.check_config(cfg))
-    from deepwide.study import Study
+    from deepwide.plan import Study
 
     assert [Study(cfg).qbe_result(u) for u in ("teacher", "fbank")] == [
         str(Path(cfg["results"]) / "superb" / u / "qbe" / "lr1" / "result.json") for u in ("teacher", "fbank")]
@@ -96,7 +96,7 @@ def test_dry_run_lists_qbe_for_every_upstream_and_the_report(quesst_root, tmp_pa
     path = _config(tmp_path, {"root": str(quesst_root)})
     r = _snakemake(tmp_path, path, "-n", "--cores", "1")
     assert r.returncode == 0, r.stderr[-3000:] + r.stdout[-3000:]
-    from deepwide.study import Study
+    from deepwide.plan import Study
 
     ups = Study(load_config(path)).upstreams  # teacher, fbank and the smoke students
     assert r.stdout.count("rule superb_qbe:") >= len(ups) >= 2

@@ -113,7 +113,8 @@ def _result(**kw):
 def test_read_result_units_and_errors(tmp_path):
     rows, weights = read_result(_write(tmp_path / "r.json", _result()))
     assert rows[0]["test"] == pytest.approx(25.0) and rows[0]["dev"] == pytest.approx(30.0)
-    assert rows[0]["key"] == "ASR" and rows[0]["metric"] == "WER" and rows[0]["depth"] == 2
+    assert rows[0]["key"] == "ASR" and rows[0]["metric"] == "WER"
+    assert rows[0]["depth"] is None  # the architecture comes from info.json, never from the name
     assert weights == [0.2, 0.3, 0.5]
     rows, _ = read_result(_write(tmp_path / "p.json", _result(test_score=25.0, dev_score=30.0, unit="percent")))
     assert rows[0]["test"] == pytest.approx(25.0)
@@ -154,7 +155,6 @@ def test_collect_table(tmp_path):
     ups = {"fbank": (0, 0), "teacher": (4, 64), "pred-2x48f96h2": (2, 48), "l2l-4x32f64h2": (4, 32)}
     results = fx.write_results(tmp_path, ups)
     info = tmp_path / "students" / "pred" / "2x48f96h2" / "info.json"
-    info.parent.mkdir(parents=True)
     _write(info, {"method": "pred", "shape": "2x48f96h2", "params": 12345, "wall_time_s": 60.0, "mode": "cached",
                   "arch": {"depth": 2, "width": 48, "ffn": 96, "heads": 2}})
     df, lw, _ = collect(results, [info])
@@ -200,7 +200,7 @@ def test_best_lr_by_dev_not_test(tmp_path):
 
 def test_scores_normalised_and_seeds(tmp_path):
     results = fx.write_results(tmp_path, fx.study_upstreams(), seeds=(0, 1, 2))
-    df, _, _ = collect(results)
+    df, _, _ = collect(results, fx.infos(results))
     assert sorted(df.loc[~df["published"], "seed"].unique()) == [0, 1, 2]
     best = analysis.best_lr(df)
     # the fixture makes lr 1e-3 better on dev everywhere
@@ -231,7 +231,8 @@ def test_scores_normalised_and_seeds(tmp_path):
 def test_tables_and_figures_cli(tmp_path):
     results = fx.write_results(tmp_path, fx.study_upstreams(), seeds=(0, 1))
     out = tmp_path / "report"
-    assert main(["report", "collect", "--results", *map(str, results), "--out", str(out / "results.parquet"),
+    assert main(["report", "collect", "--results", *map(str, results), "--infos", *map(str, fx.infos(results)),
+                 "--out", str(out / "results.parquet"),
                  "--layer-weights", str(out / "lw.parquet")]) == 0
     df = pd.read_parquet(out / "results.parquet")
     assert df["published"].sum() == len(PUBLISHED) * len(SCORE_KEYS)
@@ -358,7 +359,8 @@ def test_tables_and_figures_with_partial_results(tmp_path, ups, reference, caplo
     from deepwide.report.figures import write_figures
     from deepwide.report.tables import write_tables
 
-    df, lw, _ = collect(fx.write_results(tmp_path, ups, lrs=(1e-4,)))
+    results = fx.write_results(tmp_path, ups, lrs=(1e-4,))
+    df, lw, _ = collect(results, fx.infos(results))
     assert len(write_tables(df, tmp_path / "t", reference=reference)) == 24
     cka = pd.DataFrame(columns=["model", "student_layer", "teacher_layer", "cka"])
     assert len(write_figures(df, lw, cka, tmp_path / "f", {"reference": reference, "dpi": 50})) == 12

@@ -44,8 +44,8 @@ def no_trend(task, up, depth, width, seed, lr):
 
 
 def _tables(tmp_path, quality, tasks=fx.TASKS, seeds=(0, 1, 2)):
-    df, _, _ = collect(fx.write_results(tmp_path, fx.study_upstreams(), seeds=seeds, lrs=(1e-3,), tasks=tasks,
-                                        quality=quality))
+    results = fx.write_results(tmp_path, fx.study_upstreams(), seeds=seeds, lrs=(1e-3,), tasks=tasks, quality=quality)
+    df, _, _ = collect(results, fx.infos(results))
     best = analysis.best_lr(df)
     summary = analysis.model_summary(best)
     return df, best, summary
@@ -164,7 +164,7 @@ def test_guard_adds_variances(tmp_path):
     """The guard's SE is sqrt(seed variance + test-item variance), not the larger of the two."""
     paths = fx.write_results(tmp_path, fx.study_upstreams(), seeds=(0, 1, 2), lrs=(1e-3,), quality=clear_trends,
                              n_test=100)
-    best = analysis.best_lr(collect(paths)[0])
+    best = analysis.best_lr(collect(paths, fx.infos(paths))[0])
     g = analysis.guard(best).set_index("key")
     sid = best[(best["key"] == "SID") & best["model"].isin(["teacher", "fbank"])]
     seeds = sum(sid[sid["model"] == m]["test"].var(ddof=1) / 3 for m in ("teacher", "fbank"))
@@ -200,19 +200,19 @@ def test_guard_needs_noise(tmp_path):
     # one seed everywhere: the seed noise is unknown, so nothing is informative, however large
     # the test set
     paths = fx.write_results(tmp_path / "a", fx.study_upstreams(), seeds=(0,), lrs=(1e-3,), quality=clear_trends)
-    g = analysis.guard(analysis.best_lr(collect(paths)[0]))
+    g = analysis.guard(analysis.best_lr(collect(paths, fx.infos(paths))[0]))
     assert not g["informative"].any() and g["reason"].str.contains("seed noise unknown").all()
     # two seeds and no test-set size: the test-item noise is unknown
     paths = fx.write_results(tmp_path / "b", fx.study_upstreams(), seeds=(0, 1), lrs=(1e-3,), quality=clear_trends,
                              n_test=None)
-    g = analysis.guard(analysis.best_lr(collect(paths)[0]))
+    g = analysis.guard(analysis.best_lr(collect(paths, fx.infos(paths))[0]))
     assert not g["informative"].any() and g["reason"].str.contains("test-item noise unknown").all()
     # with the test-set size: large sets pass, tiny ones do not
     for n, expected in ((2000, True), (1, False)):  # gap 80 points; 2 SE > 85 points at n = 1
         for p in paths:
             obj = json.loads(p.read_text())
             p.write_text(json.dumps({**obj, "n_test": n}))
-        g = analysis.guard(analysis.best_lr(collect(paths)[0])).set_index("key")
+        g = analysis.guard(analysis.best_lr(collect(paths, fx.infos(paths))[0])).set_index("key")
         assert bool(g.loc["SID", "informative"]) is expected
         assert g.loc["SID", "se_items"] == pytest.approx(100 * math.sqrt((0.9 * 0.1 + 0.1 * 0.9) / n), rel=0.1)
 
@@ -252,11 +252,11 @@ def test_guard_uses_the_measured_error_rate_se(tmp_path):
     paths = fx.write_results(tmp_path, fx.study_upstreams(), seeds=(0, 1), lrs=(1e-3,), quality=clear_trends, n_test=1)
     pr = [p for p in paths if "pr" in p.parts and ("teacher" in p.parts or "fbank" in p.parts)]
     assert len(pr) == 4
-    g = analysis.guard(analysis.best_lr(collect(paths)[0])).set_index("key")
+    g = analysis.guard(analysis.best_lr(collect(paths, fx.infos(paths))[0])).set_index("key")
     assert not g.loc["PR", "informative"]  # binomial over one utterance: the 80-point gaps are within noise
     for p in pr:
         p.write_text(json.dumps({**json.loads(p.read_text()), "test_se": 1.5}))
-    g = analysis.guard(analysis.best_lr(collect(paths)[0])).set_index("key")
+    g = analysis.guard(analysis.best_lr(collect(paths, fx.infos(paths))[0])).set_index("key")
     assert g.loc["PR", "informative"] and g.loc["PR", "se_items"] == pytest.approx(1.5 * math.sqrt(2))
     assert not g.loc["SID", "informative"]  # no test_se there: still binomial
 
@@ -265,7 +265,8 @@ def test_verdict_files_and_teacher_warning(tmp_path):
     results = fx.write_results(tmp_path, fx.study_upstreams(), seeds=(0, 1, 2), lrs=(1e-3,), tasks=fx.ALL_TASKS,
                                quality=clear_trends)
     out = tmp_path / "report"
-    assert main(["report", "collect", "--results", *map(str, results), "--out", str(out / "results.parquet"),
+    assert main(["report", "collect", "--results", *map(str, results), "--infos", *map(str, fx.infos(results)),
+                 "--out", str(out / "results.parquet"),
                  "--layer-weights", str(out / "lw.parquet"), "--items", str(out / "items.parquet")]) == 0
     assert len(pd.read_parquet(out / "items.parquet")) == 0  # the fixture keeps no per-utterance dumps
     info = tmp_path / "teacher_info.json"
@@ -302,7 +303,7 @@ def test_verdict_uses_only_tasks_every_seed_ran(tmp_path):
     kept = [p for p in results if "-seed0" in str(p) or p.parent.parent.name in ("pr", "ks", "sid")
             or not any(f"-seed{s}" in str(p) for s in (1, 2))]
     assert len(kept) < len(results)
-    df, _, _ = collect(kept)
+    df, _, _ = collect(kept, fx.infos(kept))
     best = analysis.best_lr(df)
     summary = analysis.model_summary(best)
     v = verdict.verdict_table(best, summary)
@@ -463,7 +464,8 @@ def test_kd_loss_readout_per_teacher_layer(tmp_path):
     assert list(other["teacher_layer"]) == [2, 4] and (other["loss"] > same["loss"].max()).all()
     # table and figure
     results = fx.write_results(tmp_path, fx.study_upstreams(), seeds=(0, 1), lrs=(1e-3,))
-    assert main(["report", "collect", "--results", *map(str, results), "--out", str(tmp_path / "r.parquet"),
+    assert main(["report", "collect", "--results", *map(str, results), "--infos", *map(str, fx.infos(results)),
+                 "--out", str(tmp_path / "r.parquet"),
                  "--layer-weights", str(tmp_path / "lw.parquet")]) == 0
     kd = [str(p) for p in sorted(out.glob("*.parquet"))]
     assert main(["report", "tables", "--results", str(tmp_path / "r.parquet"), "--kd-loss", *kd,

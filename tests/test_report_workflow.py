@@ -37,7 +37,7 @@ def write_study_inputs(cfg: dict) -> None:
 
     from deepwide.models.arch import build_model
     from deepwide.models.checkpoint import save_checkpoint
-    from deepwide.study import Study
+    from deepwide.plan import Study
 
     study = Study.from_config(copy.deepcopy(cfg))
     save_checkpoint(study.teacher_ckpt, build_model(fx.TEACHER), fx.TEACHER, {"kind": "test"})

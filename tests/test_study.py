@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deepwide.study import STAGE_VERSIONS, Study, split_execution
+from deepwide.identity import STAGE_VERSIONS, split_execution
+from deepwide.plan import Study
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
@@ -146,7 +147,7 @@ def _snakemake_students(configfile: Path, workdir: Path) -> list[tuple[str, str,
 
 def _cli_students(configfile: Path, workdir: Path) -> list[tuple[str, str, int]]:
     env = dict(os.environ, PYTHONPATH=str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    r = subprocess.run([sys.executable, "-m", "deepwide", "distill", "students", "--config", str(configfile), "--json"],
+    r = subprocess.run([sys.executable, "-m", "deepwide", "plan", "students", "--config", str(configfile), "--json"],
                        capture_output=True, text=True, env=env, cwd=workdir, timeout=300)
     assert r.returncode == 0, r.stderr
     return sorted((j["method"], j["shape"], j["seed"]) for j in json.loads(r.stdout)["jobs"])

@@ -98,7 +98,7 @@ def test_adding_an_lr_plans_only_its_jobs(finished):
 
 
 def test_adding_a_depth_plans_only_its_students(finished):
-    from deepwide.study import Study
+    from deepwide.plan import Study
 
     wd, cfg = finished
     new = grown(cfg, lambda c: c["distill"]["students"]["shapes"].append({"depth": 3, "width": 32, "ffn": 64, "heads": 2}))
@@ -188,7 +188,7 @@ def test_an_added_lr_trains_only_the_new_head(finished):
     finished study itself, so it is the module's last test."""
     import json
 
-    from deepwide.study import Study
+    from deepwide.plan import Study
 
     wd, cfg = finished
     work = wd

@@ -42,7 +42,7 @@ def ten_task_config(tmp_path: Path) -> Path:
 def test_ten_task_plan_builds_each_corpus_once(tmp_path):
     """Dry run: one synth and one prepare job per corpus, SD's data dir from LibriMix's
     prepare job, and a job per task for FBANK; no job for what no task reads."""
-    from deepwide.study import Study
+    from deepwide.plan import Study
 
     path = ten_task_config(tmp_path)
     study = Study.from_file(path)
@@ -64,7 +64,7 @@ def test_ten_task_plan_builds_each_corpus_once(tmp_path):
 
 @pytest.mark.slow
 def test_all_ten_tasks_run_offline_through_the_rules(tmp_path):
-    from deepwide.study import Study
+    from deepwide.plan import Study
 
     path = ten_task_config(tmp_path)
     study = Study.from_file(path)

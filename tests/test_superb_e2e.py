@@ -111,7 +111,7 @@ def test_pr_with_fbank_on_smoke_librispeech(tmp_path):
         cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    from deepwide.study import Study
+    from deepwide.plan import Study
 
     study = Study.from_config(smoke)
     home_cache_before = _home_s3prl_cache()

@@ -11,7 +11,8 @@ import yaml
 
 from deepwide.config import validate_config
 from deepwide.errors import DeepwideError
-from deepwide.superb import offline, plan
+from deepwide.plan import superb as plan
+from deepwide.superb import offline
 from deepwide.superb.tasks import check_root
 
 REPO = Path(__file__).resolve().parents[1]
@@ -129,7 +130,7 @@ def test_root_checks_name_task_and_path(tmp_path):
 def test_config_plan_lrs_and_missing_root(tmp_path):
     cfg = validate_config({"superb": {"ks": {"lr": [0.001, 0.01]}, "extra_upstreams": {"hf": "/x/hf"}}})
     assert plan.lrs(cfg, "ks") == [0.001, 0.01] and [plan.format_lr(x) for x in plan.lrs(cfg, "ks")] == ["0.001", "0.01"]
-    from deepwide.study import Study
+    from deepwide.plan import Study
 
     cfg["distill"]["students"]["shapes"] = [{"depth": 2, "width": 64, "ffn": 256, "heads": 2}]
     cfg["distill"]["methods"] = ["pred"]

@@ -444,7 +444,7 @@ def test_import_hf_checkpoint_via_cli(tmp_path):
 
 def test_import_source_requires_path(tmp_path):
     from deepwide.config import validate_config
-    from deepwide.teacher.rules import import_source
+    from deepwide.plan.teacher import import_source
 
     cfg = validate_config({"teacher": {"source": "import", "import": {"format": "fairseq"}}})
     with pytest.raises(DeepwideError, match="teacher.import.path: required"):

@@ -23,7 +23,7 @@ STAGES = [
     "deepwide.report.cli",
     "deepwide.teacher.cli",
     "deepwide.superb.cli",
-    "deepwide.superb.cost",  # `plan cost`
+    "deepwide.plan.cli",  # `plan cost|resources|students|check`
     "deepwide.runlock",  # `recover`
 ]
 

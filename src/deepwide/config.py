@@ -97,9 +97,10 @@ def load_config(path: str | Path, overrides: dict | None = None) -> dict:
     return validate_config(config)
 
 
-def deep_merge(base: dict, update: dict) -> dict:
+def deep_merge(base: dict, update: dict | None) -> dict:
+    """``base`` with ``update`` merged in, recursively for nested dicts (copies; None: nothing)."""
     out = copy.deepcopy(base)
-    for key, value in update.items():
+    for key, value in (update or {}).items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = deep_merge(out[key], value)
         else:

@@ -10,7 +10,7 @@ import sys
 
 from snakemake.settings.types import DeploymentMethod
 
-from deepwide.study import Study
+from deepwide.plan import Study
 
 STUDY = Study.from_config(config)
 

@@ -21,7 +21,7 @@ rule targets:
         select=lambda w: "--frontend" if w.part == "frontend" else f"--layers {w.part[5:]}",
         dtype=STUDY.dcfg["targets"]["dtype"],
         crop=STUDY.targets_crop_flags,
-        work=lambda w: str(STUDY.results / "resume" / "targets" / STUDY.targets_key / w.part),
+        work=lambda w: STUDY.targets_work_dir(w.part),
     log:
         STUDY.log("targets", f"{STUDY.targets_key}/{{part}}"),
     threads: config["distill"]["train"]["cpu_threads"]
@@ -45,10 +45,10 @@ rule distill:
         manifests=STUDY.distill_manifests(),
         targets=lambda w: STUDY.student_targets(_student(w)),
     output:
-        ckpt=STUDY.student_dir("{method}", "{shape}", "{seed}") + "/student.pt",
-        hf=directory(STUDY.student_dir("{method}", "{shape}", "{seed}") + "/hf"),
-        curve=STUDY.student_dir("{method}", "{shape}", "{seed}") + "/curve.parquet",
-        info=STUDY.student_dir("{method}", "{shape}", "{seed}") + "/info.json",
+        ckpt=STUDY.student_file("{method}", "{shape}", "{seed}", "student.pt"),
+        hf=directory(STUDY.student_file("{method}", "{shape}", "{seed}", "hf")),
+        curve=STUDY.student_file("{method}", "{shape}", "{seed}", "curve.parquet"),
+        info=STUDY.student_file("{method}", "{shape}", "{seed}", "info.json"),
     params:
         job=lambda w: STUDY.params("distill", **STUDY.student_identity(_student(w))),
         resume=lambda w: STUDY.student_resume_dir(w.method, w.shape, w.seed),

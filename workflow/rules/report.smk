@@ -81,9 +81,9 @@ rule report_collect:
         infos=STUDY.report_infos,
         costs=STUDY.report_costs,
     output:
-        results=str(STUDY.report_dir / "results.parquet"),
-        weights=str(STUDY.report_dir / "layer_weights.parquet"),
-        test_items=str(STUDY.report_dir / "items.parquet"),
+        results=STUDY.report_file("results.parquet"),
+        weights=STUDY.report_file("layer_weights.parquet"),
+        test_items=STUDY.report_file("items.parquet"),
     params:
         identity=STUDY.params("report"),
         # every head's result.json (written by its SUPERB job beside heads.json) and QbE's
@@ -102,8 +102,8 @@ rule report_collect:
 
 rule report_tables:
     input:
-        results=str(STUDY.report_dir / "results.parquet"),
-        test_items=str(STUDY.report_dir / "items.parquet"),
+        results=STUDY.report_file("results.parquet"),
+        test_items=STUDY.report_file("items.parquet"),
         teacher_info=STUDY.report_teacher_info,
         kd_loss=STUDY.report_kdlosses,
     output:
@@ -120,7 +120,7 @@ rule report_tables:
     params:
         cfg=STUDY.report_identity("tables"),
         identity=STUDY.params("report"),
-        out_dir=str(STUDY.report_dir / "tables"),
+        out_dir=STUDY.report_file("tables"),
     conda:
         CONDA_ENV
     resources:
@@ -134,9 +134,9 @@ rule report_tables:
 
 rule report_figures:
     input:
-        results=str(STUDY.report_dir / "results.parquet"),
-        weights=str(STUDY.report_dir / "layer_weights.parquet"),
-        test_items=str(STUDY.report_dir / "items.parquet"),
+        results=STUDY.report_file("results.parquet"),
+        weights=STUDY.report_file("layer_weights.parquet"),
+        test_items=STUDY.report_file("items.parquet"),
         cka=STUDY.report_ckas,
         kd_loss=STUDY.report_kdlosses,
     output:
@@ -153,7 +153,7 @@ rule report_figures:
     params:
         cfg=STUDY.report_identity("figures"),
         identity=STUDY.params("report"),
-        out_dir=str(STUDY.report_dir / "figures"),
+        out_dir=STUDY.report_file("figures"),
     conda:
         CONDA_ENV
     resources:

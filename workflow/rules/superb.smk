@@ -4,7 +4,7 @@
 import shlex
 from pathlib import Path
 
-from deepwide.superb.plan import qbe_args, qbe_exec_args
+from deepwide.plan.superb import qbe_args, qbe_exec_args
 
 # a real dataset root that is missing or malformed fails here, naming task and path
 STUDY.check_superb()

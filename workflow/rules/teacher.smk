@@ -31,14 +31,14 @@ else:
             **STUDY.teacher_pretrain_manifests(),
         output:
             ckpt=STUDY.teacher_ckpt,
-            info=str(STUDY.teacher_dir / "info.json"),
-            curve=str(STUDY.teacher_dir / "curve.parquet"),
+            info=STUDY.teacher_info,
+            curve=STUDY.teacher_file("curve.parquet"),
         params:
             cfg=STUDY.identity_json("teacher.pretrain"),
             identity=STUDY.params("teacher"),
             valid=lambda wildcards, input: f"--valid-manifest '{input.valid}'" if "valid" in input.keys() else "",
             # resume state (pseudo-labels, optimizer, RNG): outside the declared outputs
-            workdir=str(STUDY.teacher_dir / "work"),
+            workdir=STUDY.teacher_file("work"),
         conda:
             CONDA_ENV
         resources:

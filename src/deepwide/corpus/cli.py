@@ -24,11 +24,9 @@ log = logging.getLogger(__name__)
 
 def _section(corpus: str | None, text: str) -> dict:
     from deepwide.config import validate_config
+    from deepwide.utils.io import json_object_arg
 
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise DeepwideError(f"--config-json is not valid JSON: {err}") from None
+    value = json_object_arg(text, "--config-json")
     cfg = validate_config({"corpus": {corpus: value} if corpus else value})["corpus"]
     return cfg[corpus] if corpus else cfg
 
@@ -47,14 +45,36 @@ def cmd_synth(args) -> int:
     return 0
 
 
+def _write(args, prepared, splits: list[str], max_reject_share: float, **extra) -> int:
+    from deepwide.corpus.prepare import write_manifests
+
+    counts = write_manifests(args.corpus, prepared, args.out_dir, splits, max_reject_share)
+    print(json.dumps({**counts, **extra}, sort_keys=True))
+    return 0
+
+
 def cmd_prepare(args) -> int:
-    from deepwide.corpus.prepare import manifest_splits, prepare, write_manifests
+    from deepwide.corpus.prepare import prepare
+    from deepwide.corpus.sources import manifest_splits
 
     cfg = _section(args.corpus, args.config_json)
     prepared = prepare(args.corpus, args.root, cfg, args.test_root, _jobs(args.jobs))
-    counts = write_manifests(args.corpus, prepared, args.out_dir, manifest_splits(args.corpus, cfg), cfg["max_reject_share"])
-    print(json.dumps(counts, sort_keys=True))
-    return 0
+    return _write(args, prepared, manifest_splits(args.corpus, cfg), cfg["max_reject_share"])
+
+
+def cmd_prepare_extra(args) -> int:
+    from deepwide.corpus.real_extra import extra_config, prepare_extra, write_sd_kaldi_dirs
+    from deepwide.corpus.sources import manifest_splits_extra
+    from deepwide.utils.io import json_object_arg
+
+    cfg = extra_config(args.corpus, json_object_arg(args.config_json, "--config-json"))
+    if args.sd_data_dir and args.corpus != "librimix":
+        raise DeepwideError("--sd-data-dir is for --corpus librimix only")
+    prepared = prepare_extra(args.corpus, args.root, cfg, max(1, args.jobs))
+    extra = {}
+    if args.sd_data_dir:
+        extra["sd_segments"] = write_sd_kaldi_dirs(prepared.tables["segments"], args.sd_data_dir)
+    return _write(args, prepared, manifest_splits_extra(args.corpus), cfg["max_reject_share"], **extra)
 
 
 def cmd_synth_librimix(args) -> int:
@@ -75,7 +95,7 @@ def cmd_check(args) -> int:
 
 
 def register(sub):
-    from deepwide.corpus.sources import CORPORA, SYNTH_EXTRA
+    from deepwide.corpus.sources import CORPORA, EXTRA_CORPORA, SYNTH_EXTRA
 
     p = sub.add_parser("corpus", help="synthesize corpora and write manifests")
     cmds = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -90,14 +110,22 @@ def register(sub):
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=cmd_synth)
 
-    q = cmds.add_parser("prepare", help="read a corpus root (real or synthesized) and write Parquet manifests")
-    q.add_argument("--corpus", required=True, choices=CORPORA)
-    q.add_argument("--config-json", default="{}", help="the corpus.NAME config section as JSON")
-    q.add_argument("--root", required=True)
+    def prepare_parser(name: str, help: str, corpora, sections: str, func, jobs: int):
+        q = cmds.add_parser(name, help=help)
+        q.add_argument("--corpus", required=True, choices=corpora)
+        q.add_argument("--config-json", default="{}", help=f"the corpus.NAME config section as JSON{sections}")
+        q.add_argument("--root", required=True)
+        q.add_argument("--out-dir", required=True, help="folder for {split}.parquet and rejects.tsv")
+        q.add_argument("--jobs", type=int, default=jobs)
+        q.set_defaults(func=func)
+        return q
+
+    q = prepare_parser("prepare", "read a corpus root (real or synthesized) and write Parquet manifests", CORPORA, "",
+                       cmd_prepare, 0)
     q.add_argument("--test-root", default=None, help="Speech Commands: the separate test-set folder")
-    q.add_argument("--out-dir", required=True, help="folder for {split}.parquet and rejects.tsv")
-    q.add_argument("--jobs", type=int, default=0)
-    q.set_defaults(func=cmd_prepare)
+    q = prepare_parser("prepare-extra", "QUESST14, LibriMix or SNIPS root -> Parquet manifests (+ SD Kaldi dirs)",
+                       EXTRA_CORPORA, " (languages / mode, rttm_dir / speakers, max_reject_share)", cmd_prepare_extra, 1)
+    q.add_argument("--sd-data-dir", default=None, help="librimix: also write s3prl SuperbSD's Kaldi dirs (train/dev/test) here")
 
     m = cmds.add_parser("synth-librimix", help="mix a LibriSpeech root's utterances into an embedded Libri2Mix (SD)")
     m.add_argument("--librispeech", required=True, help="LibriSpeech root (train-clean-100, dev-clean, test-clean)")
@@ -109,7 +137,3 @@ def register(sub):
     c = cmds.add_parser("check", help="check real roots and TTS programs of a corpus config section")
     c.add_argument("--config-json", required=True, help="the whole corpus config section as JSON")
     c.set_defaults(func=cmd_check)
-
-    from deepwide.corpus.real_extra_cli import register_extra
-
-    register_extra(cmds)

@@ -37,12 +37,12 @@ from pathlib import Path
 
 import numpy as np
 
+from deepwide.audio import SAMPLE_RATE
 from deepwide.errors import DeepwideError
 from deepwide.utils.io import atomic_path
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
 # (Libri2Mix split, LibriSpeech source split, SUPERB RTTM name, size key)
 SPLITS = (
     ("train-100", "train-clean-100", "train_clean_100", "train_mixtures"),

@@ -213,12 +213,12 @@ def view_key(root: Path, splits: list[str], policy: str, tr: Transcripts) -> str
 
 def check_line_audio(tr: Transcripts, jobs: int = 8) -> None:
     """Fill ``tr.audio_rejects``: accepted lines whose audio file exists but that the corpus
-    stage's own check (:func:`deepwide.corpus.prepare.check_audio`, the one that writes
+    stage's own check (:func:`deepwide.corpus.audiofiles.check_audio`, the one that writes
     rejects.tsv) rejects. A listed file that does not exist is left to s3prl, which reads
     only lines of existing files."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from deepwide.corpus.prepare import check_audio
+    from deepwide.corpus.audiofiles import check_audio
 
     present = [x for x in tr.lines if x.audio.is_file()]
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:

@@ -29,18 +29,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from deepwide.corpus.synth import KS_COMMANDS
+from deepwide.corpus.audiofiles import check_audio
 from deepwide.corpus.librispeech import log_counts, read_transcripts
+from deepwide.corpus.sources import IEMOCAP_SESSIONS, KS_COMMANDS, LIBRISPEECH_SPLITS
 from deepwide.corpus.text import CHARSET_NAME, PHONE_SET, phonemize_words, phones_for, words_of
 from deepwide.errors import DeepwideError
 from deepwide.utils.io import atomic_path, atomic_write_text, write_parquet
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
 BASE_COLUMNS = ["id", "path", "num_samples", "sample_rate", "split", "speaker", "text", "phones"]
-LIBRISPEECH_SPLITS = ["train-clean-100", "dev-clean", "test-clean"]
-IEMOCAP_SESSIONS = [f"Session{i}" for i in range(1, 6)]
 ER_LABELS = {"neu": "neu", "hap": "hap", "exc": "hap", "ang": "ang", "sad": "sad"}
 
 
@@ -54,36 +52,14 @@ class Prepared:
     info: dict = field(default_factory=dict)  # extra facts for info.json (text policy counts ...)
 
 
-def check_audio(path: str | Path) -> tuple[dict | None, str | None]:
-    """(info, None) for a usable 16 kHz mono file, else (None, reason)."""
-    import soundfile as sf
-
-    path = Path(path)
-    if not path.is_file():
-        return None, "missing: file not found"
-    if path.stat().st_size == 0:
-        return None, "empty: 0 bytes"
-    try:
-        info = sf.info(str(path))
-    except Exception as err:  # libsndfile raises RuntimeError/LibsndfileError
-        msg = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
-        return None, f"unreadable: {msg}"
-    if info.frames <= 0:
-        return None, "empty: 0 samples"
-    if info.samplerate != SAMPLE_RATE:
-        return None, f"sample rate {info.samplerate} Hz, expected {SAMPLE_RATE}"
-    if info.channels != 1:
-        return None, f"{info.channels} channels, expected mono"
-    return dict(num_samples=int(info.frames), sample_rate=int(info.samplerate)), None
-
-
-def _check_all(candidates: list[dict], jobs: int = 1, desc: str = "check audio") -> Prepared:
+def _check_all(candidates: list[dict], jobs: int = 1, desc: str = "check audio", check=check_audio) -> Prepared:
+    """Every candidate's audio checked (``check(path) -> (info, reason)``): records and rejects."""
     from tqdm import tqdm
 
     out = Prepared()
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         results = list(
-            tqdm(pool.map(lambda c: check_audio(c["path"]), candidates), total=len(candidates),
+            tqdm(pool.map(lambda c: check(c["path"]), candidates), total=len(candidates),
                  desc=desc, mininterval=5, disable=len(candidates) < 2000)
         )
     for cand, (info, reason) in zip(candidates, results):
@@ -321,42 +297,6 @@ def prepare_iemocap(root: str | Path, jobs: int = 1) -> Prepared:
 
 
 # ------------------------------------------------------------------ manifests
-def manifest_splits(corpus: str, cfg: dict) -> list[str]:
-    """The manifest files (without .parquet) ``prepare`` writes for a corpus."""
-    return {
-        "librispeech": lambda: list(cfg.get("splits", LIBRISPEECH_SPLITS)),
-        "voxceleb1": lambda: ["train", "valid", "test", "trials"],
-        "speech_commands": lambda: ["train", "valid", "test"],
-        "fluent_speech_commands": lambda: ["train", "valid", "test"],
-        "iemocap": lambda: list(IEMOCAP_SESSIONS),
-    }[corpus]()
-
-
-def layout_problems(corpus: str, cfg: dict) -> list[str]:
-    """What a real root (``cfg["root"]``, an existing folder) lacks of the layout its
-    ``prepare_*`` function reads, as config problems (checked before any job starts)."""
-    root = Path(cfg["root"])
-    need: list[tuple[Path, str]] = {
-        "librispeech": lambda: [(root / s, "folder") for s in manifest_splits(corpus, cfg)],
-        "voxceleb1": lambda: [(root / "iden_split.txt", "file")],
-        "speech_commands": lambda: [(root / "validation_list.txt", "file"), (root / "testing_list.txt", "file")],
-        "fluent_speech_commands": lambda: [(root / "data" / f"{s}_data.csv", "file") for s in ("train", "valid", "test")],
-        "iemocap": lambda: [(root / s / "sentences" / "wav", "folder") for s in IEMOCAP_SESSIONS],
-    }.get(corpus, lambda: [])()
-    missing = [f"{p.relative_to(root)}{'/' if kind == 'folder' else ''}" for p, kind in need
-               if not (p.is_dir() if kind == "folder" else p.is_file())]
-    if not missing:
-        return []
-    return [f"corpus.{corpus}.root: {root} lacks the {corpus} layout: no {', '.join(missing[:6])}"
-            f"{' ...' if len(missing) > 6 else ''} in it (is it the right folder?)"]
-
-
-def manifest_outputs(corpus: str, cfg: dict) -> list[str]:
-    """Every file name ``write_manifests`` declares for a corpus (rejects.tsv is extra)."""
-    names = [f"{s}.parquet" for s in manifest_splits(corpus, cfg)]
-    return names + (["lexicon.txt"] if corpus == "librispeech" else [])
-
-
 def lexicon_lines(texts, lexicon: dict[str, str]) -> list[str]:
     """``WORD ph ph ...`` lines (s3prl's G2P lexicon format) for every transcript token.
 

@@ -27,20 +27,20 @@ from __future__ import annotations
 
 import logging
 import re
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from deepwide.corpus.prepare import Prepared, _check_all, _require_dir, _require_file, check_audio
+from deepwide.audio import SAMPLE_RATE
+from deepwide.corpus.audiofiles import check_audio
+from deepwide.corpus.prepare import Prepared, _check_all, _require_dir, _require_file
+from deepwide.corpus.sources import EXTRA_CORPORA, SNIPS_SPEAKERS
 from deepwide.errors import DeepwideError
 from deepwide.utils.io import atomic_path
 
 log = logging.getLogger(__name__)
-
-SAMPLE_RATE = 16000
 
 
 def _check_any_rate(path) -> tuple[dict | None, str | None]:
@@ -57,15 +57,7 @@ def _check_any_rate(path) -> tuple[dict | None, str | None]:
 
 
 def _check_all_any_rate(cands: list[dict], jobs: int = 1) -> Prepared:
-    out = Prepared()
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        results = list(pool.map(lambda c: _check_any_rate(c["path"]), cands))
-    for cand, (info, reason) in zip(cands, results):
-        if info is None:
-            out.rejects.append(dict(id=cand["id"], path=str(cand["path"]), split=cand.get("split", ""), reason=reason))
-        else:
-            out.records.append({**cand, "path": str(Path(cand["path"]).resolve()), **info})
-    return out
+    return _check_all(cands, jobs, check=_check_any_rate)
 
 
 # ------------------------------------------------------------------ QUESST 2014
@@ -347,13 +339,6 @@ def write_sd_kaldi_dirs(segments: pd.DataFrame, out_dir: str | Path) -> dict[str
 
 
 # ------------------------------------------------------------------ Audio SNIPS (SF)
-SNIPS_SPEAKERS = {
-    "train": ["Ivy", "Joanna", "Joey", "Justin", "Kendra", "Kimberly", "Matthew", "Salli"],
-    "valid": ["Aditi", "Amy", "Geraint", "Nicole"],
-    "test": ["Brian", "Emma", "Raveena", "Russell"],
-}
-
-
 def _snips_labels(path: Path) -> tuple[dict[str, dict], dict[str, str]]:
     """``id BOS w.. EOS<TAB>O tag.. intent`` per line -> (labels by id, bad-line reasons by id)."""
     labels, bad = {}, {}
@@ -406,18 +391,6 @@ def prepare_snips(root: str | Path, speakers: dict[str, list[str]] | None = None
 
 
 # ------------------------------------------------------------------ dispatch
-from deepwide.corpus.real_extra_cli import EXTRA_CORPORA, register_extra  # noqa: E402,F401  (pandas-free CLI)
-
-
-def manifest_splits_extra(corpus: str) -> list[str]:
-    """The manifest files (without .parquet) ``write_manifests`` writes for these corpora."""
-    return {
-        "quesst14": ["docs", "dev", "eval"] + [f"{s}_{k}" for s in ("dev", "eval") for k in ("docs", "terms", "truth")],
-        "librimix": ["train", "dev", "test", "segments"],
-        "snips": ["train", "valid", "test"],
-    }[corpus]
-
-
 def prepare_extra(corpus: str, root: str | Path, cfg: dict, jobs: int = 1) -> Prepared:
     """Dispatch to ``prepare_<corpus>`` with options from its config section.
 
@@ -471,22 +444,3 @@ def extra_config(corpus: str, cfg: dict) -> dict:
             raise DeepwideError(f"{where}: must be a path or null, got {value!r}")
         out[key] = value
     return out
-
-
-def cmd_prepare_extra(args) -> int:
-    import json
-
-    from deepwide.corpus.prepare import write_manifests
-
-    try:
-        cfg = extra_config(args.corpus, json.loads(args.config_json))
-    except json.JSONDecodeError as err:
-        raise DeepwideError(f"--config-json is not valid JSON: {err}") from None
-    prepared = prepare_extra(args.corpus, args.root, cfg, max(1, args.jobs))
-    counts = write_manifests(args.corpus, prepared, args.out_dir, manifest_splits_extra(args.corpus), cfg["max_reject_share"])
-    if args.sd_data_dir:
-        if args.corpus != "librimix":
-            raise DeepwideError("--sd-data-dir is for --corpus librimix only")
-        counts["sd_segments"] = write_sd_kaldi_dirs(prepared.tables["segments"], args.sd_data_dir)
-    print(json.dumps(counts, sort_keys=True))
-    return 0

@@ -37,16 +37,15 @@ from pathlib import Path
 
 import numpy as np
 
+from deepwide.audio import SAMPLE_RATE
+from deepwide.corpus.sources import KS_TEST_DIR, KS_TRAIN_DIR, require_programs
 from deepwide.corpus.text import make_vocab, sentence
-from deepwide.corpus.tts import EMOTION_PROSODY, SAMPLE_RATE, Utterance, render, require_programs, sample_speaker
+from deepwide.corpus.tts import EMOTION_PROSODY, Utterance, render, sample_speaker
 from deepwide.errors import DeepwideError
 from deepwide.utils.io import atomic_path
 
 log = logging.getLogger(__name__)
 
-KS_COMMANDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
-KS_TRAIN_DIR = "speech_commands_v0.01"
-KS_TEST_DIR = "speech_commands_test_set_v0.01"
 EMOTIONS = ("neu", "hap", "ang", "sad")
 VOX_TEST_FIRST_ID = 10270  # the real VoxCeleb1 test subset is id10270..id10309
 

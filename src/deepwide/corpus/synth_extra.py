@@ -37,12 +37,13 @@ import random
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
+from deepwide.corpus.sources import SNIPS_SPEAKERS
 from deepwide.corpus.text import make_vocab
 from deepwide.corpus.tts import Utterance, sample_speaker
 from deepwide.errors import DeepwideError
 
 # ------------------------------------------------------------------ Audio SNIPS
-# s3prl SuperbSF's speakers per split (as deepwide.corpus.real_extra.SNIPS_SPEAKERS), with
+# s3prl SuperbSF's speakers per split (:data:`deepwide.corpus.sources.SNIPS_SPEAKERS`), with
 # the gender of the Polly voice each is named after
 SNIPS_GENDERS = {
     "Ivy": "F", "Joanna": "F", "Joey": "M", "Justin": "M", "Kendra": "F", "Kimberly": "F", "Matthew": "M",
@@ -64,8 +65,6 @@ SNIPS_SLOTS = ("artist", "city", "playlist", "cuisine")
 
 
 def _split_speakers(cfg: dict) -> dict[str, list[str]]:
-    from deepwide.corpus.real_extra import SNIPS_SPEAKERS
-
     speakers = cfg.get("speakers") or SNIPS_SPEAKERS
     for split in ("train", "valid", "test"):
         names = speakers.get(split) or []
@@ -200,7 +199,7 @@ def plan_quesst14(cfg: dict, tts: dict, seed: int):
                 + "</ecf>\n")
             out[f"{gt}/quesst14_{split}.tlist.xml"] = (
                 '<?xml version="1.0" encoding="UTF-8"?>\n'
-                f'<termlist ecf_filename="quesst14.ecf.xml" version="1" language="multiple" encoding="UTF-8">\n'
+                '<termlist ecf_filename="quesst14.ecf.xml" version="1" language="multiple" encoding="UTF-8">\n'
                 + "".join(f'  <term termid="{t}"><termtext>{t}</termtext></term>\n' for t in tids)
                 + "</termlist>\n")
             lines = []

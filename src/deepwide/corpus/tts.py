@@ -19,11 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from xml.sax.saxutils import escape
 
+from deepwide.audio import SAMPLE_RATE
 from deepwide.errors import DeepwideError
 
-SAMPLE_RATE = 16000
-PROGRAMS = ("espeak-ng", "flite", "sox")
-DEBIAN_PACKAGES = "espeak-ng flite sox libsox-fmt-all wamerican"
 
 ESPEAK_LANGS = (
     "en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-us-nyc",
@@ -46,17 +44,6 @@ EMOTION_PROSODY = {
     "sad": dict(pitch=0.84, range=0.35, rate=0.78, volume_db=-11.0),
 }
 NEUTRAL = dict(pitch=1.0, range=1.0, rate=1.0, volume_db=-3.0)
-
-
-def require_programs(programs=PROGRAMS) -> None:
-    """Raise one DeepwideError naming every missing TTS/audio program."""
-    missing = [p for p in programs if shutil.which(p) is None]
-    if missing:
-        raise DeepwideError(
-            f"missing programs needed to synthesize the embedded corpora: {', '.join(missing)}. "
-            f"Install the Debian packages: {DEBIAN_PACKAGES} (e.g. `make setup` as root), "
-            "or point every enabled corpus.<name>.root at a real dataset"
-        )
 
 
 def sample_speaker(rng: random.Random, flite_share: float = 0.3, gender: str | None = None) -> dict:

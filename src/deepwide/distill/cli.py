@@ -2,7 +2,7 @@
 
 targets extract   run the frozen teacher once over manifests, write the targets cache
 distill train     train one student (one KD method) from cached targets or an online teacher
-distill students  list the study's students (shape, depth, width, params) from a config
+(the students a config describes: ``python -m deepwide plan students``)
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def _json_arg(text: str, what: str) -> dict:
 
 def cmd_extract(args) -> int:
     from deepwide.distill import targets
-    from deepwide.distill.plan import layers_for
+    from deepwide.distill.spec import layers_for
     from deepwide.models.checkpoint import load_checkpoint
 
     _set_threads(args)
@@ -86,27 +86,6 @@ def cmd_train(args) -> int:
     return 0
 
 
-def cmd_students(args) -> int:
-    from deepwide.models.solver import count_params
-    from deepwide.study import Study
-
-    study = Study.from_file(args.config)
-    rows = [{"shape": name, "depth": a.depth, "width": a.width, "ffn": a.ffn, "heads": a.heads,
-             "params": count_params(a)} for name, a in study.students.items()]
-    if args.json:
-        jobs = [{"method": j.method, "shape": j.shape, "seed": j.seed, "upstream": j.upstream,
-                 "teacher_layers": list(j.layers), "targets": study.student_targets(j)} for j in study.student_jobs]
-        print(json.dumps({"students": rows, "methods": study.methods, "seeds": study.distill_seeds, "jobs": jobs,
-                          "targets": study.targets_parts}, indent=1))
-    else:
-        for r in rows:
-            print(f"{r['shape']:>16}  depth {r['depth']:>3}  width {r['width']:>5}  ffn {r['ffn']:>5}  "
-                  f"heads {r['heads']:>3}  {r['params'] / 1e6:8.3f} M")
-        print(f"methods: {', '.join(study.methods)}; seeds: {', '.join(map(str, study.distill_seeds))}; "
-              f"jobs: {len(study.student_jobs)}")
-    return 0
-
-
 def _device_arg(p):
     p.add_argument("--device", default="auto", help="cuda, cpu or auto (cuda when available)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
@@ -147,7 +126,7 @@ def register(sub):
     p = sub.add_parser("distill", help="distil students from the teacher")
     s = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     t = s.add_parser("train", help="train one student with one KD method")
-    t.add_argument("--job", required=True, help="job settings as JSON (or @file): see deepwide.distill.plan")
+    t.add_argument("--job", required=True, help="job settings as JSON (or @file): see deepwide.plan.distill")
     t.add_argument("--teacher", required=True, help="teacher checkpoint")
     t.add_argument("--manifest", required=True, nargs="+", action="extend", help="manifest Parquet files")
     t.add_argument("--targets", nargs="*", action="extend", help="targets cache folders (cached mode: one per teacher layer, and the front end)")
@@ -157,8 +136,4 @@ def register(sub):
     t.add_argument("--resume-dir", required=True, help="resume state folder (outside declared outputs)")
     _device_arg(t)
     t.set_defaults(func=cmd_train)
-    st = s.add_parser("students", help="list the students a config describes")
-    st.add_argument("--config", default="config.yaml")
-    st.add_argument("--json", action="store_true")
-    st.set_defaults(func=cmd_students)
 

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from deepwide.audio import SAMPLE_RATE, read_audio
+from deepwide.distill.spec import CROP_POLICIES, crop_spec  # noqa: F401 (this module's API too)
 from deepwide.errors import DeepwideError
 from deepwide.models.arch import hop, num_frames, receptive_field  # noqa: F401 (this module's API too)
 from deepwide.utils.train_loop import pack
@@ -66,21 +67,6 @@ class Utterance:
     num_samples: int  # samples the student may read: the whole utterance, or its fixed crop window
     frames: int  # frames of those samples
     start: int = 0  # first sample of the window in the audio file (0: the whole utterance)
-
-
-CROP_POLICIES = ("fixed", "full")
-
-
-def crop_spec(policy: str = "full", max_seconds: float | None = None, seed: int = 0) -> dict:
-    """The crop policy as the JSON dict that job identities and cache.json hold:
-    ``{"policy": "full"}`` or ``{"policy": "fixed", "max_seconds": S, "seed": N}``."""
-    if policy not in CROP_POLICIES:
-        raise DeepwideError(f"crop policy must be one of {', '.join(CROP_POLICIES)}, got {policy!r}")
-    if policy == "full":
-        return {"policy": "full"}
-    if max_seconds is None or not float(max_seconds) > 0:
-        raise DeepwideError(f"crop policy fixed needs max_seconds > 0, got {max_seconds!r}")
-    return {"policy": "fixed", "max_seconds": float(max_seconds), "seed": int(seed)}
 
 
 def max_crop_frames(max_seconds: float, conv) -> int:

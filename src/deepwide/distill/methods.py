@@ -16,71 +16,14 @@ giving dense L2L on a deep student a larger step than pred KD's three heads.
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from deepwide.distill.spec import METHODS, l2l_pairs, method_pairs, pred_layers, round_half_up, target_name  # noqa: F401 (this module's API too)
 from deepwide.errors import DeepwideError
-
-METHODS = ("pred", "l2l")
-
-
-def round_half_up(x: float) -> int:
-    return int(math.floor(x + 0.5))
-
-
-def pred_layers(teacher_depth: int, num_targets: int = 3, layers: Sequence[int] | None = None) -> list[int]:
-    """Target teacher layers of the prediction heads (4, 8, 12 for a 12-layer teacher)."""
-    if layers:
-        out = [int(k) for k in layers]
-    else:
-        if num_targets < 1:
-            raise DeepwideError(f"distill.pred.num_targets must be >= 1, got {num_targets}")
-        out = sorted({max(1, round_half_up(teacher_depth * (i + 1) / num_targets)) for i in range(num_targets)})
-    bad = [k for k in out if not 0 <= k <= teacher_depth]
-    if bad:
-        raise DeepwideError(f"distill.pred.layers {bad}: the teacher has layers 0..{teacher_depth}")
-    return out
-
-
-def l2l_pairs(
-    student_depth: int,
-    teacher_depth: int,
-    student_layers: Sequence[int] | None = None,
-    pairs: Sequence[Sequence[int]] | None = None,
-) -> list[tuple[int, int]]:
-    """(student layer, teacher layer) pairs; student layer k -> teacher round(k*T/L)."""
-    if pairs:
-        out = [(int(a), int(b)) for a, b in pairs]
-    else:
-        ks = [int(k) for k in student_layers] if student_layers else list(range(1, student_depth + 1))
-        out = [(k, round_half_up(k * teacher_depth / student_depth)) for k in ks]
-    for k, t in out:
-        if not 1 <= k <= student_depth:
-            raise DeepwideError(f"distill.l2l: student layer {k} out of range 1..{student_depth}")
-        if not 0 <= t <= teacher_depth:
-            raise DeepwideError(f"distill.l2l: teacher layer {t} out of range 0..{teacher_depth}")
-    if not out:
-        raise DeepwideError("distill.l2l: empty layer mapping")
-    return out
-
-
-def method_pairs(method: str, student_depth: int, teacher_depth: int, cfg: dict) -> list[tuple[int, int]]:
-    """(student layer, teacher layer) per target for ``method`` with its config section."""
-    if method == "pred":
-        layers = pred_layers(teacher_depth, cfg.get("num_targets", 3), cfg.get("layers"))
-        return [(student_depth, t) for t in layers]
-    if method == "l2l":
-        return l2l_pairs(student_depth, teacher_depth, cfg.get("student_layers"), cfg.get("pairs"))
-    raise DeepwideError(f"unknown KD method {method!r} (known: {', '.join(METHODS)})")
-
-
-def target_name(method: str, pair: tuple[int, int]) -> str:
-    return f"t{pair[1]}" if method == "pred" else f"s{pair[0]}t{pair[1]}"
-
 
 class KDHeads(nn.Module):
     """Maps the student's hidden states to one prediction per target.

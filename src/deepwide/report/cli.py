@@ -21,15 +21,9 @@ log = logging.getLogger(__name__)
 
 
 def _options(text: str | None) -> dict:
-    if not text:
-        return {}
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise DeepwideError(f"--options is not valid JSON: {err}") from None
-    if not isinstance(obj, dict):
-        raise DeepwideError("--options must be a JSON object")
-    return obj
+    from deepwide.utils.io import json_object_arg
+
+    return json_object_arg(text, "--options") if text else {}
 
 
 def cmd_score_superb(args):
@@ -100,12 +94,18 @@ def _kd_losses(paths):
 
 def cmd_kdloss(args):
     from deepwide.report.kdloss import compute_kd_loss
-    from deepwide.report.collect import parse_upstream
-    from deepwide.utils.io import write_parquet
 
     opts = _options(args.options)
     df = compute_kd_loss(args.teacher, args.student, args.manifest, max_utterances=int(opts.get("utterances", 16)),
                          max_seconds=float(opts.get("max_seconds", 10.0)), device=args.device)
+    _write_student_table(df, args)
+
+
+def _write_student_table(df, args) -> None:
+    """A per-student table (KD loss, CKA) with its upstream and model, to ``--out``."""
+    from deepwide.report.collect import parse_upstream
+    from deepwide.utils.io import write_parquet
+
     df.insert(0, "model", parse_upstream(args.upstream)["model"])
     df.insert(0, "upstream", args.upstream)
     write_parquet(df, args.out)
@@ -129,17 +129,13 @@ def cmd_figures(args):
 
 def cmd_cka(args):
     from deepwide.report.cka import compute_cka
-    from deepwide.report.collect import parse_upstream
-    from deepwide.utils.io import write_parquet
 
     opts = _options(args.options)
     df = compute_cka(args.teacher, args.student, args.manifest,
                      max_utterances=int(opts.get("utterances", 16)), max_seconds=float(opts.get("max_seconds", 10.0)),
                      max_frames=int(opts.get("max_frames", 8000)), seed=int(opts.get("seed", 0)),
                      device=args.device)
-    df.insert(0, "model", parse_upstream(args.upstream)["model"])
-    df.insert(0, "upstream", args.upstream)
-    write_parquet(df, args.out)
+    _write_student_table(df, args)
 
 
 def cmd_cost(args):
@@ -201,31 +197,26 @@ def register(sub):
     f.add_argument("--out-dir", required=True, type=Path)
     f.set_defaults(func=cmd_figures)
 
-    q = rsub.add_parser("kdloss", help="held-out KD loss (L1, cosine) per teacher layer of a student")
+    def heldout(name: str, help: str, options: str, func, upstream: str):
+        """A command that runs a model over the held-out manifest and writes one file."""
+        h = rsub.add_parser(name, help=help)
+        h.add_argument("--upstream", required=True, help=upstream)
+        h.add_argument("--manifest", required=True, type=Path, help="held-out manifest (parquet with id, path)")
+        h.add_argument("--options", help=f"JSON object: {options}")
+        h.add_argument("--device", default="auto")
+        h.add_argument("--out", required=True, type=Path)
+        h.set_defaults(func=func)
+        return h
+
+    student = "the student's upstream name (METHOD-SHAPE-seedN)"
+    q = heldout("kdloss", "held-out KD loss (L1, cosine) per teacher layer of a student", "utterances, max_seconds",
+                cmd_kdloss, student)
     q.add_argument("--teacher", required=True, type=Path)
     q.add_argument("--student", required=True, type=Path, help="student.pt (kd_heads.pt beside it)")
-    q.add_argument("--upstream", required=True, help="the student's upstream name (METHOD-SHAPE-seedN)")
-    q.add_argument("--manifest", required=True, type=Path, help="held-out manifest (parquet with id, path)")
-    q.add_argument("--options", help="JSON object: utterances, max_seconds")
-    q.add_argument("--device", default="auto")
-    q.add_argument("--out", required=True, type=Path)
-    q.set_defaults(func=cmd_kdloss)
-
-    k = rsub.add_parser("cka", help="linear CKA of student vs teacher layers on held-out audio")
+    k = heldout("cka", "linear CKA of student vs teacher layers on held-out audio",
+                "utterances, max_seconds, max_frames, seed", cmd_cka, student)
     k.add_argument("--teacher", required=True, type=Path)
     k.add_argument("--student", required=True, type=Path)
-    k.add_argument("--upstream", required=True, help="the student's upstream name (METHOD-SHAPE)")
-    k.add_argument("--manifest", required=True, type=Path, help="held-out manifest (parquet with id, path)")
-    k.add_argument("--options", help="JSON object: utterances, max_seconds, max_frames, seed")
-    k.add_argument("--device", default="auto")
-    k.add_argument("--out", required=True, type=Path)
-    k.set_defaults(func=cmd_cka)
-
-    m = rsub.add_parser("cost", help="params, MACs per second of audio and real-time factor of a checkpoint")
+    m = heldout("cost", "params, MACs per second of audio and real-time factor of a checkpoint",
+                "utterances, max_seconds, repeats", cmd_cost, "the upstream's name")
     m.add_argument("--checkpoint", required=True, type=Path)
-    m.add_argument("--upstream", required=True)
-    m.add_argument("--manifest", required=True, type=Path)
-    m.add_argument("--options", help="JSON object: utterances, max_seconds, repeats")
-    m.add_argument("--device", default="auto")
-    m.add_argument("--out", required=True, type=Path)
-    m.set_defaults(func=cmd_cost)

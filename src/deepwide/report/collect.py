@@ -38,7 +38,6 @@ BOUNDED_METRICS = {"accuracy", "acc", "f1", "slot_type_f1"}
 # SF's two score keys by s3prl metric name
 SF_KEYS = {"slot_type_f1": "SF_F1", "f1": "SF_F1", "slot_value_cer": "SF_CER", "cer": "SF_CER"}
 
-SHAPE_RE = re.compile(r"^(?P<depth>\d+)x(?P<width>\d+)f(?P<ffn>\d+)h(?P<heads>\d+)$")
 UPSTREAM_RE = re.compile(r"^(?P<method>[A-Za-z0-9_]+)-(?P<shape>\d+x\d+f\d+h\d+)(?:-seed(?P<seed>\d+))?$")
 REFERENCE_UPSTREAMS = ("teacher", "fbank")
 
@@ -50,11 +49,12 @@ COLUMNS = [
 
 
 def parse_upstream(name: str) -> dict[str, Any]:
-    """``pred-4x192f768h4[-seed1]`` -> method, shape, depth, width, ffn, heads, seed.
+    """``pred-4x192f768h4[-seed1]`` -> method, shape (the label), model, seed.
 
+    The architecture (depth, width, ffn, heads, params) is never read from a name: it comes
+    from the student's info.json or the upstream's cost file (:func:`collect`).
     ``teacher`` and ``fbank`` are the reference rows; any other name (superb's
-    ``extra_upstreams``, e.g. an imported HuBERT) is method ``extra`` with its shape unknown
-    until a cost file gives its architecture.
+    ``extra_upstreams``, e.g. an imported HuBERT) is method ``extra``.
     """
     if name in REFERENCE_UPSTREAMS:
         return {"method": name, "shape": None, "seed": None, "model": name}
@@ -63,15 +63,8 @@ def parse_upstream(name: str) -> dict[str, Any]:
         if not re.fullmatch(r"[A-Za-z0-9_.+-]+", name or ""):
             raise DeepwideError(f"upstream name {name!r}: use letters, digits and _.+- only")
         return {"method": "extra", "shape": None, "seed": None, "model": name}
-    out = {"method": m["method"], "shape": m["shape"], "model": f"{m['method']}-{m['shape']}",
-           "seed": int(m["seed"]) if m["seed"] is not None else None}
-    out.update(shape_fields(m["shape"]))
-    return out
-
-
-def shape_fields(shape: str) -> dict[str, int]:
-    m = SHAPE_RE.match(shape or "")
-    return {k: int(v) for k, v in m.groupdict().items()} if m else {}
+    return {"method": m["method"], "shape": m["shape"], "model": f"{m['method']}-{m['shape']}",
+            "seed": int(m["seed"]) if m["seed"] is not None else None}
 
 
 def _number(path, obj, key, allow_none=False):
@@ -124,7 +117,7 @@ def read_result(path: str | Path) -> tuple[list[dict[str, Any]], list[float]]:
         raise DeepwideError(f"{path}: key 'layer_weights' must be a list of numbers")
     base = {
         "upstream": upstream, "model": info["model"], "method": info["method"], "shape": info["shape"],
-        "depth": info.get("depth"), "width": info.get("width"), "ffn": info.get("ffn"), "heads": info.get("heads"),
+        "depth": None, "width": None, "ffn": None, "heads": None,  # from info.json / cost files (collect)
         "params": math.nan, "task": task, "lr": lr, "distill_seed": info["seed"], "seed": seed, "test_n": n_test,
         "test_se": test_se,
         "best_step": obj.get("best_step"), "published": False,

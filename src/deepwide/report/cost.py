@@ -16,12 +16,12 @@ import time
 
 import torch
 
+from deepwide.audio import SAMPLE_RATE
 from deepwide.models.cka import read_clip
 from deepwide.utils.device import resolve_device
 from deepwide.utils.manifest import read_heldout
 
 log = logging.getLogger(__name__)
-SAMPLE_RATE = 16000
 
 
 def machine_label(device: torch.device) -> str:

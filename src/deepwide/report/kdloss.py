@@ -80,24 +80,3 @@ def compute_kd_loss(teacher_ckpt, student_ckpt, manifest, max_utterances: int = 
     log.info("held-out KD loss of %s over %d utterances: %s", student_ckpt, len(utts),
              ", ".join(f"{r['target']} {r['loss']:.3f}" for r in rows))
     return pd.DataFrame(rows, columns=COLUMNS)
-
-
-def kd_loss_table(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per (student model, teacher layer): mean ± sd over distillation seeds of L1, cosine, loss."""
-    from deepwide.report.collect import parse_upstream
-    from deepwide.report.tables import fmt
-
-    if df.empty:
-        return pd.DataFrame(columns=["model", "method", "depth", "width", "teacher layer", "L1", "cos", "loss", "seeds"])
-    info = df["upstream"].map(parse_upstream)
-    d = df.assign(method=[i["method"] for i in info], depth=[i.get("depth") for i in info],
-                  width=[i.get("width") for i in info])
-    rows = []
-    for (model, layer), g in d.groupby(["model", "teacher_layer"], sort=True):
-        rec = {"model": model, "method": g["method"].iloc[0], "depth": g["depth"].iloc[0], "width": g["width"].iloc[0],
-               "teacher layer": int(layer)}
-        for col, name in (("l1", "L1"), ("cos", "cos"), ("loss", "loss")):
-            rec[name] = fmt(g[col].mean(), g[col].std(ddof=1) if len(g) > 1 else float("nan"), 3)
-        rec["seeds"] = len(g)
-        rows.append(rec)
-    return pd.DataFrame(rows).sort_values(["method", "depth", "model", "teacher layer"]).reset_index(drop=True)

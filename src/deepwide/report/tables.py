@@ -322,13 +322,29 @@ def verdict_notes(v: pd.DataFrame, g: pd.DataFrame, teacher_info: dict | None = 
     return "\n".join(lines)
 
 
+def kd_loss_table(df: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:
+    """One row per (student model, teacher layer): mean ± sd over distillation seeds of L1,
+    cosine, loss; method, depth and width from the results table (the students' info.json)."""
+    cols = ["model", "method", "depth", "width", "teacher layer", "L1", "cos", "loss", "seeds"]
+    if df.empty:
+        return pd.DataFrame(columns=cols)
+    arch = results.drop_duplicates("model").set_index("model")[["method", "depth", "width"]]
+    rows = []
+    for (model, layer), g in df.groupby(["model", "teacher_layer"], sort=True):
+        a = arch.loc[model] if model in arch.index else {"method": None, "depth": None, "width": None}
+        rec = {"model": model, "method": a["method"], "depth": a["depth"], "width": a["width"], "teacher layer": int(layer)}
+        for col, name in (("l1", "L1"), ("cos", "cos"), ("loss", "loss")):
+            rec[name] = fmt(g[col].mean(), g[col].std(ddof=1) if len(g) > 1 else float("nan"), 3)
+        rec["seeds"] = len(g)
+        rows.append(rec)
+    return pd.DataFrame(rows, columns=cols).sort_values(["method", "depth", "model", "teacher layer"]).reset_index(drop=True)
+
+
 def build_tables(results: pd.DataFrame, reference: str = "normalised", teacher_info: dict | None = None,
                  kd_loss: pd.DataFrame | None = None,
                  items: pd.DataFrame | None = None) -> tuple[dict[str, pd.DataFrame], dict[str, str], dict[str, str]]:
     """(tables, captions, Markdown notes) of the report; ``items``: per-item test results
     (``report collect --items``) for the paired test-item noise."""
-    from deepwide.report.kdloss import kd_loss_table
-
     best = analysis.best_lr(results)
     summary = analysis.model_summary(best)
     sc = analysis.scores(best, summary, items)
@@ -342,7 +358,7 @@ def build_tables(results: pd.DataFrame, reference: str = "normalised", teacher_i
         "trend": trend_table(verdict.depth_estimates(best, summary, items), v),
         "guard": guard_table(g),
         "verdict": verdict_csv(v),
-        "kd_loss": kd_loss_table(kd_loss if kd_loss is not None else pd.DataFrame()),
+        "kd_loss": kd_loss_table(kd_loss if kd_loss is not None else pd.DataFrame(), results),
     }
     caps = captions(summary, sc, g)
     caps["kd_loss"] = ("Held-out KD loss per KD target (teacher layer) of every student, a readout needing no downstream "

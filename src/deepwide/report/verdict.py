@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pandas as pd
 
 from deepwide.report import analysis, inference

@@ -3,7 +3,7 @@
 - ``superb run``: one (upstream, task) job: every (lr, head seed) head on one upstream pass per
   batch -> ``lr{lr}/seed{s}/result.json`` per head and ``heads.json``; or one head -> ``result.json``.
 - ``superb select``: pick the lr with the best dev score among a task's results.
-- ``superb check``: validate the superb section of a config (roots of real datasets).
+- (the superb section's dataset roots are checked by ``python -m deepwide plan check``)
 - ``superb lexicon``: PR's two s3prl lexicon files for a LibriSpeech-layout root (generated
   with espeak-ng IPA, or the user's s3prl files copied unchanged) + ``lexicon.json``.
 - ``superb qbe``: QbE on QUESST14 by DTW (no training; :mod:`deepwide.superb.qbe`).
@@ -76,7 +76,7 @@ def _run(args) -> int:
 
 def _heads(value) -> list[tuple[str, int]]:
     """``[[lr, seed], ...]`` of a sweep's identity, checked; lr as its path component."""
-    from deepwide.superb.plan import format_lr
+    from deepwide.identity import format_lr
 
     if not isinstance(value, list) or not value:
         raise DeepwideError(f"--cfg heads: expected a non-empty list of [lr, seed] pairs, got {value!r}")
@@ -140,16 +140,6 @@ def _lexicon(args) -> int:
     return 0
 
 
-def _check(args) -> int:
-    from deepwide.config import load_config
-    from deepwide.superb.plan import check_config
-
-    cfg = load_config(args.configfile)
-    for line in check_config(cfg):
-        print(line)
-    return 0
-
-
 def register(sub):
     from deepwide.corpus.text import TEXT_POLICIES
 
@@ -193,10 +183,6 @@ def register(sub):
     s.add_argument("--inputs", nargs="+", required=True)
     s.add_argument("--out", required=True)
     s.set_defaults(func=_select)
-
-    c = cmds.add_parser("check", help="validate the superb config (dataset roots)")
-    c.add_argument("--configfile", default="config.yaml")
-    c.set_defaults(func=_check)
 
     from deepwide.superb.qbe_cli import register_qbe
 

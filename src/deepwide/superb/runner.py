@@ -34,6 +34,7 @@ from pathlib import Path
 
 import yaml
 
+from deepwide.config import deep_merge
 from deepwide.errors import DeepwideError
 from deepwide.identity import format_lr
 from deepwide.superb.tasks import TaskSpec, check_root, get_task, prepare_args
@@ -50,16 +51,6 @@ def resolve_device(device: str) -> str:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise DeepwideError(f"superb.device is {device!r} but CUDA is not available on this machine")
     return device
-
-
-def deep_merge(base: dict, update: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in (update or {}).items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = deep_merge(out[k], v)
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
 
 
 def s3prl_overrides(spec: TaskSpec, tcfg: dict, lr: float, seed: int) -> dict:

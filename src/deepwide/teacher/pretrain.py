@@ -30,13 +30,14 @@ from tqdm import tqdm
 
 from deepwide.audio import SAMPLE_RATE
 from deepwide.errors import DeepwideError
-from deepwide.models.arch import ArchConfig, conv_layers, encoder_kwargs
+from deepwide.models.arch import ArchConfig, encoder_kwargs
 from deepwide.models.checkpoint import save_checkpoint
 from deepwide.models.cka import first_last_cka
 from deepwide.models.solver import count_params, model_params
 from deepwide.teacher.data import BatchPlan, Labels, Utterances, crop_batch, read_manifest
 from deepwide.teacher.features import MFCCFeaturizer, layer_features
 from deepwide.teacher.labels import fit_kmeans_labels
+from deepwide.teacher.spec import teacher_arch
 from deepwide.utils import train_loop
 from deepwide.utils.device import resolve_device
 from deepwide.utils.io import atomic_write_text, canonical_json, sha256_file, write_parquet
@@ -57,15 +58,6 @@ def pretrain_config(cfg: dict | None) -> dict:
 
     full = validate_config({"teacher": {"pretrain": dict(cfg or {})}})
     return full["teacher"]["pretrain"]
-
-
-ARCH_KEYS = ("depth", "width", "ffn", "heads", "pos_conv_kernel", "pos_conv_groups", "layer_norm_first", "dropout",
-             "attention_dropout", "activation_dropout", "projection_dropout", "layer_drop")
-
-
-def teacher_arch(a: dict) -> ArchConfig:
-    """The teacher's shape from ``teacher.pretrain.arch`` (conv front end from ``conv_channels``)."""
-    return ArchConfig(conv=conv_layers(a["conv_channels"]), **{k: a[k] for k in ARCH_KEYS})
 
 
 def build_pretrain_model(arch: ArchConfig, num_classes: int, t: dict) -> torch.nn.Module:

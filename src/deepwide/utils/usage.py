@@ -2,7 +2,7 @@
 
 Every job that writes an info or result JSON stores :func:`usage` under the key ``usage``
 (never part of a job's identity: Snakemake params do not read it). ``plan resources``
-(:mod:`deepwide.plan_resources`) compares these numbers with the SLURM requests.
+(:mod:`deepwide.plan.resources`) compares these numbers with the SLURM requests.
 
 - ``peak_rss_mb``: ``ru_maxrss`` of this process (Linux reports KiB);
 - ``peak_rss_children_mb``: the largest ``ru_maxrss`` among the waited-for child processes

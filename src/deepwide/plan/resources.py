@@ -25,7 +25,7 @@ import json
 import math
 from pathlib import Path
 
-from deepwide.errors import DeepwideError
+from deepwide.resources import job_resources
 
 OVERSIZE = 4.0
 
@@ -92,8 +92,6 @@ def _scaled_wall(rule: str, m: dict, study) -> tuple[float | None, str]:
 
 def compare(study, run_dir: Path, safety: float) -> list[dict]:
     """One row per rule of the study: request, measurement, flags."""
-    from deepwide.resources import job_resources
-
     meas = measurements(run_dir)
     rows = []
     for rule, gpu in study.rule_classes().items():
@@ -142,32 +140,3 @@ def format_rows(rows: list[dict], run_dir: Path, safety: float) -> str:
                      f" {r['jobs_measured']:>4d} {_fmt(r['peak_rss_mb']):>7s} {_fmt(r['cuda_max_allocated_mb']):>7s}"
                      f" {_fmt(r['wall_s']):>8s} {_fmt(r['wall_study_s']):>8s}  {tail + ' | ' if tail else ''}{r['scaling']}")
     return "\n".join(lines)
-
-
-def _resources_cmd(args) -> int:
-    from deepwide.study import Study
-    from deepwide.superb.cost import print_plan_warnings
-
-    study = Study.from_file(args.config, plan=True)
-    print_plan_warnings(study)
-    run_dir = Path(args.measured) if args.measured else study.results
-    if not run_dir.is_dir():
-        if args.measured:
-            raise DeepwideError(f"plan resources --measured: {run_dir} is not a folder")
-        print(f"warning: {run_dir} does not exist yet: requests only, nothing measured", flush=True)
-    if args.safety < 1:
-        raise DeepwideError("plan resources --safety: must be at least 1")
-    rows = compare(study, run_dir, args.safety)
-    print(format_rows(rows, run_dir, args.safety))
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1, default=str) + "\n")
-    return 0
-
-
-def register(cmds) -> None:
-    r = cmds.add_parser("resources", help="SLURM requests vs measured peak memory and wall time per rule")
-    r.add_argument("--config", default="config.yaml")
-    r.add_argument("--measured", default=None, help="results folder of a finished run (default: the config's results)")
-    r.add_argument("--safety", type=float, default=1.5, help="a request below measured x this is LOW (default 1.5)")
-    r.add_argument("--json", default=None, help="also write the rows as JSON here")
-    r.set_defaults(func=_resources_cmd)

@@ -65,7 +65,7 @@ def _row(fig: dict, task: str) -> dict:
 
 
 def cost(study, fig: dict) -> dict:
-    """GPU-hours per stage for ``study`` (a :class:`deepwide.study.Study`)."""
+    """GPU-hours per stage for ``study`` (a :class:`deepwide.plan.Study`)."""
     out: dict = {"machine": fig["machine"], "stages": []}
     d = study.dcfg
     hours = sum(LIBRISPEECH_HOURS.get(s, 0.0) for s in d.get("splits", []))
@@ -100,37 +100,3 @@ def format_cost(c: dict) -> str:
         lines.append(f"{s['stage']:14s} {jobs:>6s} {s['ours']:10.1f} {s['per_lr']:15.1f}")
     lines.append(f"{'total':14s} {'':>6s} {c['total_ours']:10.1f} {c['total_per_lr']:15.1f}")
     return "\n".join(lines)
-
-
-def print_plan_warnings(study) -> None:
-    """What a Snakemake run of this config would stop on today (missing roots, teacher
-    checkpoint), printed as warnings: a plan is made before the data is in place."""
-    import sys
-
-    for w in study.warnings:
-        print("warning: " + w.replace("\n", "\n  "), file=sys.stderr)
-
-
-def _cost_cmd(args) -> int:
-    from deepwide.study import Study
-
-    study = Study.from_file(args.config, plan=True)
-    print_plan_warnings(study)
-    c = cost(study, load_figures(args.figures))
-    print(format_cost(c))
-    if args.json:
-        Path(args.json).write_text(json.dumps(c, indent=1) + "\n")
-    return 0
-
-
-def register(sub):
-    p = sub.add_parser("plan", help="plan a study: cost estimates, resource requests vs measurements")
-    cmds = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    c = cmds.add_parser("cost", help="GPU-hours per stage, ours vs one SUPERB job per lr")
-    c.add_argument("--config", default="config.yaml")
-    c.add_argument("--figures", default=None, help="throughput JSON (benchmarks/superb_throughput.py output; default: shipped figures)")
-    c.add_argument("--json", default=None, help="also write the table as JSON here")
-    c.set_defaults(func=_cost_cmd)
-    from deepwide.plan_resources import register as register_resources
-
-    register_resources(cmds)

@@ -1,0 +1,95 @@
+"""The teacher stage's job: pretrain one (its shape checked before any job runs) or import
+a checkpoint (its path checked, its depth read from its own config)."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from deepwide.errors import DeepwideError
+from deepwide.teacher.spec import teacher_arch
+
+# teacher depth a plan assumes while the checkpoint to import is missing (Base-sized models)
+PLAN_TEACHER_DEPTH = 12
+
+
+def import_source(config: dict) -> tuple[str, Path]:
+    """``(format, path)`` of the checkpoint to import; errors name the config key."""
+    imp = config["teacher"]["import"]
+    fmt, path = imp["format"], imp["path"]
+    if not path:
+        raise DeepwideError(
+            "config key teacher.import.path: required when teacher.source is 'import' "
+            f"(the {fmt} checkpoint to convert)"
+        )
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise DeepwideError(f"config key teacher.import.path: {p} does not exist")
+    if fmt == "hf" and not p.is_dir():
+        raise DeepwideError(f"config key teacher.import.path: format hf needs a transformers model directory, {p} is a file")
+    if fmt != "hf" and not p.is_file():
+        raise DeepwideError(f"config key teacher.import.path: format {fmt} needs a .pt file, {p} is a directory")
+    return fmt, p.resolve()
+
+
+class TeacherPlan:
+    """The teacher part of :class:`deepwide.plan.Study`."""
+
+    def check_teacher(self) -> None:
+        """The pretrained teacher's shape, checked before any job (heads and pos_conv_groups
+        dividing width, sizes >= 1): a bad one failed inside teacher_pretrain, after synthesis."""
+        if self.teacher_source != "pretrain":
+            return
+        try:
+            teacher_arch(self.config["teacher"]["pretrain"]["arch"])
+        except DeepwideError as err:
+            raise DeepwideError(f"config key teacher.pretrain.arch: {err}") from None
+
+    @property
+    def teacher_dir(self) -> Path:
+        return self.results / "teacher"
+
+    def teacher_file(self, name: str) -> str:
+        return str(self.teacher_dir / name)
+
+    @property
+    def teacher_ckpt(self) -> str:
+        return self.teacher_file("teacher.pt")
+
+    @property
+    def teacher_info(self) -> str:
+        return self.teacher_file("info.json")
+
+    @property
+    def teacher_source(self) -> str:
+        return self.config["teacher"]["source"]
+
+    def teacher_import(self) -> tuple[str, Path]:
+        return import_source(self.config)
+
+    def teacher_pretrain_manifests(self) -> dict[str, str]:
+        pt = self.config["teacher"]["pretrain"]
+        out = {"train": self.manifest(pt["corpus"], pt["train_split"])}
+        if pt["valid_split"]:
+            out["valid"] = self.manifest(pt["corpus"], pt["valid_split"])
+        return out
+
+    @cached_property
+    def teacher_depth(self) -> int:
+        """Transformer layers of the teacher, known before it exists (config, or the
+        imported checkpoint's own config)."""
+        if self.teacher_source == "pretrain":
+            return int(self.config["teacher"]["pretrain"]["arch"]["depth"])
+        try:
+            fmt, path = self.teacher_import()
+        except DeepwideError as err:
+            if not self.plan:
+                raise
+            self._warn(f"{err}; the plan assumes a {PLAN_TEACHER_DEPTH}-layer teacher (HuBERT/wav2vec 2.0 Base) "
+                       "for the students' target layers")
+            return PLAN_TEACHER_DEPTH
+        # a fairseq/s3prl checkpoint's config is read with torch.load (mmap, no tensors): the
+        # one place a plan imports torch, and only for teacher.source: import
+        from deepwide.models.convert import checkpoint_depth
+
+        return checkpoint_depth(fmt, path)

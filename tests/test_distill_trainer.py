@@ -85,6 +85,7 @@ def test_both_methods_reduce_their_loss(method, corpus, teacher, cache, tmp_path
     assert info["audio_seconds_per_second"] > 0 and info["wall_time_s"] > 0
     used = json.loads((tmp_path / "out" / "info.json").read_text())["usage"]  # for plan resources
     assert used["peak_rss_mb"] > 0 and used["wall_s"] > 0 and "cuda_max_allocated_mb" in used
+    assert info["compile"] is False and info["autocast"] == "float32"  # on CPU: no autocast (GPU check: bfloat16)
     assert json.loads((tmp_path / "out" / "info.json").read_text())["targets"] == names
     model, arch, meta = load_checkpoint(tmp_path / "out" / "student.pt")
     assert meta["kd_method"] == method and arch.depth == 2

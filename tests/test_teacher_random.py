@@ -45,7 +45,7 @@ def test_random_teacher_loads_records_and_is_byte_reproducible(tmp_path):
     again, info2 = make(tmp_path, "b")
     assert again.read_bytes() == out.read_bytes()  # same seed and arch: the same file
     assert info2["weights_sha256"] == info["weights_sha256"]
-    other, info3 = make(tmp_path, "c", seed=8)
+    _, info3 = make(tmp_path, "c", seed=8)
     assert info3["weights_sha256"] != info["weights_sha256"]
 
 

@@ -179,7 +179,7 @@ def _wait_for(path, proc, timeout=120):
 
 @pytest.mark.slow
 def test_sigterm_saves_and_exits_nonzero_then_resumes(corpus, teacher, cache, tmp_path):
-    job = make_job("l2l", steps=150, checkpoint_every=5)
+    job = make_job("l2l", steps=40, checkpoint_every=5)  # the rerun trains what is left: keep it short
     p = run_cli(job, teacher, corpus, tmp_path / "o", tmp_path / "r", cache=cache, wait=False)
     _wait_for(tmp_path / "r" / "state.pt", p)
     p.send_signal(signal.SIGTERM)
@@ -187,7 +187,7 @@ def test_sigterm_saves_and_exits_nonzero_then_resumes(corpus, teacher, cache, tm
     assert p.returncode == 128 + signal.SIGTERM, err
     assert "state saved" in err
     st = torch.load(tmp_path / "r" / "state.pt", weights_only=False)
-    assert 5 <= st["step"] < 150  # saved at the step it stopped (after the first periodic save)
+    assert 5 <= st["step"] < 40  # saved at the step it stopped (after the first periodic save)
     assert f"at step {st['step']}" in err
     assert not (tmp_path / "o" / "student.pt").exists()
     # the rerun resumes from that step, not from 0

@@ -101,7 +101,6 @@ def cmd_import(args) -> int:
     if args.format in ("fairseq", "s3prl-hubert") and not src.is_file():
         raise DeepwideError(f"teacher import --format {args.format} expects a .pt file, got directory {src}")
     from deepwide.models.convert import import_checkpoint
-    from deepwide.models.solver import model_params
     from deepwide.utils.io import atomic_write_text
     from deepwide.utils.precision import state_sha256
     from deepwide.utils.usage import usage
@@ -111,7 +110,7 @@ def cmd_import(args) -> int:
     if not out.is_file():
         raise DeepwideError(f"teacher import wrote no checkpoint at {out}")
     info = {"source": "import", "import": meta["source"], "normalize": meta["normalize"], "arch": arch.to_dict(),
-            "name": arch.name, "params": model_params(model, arch), "weights_sha256": state_sha256(model.state_dict()),
+            "name": arch.name, "params": sum(p.numel() for p in model.parameters()), "weights_sha256": state_sha256(model.state_dict()),
             "usage": usage()}
     atomic_write_text(Path(args.info) if args.info else out.with_name("info.json"),
                       json.dumps(info, indent=2, sort_keys=True) + "\n")

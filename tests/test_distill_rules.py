@@ -35,7 +35,10 @@ def snakemake(workdir: Path, configfile: Path, *args, targets=(), wait=True, tim
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
 
 
-def study_config(tmp: Path, steps=120) -> Path:
+STEPS = 40  # ten checkpoints (every 4 steps): room to be killed mid-run, little CPU
+
+
+def study_config(tmp: Path, steps=STEPS) -> Path:
     cfg = yaml.safe_load(SMOKE.read_text())
     # the test teacher's shape (the Study plans its target layers from the teacher's depth)
     cfg["teacher"]["pretrain"]["arch"] = {"depth": 3, "width": 64, "ffn": 128, "heads": 2, "conv_channels": 32,
@@ -105,9 +108,9 @@ def test_sigkill_then_rerun_gives_identical_weights_and_reruns_follow_config(tmp
     r = snakemake(a, cfg, "--cores", "1", *ONLY_OURS, targets=student_targets(a, "l2l") + student_targets(a, "pred"))
     assert r.returncode == 0, r.stderr[-3000:]
     info = json.loads((a / f"results/students/l2l/{SHAPE}/seed0/info.json").read_text())
-    assert info["mode"] == "cached-targets+cached-frontend" and info["steps"] == 120
+    assert info["mode"] == "cached-targets+cached-frontend" and info["steps"] == STEPS
     assert (a / f"results/students/l2l/{SHAPE}/seed0/hf/config.json").is_file()
-    assert (a / f"results/logs/distill/l2l/{SHAPE}/seed0.log").read_text().count("step 120/120") == 1
+    assert (a / f"results/logs/distill/l2l/{SHAPE}/seed0.log").read_text().count(f"step {STEPS}/{STEPS}") == 1
 
     # killed with SIGKILL after a checkpoint, then the same command again
     resume = b / f"results/resume/distill/l2l/{SHAPE}/seed0/state.pt"
@@ -121,7 +124,7 @@ def test_sigkill_then_rerun_gives_identical_weights_and_reruns_follow_config(tmp
     out, err = p.communicate(timeout=120)
     assert p.returncode != 0
     killed_at = torch.load(resume, weights_only=False)["step"]
-    assert 4 <= killed_at < 120
+    assert 4 <= killed_at < STEPS
     assert not (b / f"results/students/l2l/{SHAPE}/seed0/student.pt").exists()
     r = snakemake(b, cfg, "--cores", "1", *ONLY_OURS, targets=student_targets(b, "l2l"))
     assert r.returncode == 0, r.stderr[-3000:]

@@ -85,6 +85,7 @@ def test_both_methods_reduce_their_loss(method, corpus, teacher, cache, tmp_path
     assert info["audio_seconds_per_second"] > 0 and info["wall_time_s"] > 0
     used = json.loads((tmp_path / "out" / "info.json").read_text())["usage"]  # for plan resources
     assert used["peak_rss_mb"] > 0 and used["wall_s"] > 0 and "cuda_max_allocated_mb" in used
+    assert info["compile"] is False and info["autocast"] == "float32"  # on CPU: no autocast (GPU check: bfloat16)
     assert json.loads((tmp_path / "out" / "info.json").read_text())["targets"] == names
     model, arch, meta = load_checkpoint(tmp_path / "out" / "student.pt")
     assert meta["kd_method"] == method and arch.depth == 2
@@ -178,7 +179,7 @@ def _wait_for(path, proc, timeout=120):
 
 @pytest.mark.slow
 def test_sigterm_saves_and_exits_nonzero_then_resumes(corpus, teacher, cache, tmp_path):
-    job = make_job("l2l", steps=150, checkpoint_every=5)
+    job = make_job("l2l", steps=40, checkpoint_every=5)  # the rerun trains what is left: keep it short
     p = run_cli(job, teacher, corpus, tmp_path / "o", tmp_path / "r", cache=cache, wait=False)
     _wait_for(tmp_path / "r" / "state.pt", p)
     p.send_signal(signal.SIGTERM)
@@ -186,7 +187,7 @@ def test_sigterm_saves_and_exits_nonzero_then_resumes(corpus, teacher, cache, tm
     assert p.returncode == 128 + signal.SIGTERM, err
     assert "state saved" in err
     st = torch.load(tmp_path / "r" / "state.pt", weights_only=False)
-    assert 5 <= st["step"] < 150  # saved at the step it stopped (after the first periodic save)
+    assert 5 <= st["step"] < 40  # saved at the step it stopped (after the first periodic save)
     assert f"at step {st['step']}" in err
     assert not (tmp_path / "o" / "student.pt").exists()
     # the rerun resumes from that step, not from 0

@@ -100,11 +100,14 @@ def cluster(tmp_path_factory):
 
 
 class Requeuer(threading.Thread):
-    """Requeue the job of ``rule`` once, after its log shows ``marker`` (a checkpoint)."""
+    """Requeue the job of ``rule`` once, after its log shows ``marker`` (a checkpoint).
 
-    def __init__(self, cluster: LocalSlurm, rule: str, log: Path, marker: str, timeout: float = 200):
+    Waits as long as the runs do (no deadline of its own: a loaded machine only makes it wait
+    longer); the runs' progress watchdog (``_wait_while_progressing``) ends a stuck session."""
+
+    def __init__(self, cluster: LocalSlurm, rule: str, log: Path, marker: str):
         super().__init__(daemon=True)
-        self.cluster, self.rule, self.log, self.marker, self.timeout = cluster, rule, log, marker, timeout
+        self.cluster, self.rule, self.log, self.marker = cluster, rule, log, marker
         self.jobid: str | None = None
         self.log_before: str = ""  # the job's log as it was when the requeue was sent
         self.error: str | None = None
@@ -119,9 +122,8 @@ class Requeuer(threading.Thread):
         return None
 
     def run(self) -> None:
-        deadline = time.monotonic() + self.timeout
         try:
-            while not self.stop_event.is_set() and time.monotonic() < deadline:
+            while not self.stop_event.is_set():
                 job = self._job()
                 text = self.log.read_text() if self.log.exists() else ""
                 if job and job[1] == "RUNNING" and self.marker in text:
@@ -133,7 +135,7 @@ class Requeuer(threading.Thread):
                 self.error = f"the {self.rule} job never ran long enough to be requeued"
                 return
             # SLURM holds a requeued job back (BeginTime, ~2 min); let it start again now
-            while time.monotonic() < deadline:
+            while not self.stop_event.is_set():
                 state = self.cluster.run("squeue", "-h", "-j", self.jobid, "-o", "%T", check=False).stdout.strip()
                 if state == "PENDING":
                     self.cluster.run("scontrol", "update", f"jobid={self.jobid}", "StartTime=now")
@@ -142,6 +144,61 @@ class Requeuer(threading.Thread):
             self.error = f"requeued job {self.jobid} never went back to PENDING"
         except Exception as err:  # reported by the test, not lost in the thread
             self.error = repr(err)
+
+
+# The runs are killed only when stuck, not after a fixed time (a loaded machine is slow, not
+# stuck): when no file under their folders (job logs, outputs, snakemake's own records) has
+# changed for STALL_S seconds. MAX_S bounds a run that keeps writing but never ends.
+STALL_S, MAX_S = 300, 3600
+
+
+def _files_state(base: Path) -> tuple[int, int, float]:
+    """Number, total size and newest mtime of the files under ``base``."""
+    n, size, newest = 0, 0, 0.0
+    for root, _, files in os.walk(base):
+        for name in files:
+            try:
+                st = os.stat(os.path.join(root, name))
+            except OSError:  # removed meanwhile (temp files)
+                continue
+            n, size, newest = n + 1, size + st.st_size, max(newest, st.st_mtime)
+    return n, size, newest
+
+
+def _wait_while_progressing(procs: dict[str, subprocess.Popen], base: Path, stall: float = STALL_S,
+                            limit: float = MAX_S) -> tuple[dict[str, float], str | None]:
+    """Wait for every process; kill those left once nothing under ``base`` changed for ``stall``
+    seconds (or after ``limit``). Returns each one's wall seconds and why they were killed (None)."""
+    t0 = last_change = time.monotonic()
+    walls: dict[str, float] = {}
+    seen, stuck = None, None
+    while len(walls) < len(procs):
+        now = time.monotonic()
+        for name, proc in procs.items():
+            if name not in walls and proc.poll() is not None:
+                walls[name] = round(now - t0, 1)
+        state = _files_state(base)
+        if state != seen:
+            seen, last_change = state, now
+        if now - last_change > stall or now - t0 > limit:
+            stuck = (f"killed after {now - t0:.0f} s: no file under {base} changed for {now - last_change:.0f} s"
+                     if now - last_change > stall else f"killed after the {limit:.0f} s limit")
+            for name, proc in procs.items():
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+                    walls[name] = round(now - t0, 1)
+            break
+        time.sleep(1.0)
+    return walls, stuck
+
+
+def _cpu_seconds(text: str) -> float:
+    """sacct's TotalCPU ``[D-][HH:]MM:SS[.mmm]`` in seconds."""
+    days, _, rest = text.rpartition("-")
+    parts = [float(p) for p in rest.split(":")] if rest else [0.0]
+    seconds = sum(v * 60 ** i for i, v in enumerate(reversed(parts)))
+    return seconds + 86400 * float(days or 0)
 
 
 def _start(cmd: list[str], env: dict, log: Path) -> subprocess.Popen:
@@ -193,18 +250,11 @@ def runs(cluster, tmp_path_factory):
     requeuer.start()
     distill_requeuer = None
     if HAS_DISTILL:
-        distill_requeuer = Requeuer(cluster, "distill", base / "smoke_slurm" / DISTILL_LOG, "step 50/400 ", timeout=320)
+        distill_requeuer = Requeuer(cluster, "distill", base / "smoke_slurm" / DISTILL_LOG, "step 50/400 ")
         distill_requeuer.start()
-    t0 = time.monotonic()
-    walls = {}
+    stuck = None
     try:
-        for name, proc in procs.items():
-            try:
-                proc.wait(timeout=max(1.0, 330 - (time.monotonic() - t0)))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            walls[name] = round(time.monotonic() - t0, 1)
+        walls, stuck = _wait_while_progressing(procs, base)
     finally:
         for proc in procs.values():
             if proc.poll() is None:
@@ -216,7 +266,7 @@ def runs(cluster, tmp_path_factory):
                 rq.join(timeout=10)
     logs = {name: (base / f"{name}.out").read_text() for name in procs}
     for name, proc in procs.items():
-        assert proc.returncode == 0, f"{name} failed (rc {proc.returncode}):\n{logs[name][-6000:]}"
+        assert proc.returncode == 0, f"{name} failed (rc {proc.returncode}; {stuck or 'not killed'}):\n{logs[name][-6000:]}"
 
     rows = cluster.sacct("-X")
     dup_rows = cluster.sacct("-X", "--duplicates")
@@ -229,6 +279,9 @@ def runs(cluster, tmp_path_factory):
     by_rule = {out["toy_slurm"]["jobs"][r["JobIDRaw"]]["rule"]: r for r in out["toy_slurm"]["rows"]}
     out["toy_slurm"]["by_rule"] = by_rule
     print("\nwall seconds (all started together):", walls)
+    # CPU of the jobs themselves (slurmstepd is no child of this test, so its rusage misses them)
+    job_cpu = sum(_cpu_seconds(r["TotalCPU"]) for r in cluster.sacct("-X", fields="JobIDRaw,TotalCPU"))
+    print(f"CPU seconds of all SLURM jobs (sacct TotalCPU): {job_cpu:.1f}")
     print("sbatch lines and requested TRES of the test workflow's jobs:")
     for rule, r in by_rule.items():
         print(f"  {rule}: ReqTRES={r['ReqTRES']}\n    {r['SubmitLine'][:r['SubmitLine'].find(' --wrap')]}")

@@ -431,6 +431,13 @@ def test_import_hf_checkpoint_via_cli(tmp_path):
     assert cli_main(["teacher", "import", "--format", "hf", str(tmp_path / "hf"), "--out", str(out)]) == 0
     model, arch, _ = load_checkpoint(out)
     assert (arch.depth, arch.width) == (2, 32)
+    # info.json beside it, with the fields teacher pretrain / teacher random write
+    from deepwide.utils.precision import state_sha256
+
+    info = json.loads((tmp_path / "info.json").read_text())
+    assert info["source"] == "import" and info["import"]["format"] == "hf" and info["arch"] == arch.to_dict()
+    assert info["params"] == sum(p.numel() for p in model.parameters())
+    assert info["weights_sha256"] == state_sha256(model.state_dict()) and info["usage"]["peak_rss_mb"] > 0
     wavs = torch.randn(1, 8000)
     with torch.no_grad():
         ours, _ = hidden_states(model, wavs)

@@ -255,6 +255,7 @@ class Forward:
         self.student, self.heads, self.teacher = m.student, m.heads, m.teacher
         self.pairs, self.layers, self.dev = m.pairs, m.layers, dev
         self.frozen, self.fe_scale = frontend == "frozen", fe_scale
+        self.autocast = "bfloat16" if dev.type == "cuda" else "float32"  # the student's compute dtype (info.json)
 
     def __call__(self, batch: dict):
         dev = self.dev
@@ -263,7 +264,7 @@ class Forward:
         if "wavs" in batch:
             wavs = batch["wavs"].to(dev, non_blocking=True)
             lengths = batch["lengths"].to(dev, non_blocking=True)
-        with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+        with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=self.autocast == "bfloat16"):
             feats = self.features(batch, wavs, lengths)
             states, _ = hidden_states(self.student, None, flen, features=feats)
             preds = self.heads(states)
@@ -526,8 +527,10 @@ def train(
                 save()
 
     save()  # a crash while exporting resumes at the end
+    # what a GPU check verifies: the compiled forward and the autocast dtype actually used
+    numerics = {"compile": fwd_c is not fwd, "autocast": fwd.autocast}
     info = write_outputs(job, teacher_ckpt, m, Path(out_dir), hf_dir, run, t_start, jh, Fwd.mode, str(dev),
-                         n_params, len(utts), crop_info, skipped)
+                         n_params, len(utts), crop_info, skipped, numerics)
     state_path.unlink(missing_ok=True)  # finished: the outputs are the state now (optimizer state is large)
     log.info("done: %s (%.0f s, %.1f audio-s/s, mode %s)", Path(out_dir) / "student.pt", info["wall_time_s"],
              info["audio_seconds_per_second"], Fwd.mode)
@@ -567,7 +570,8 @@ def log_row(run: Progress, plan, scheduler, gnorm: float, meter: LossMeter, step
 
 
 def write_outputs(job, teacher_ckpt, m: Models, out_dir: Path, hf_dir, run: Progress, t_start: float, jh: str,
-                  mode: str, device: str, n_params: int, n_utts: int, crop_info: dict, skipped: dict) -> dict:
+                  mode: str, device: str, n_params: int, n_utts: int, crop_info: dict, skipped: dict,
+                  numerics: dict) -> dict:
     """student.pt, kd_heads.pt, curve.parquet, [hf/], and info.json the very last."""
     import pandas as pd
 
@@ -591,6 +595,7 @@ def write_outputs(job, teacher_ckpt, m: Models, out_dir: Path, hf_dir, run: Prog
         "kd_head_params": sum(p.numel() for p in m.heads.parameters()),
         "pairs": pairs, "targets": m.names, "teacher": str(teacher_ckpt), "teacher_sha256": m.teacher_sha,
         "mode": mode, "init": job["init"], "init_copied": m.copied, "frontend": job["frontend"], "device": device,
+        **numerics,  # compile (bool), autocast ("bfloat16" on CUDA, "float32" on CPU)
         "steps": int(job["train"]["steps"]),
         "final_loss": run.curve[-1]["loss"] if run.curve else None,
         "audio_seconds": run.audio_seconds,

@@ -122,6 +122,12 @@ class ArchConfig:
         return cls(**d)
 
 
+def hubert_base() -> ArchConfig:
+    """HuBERT Base (Hsu et al. 2021): 12 x 768 / 3072, 12 heads; the other fields' defaults
+    (conv front end, positional conv 128/16, post-LN) are Base's."""
+    return ArchConfig(depth=12, width=768, ffn=3072, heads=12)
+
+
 def encoder_kwargs(arch: ArchConfig) -> dict:
     """The keyword arguments torchaudio's ``wav2vec2_model`` and ``hubert_pretrain_model``
     share, for an encoder of shape ``arch``."""

@@ -21,7 +21,7 @@ import re
 from typing import TYPE_CHECKING, Any, Iterable
 
 from deepwide.errors import DeepwideError
-from deepwide.models.arch import ArchConfig, conv_layers
+from deepwide.models.arch import ArchConfig, conv_layers, hubert_base
 
 if TYPE_CHECKING:
     import torch
@@ -146,7 +146,7 @@ def solve(
         raise DeepwideError(f"solver: ffn_ratio must be > 0, got {ffn_ratio}")
     if heads is not None and heads < 1:
         raise DeepwideError(f"solver: heads must be >= 1, got {heads}")
-    base = template or ArchConfig(depth=1, width=768, ffn=3072, heads=12)
+    base = template or hubert_base()
     fixed = {k: getattr(base, k) for k in _TEMPLATE_FIELDS}
     channels = arch_fields.pop("conv_channels", None)
     if channels is not None:

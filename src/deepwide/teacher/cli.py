@@ -1,12 +1,16 @@
-"""``python -m deepwide teacher {pretrain,import} ...``
+"""``python -m deepwide teacher {pretrain,import,random} ...``
 
 ``pretrain`` trains the embedded default's tiny HuBERT (see :mod:`deepwide.teacher.pretrain`);
 ``import`` converts a HuBERT checkpoint from transformers, fairseq or s3prl into the
-deepwide checkpoint format (conversion code: ``deepwide.models.convert``).
+deepwide checkpoint format (conversion code: ``deepwide.models.convert``); ``random``
+writes an untrained teacher of a given shape (contract: :mod:`deepwide.teacher.random_init`).
+All three write the same checkpoint format and an info.json (arch, params, source,
+weights_sha256, usage).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -18,7 +22,7 @@ IMPORT_FORMATS = ("hf", "fairseq", "s3prl-hubert")
 
 
 def register(sub):
-    p = sub.add_parser("teacher", help="pretrain a tiny HuBERT teacher or import a real one")
+    p = sub.add_parser("teacher", help="pretrain a tiny HuBERT teacher, import a real one or draw a random one")
     cmds = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     pt = cmds.add_parser("pretrain", help="HuBERT masked-prediction pretraining on a manifest")
@@ -39,7 +43,16 @@ def register(sub):
     im.add_argument("src", help="checkpoint file or transformers model directory")
     im.add_argument("--format", required=True, choices=IMPORT_FORMATS, help="format of SRC")
     im.add_argument("--out", required=True, help="deepwide checkpoint to write")
+    im.add_argument("--info", help="info.json to write (default: beside --out)")
     im.set_defaults(func=cmd_import)
+
+    rd = cmds.add_parser("random", help="a randomly initialised teacher (HuBERT's pretraining init, no training)")
+    rd.add_argument("--arch-json", default="{}",
+                    help="ArchConfig fields (and/or conv_channels) as JSON; omitted fields are HuBERT Base's")
+    rd.add_argument("--seed", type=int, required=True, help="draws every weight: equal seed and arch, equal bytes")
+    rd.add_argument("--out", required=True, help="deepwide checkpoint to write")
+    rd.add_argument("--info", help="info.json to write (default: beside --out)")
+    rd.set_defaults(func=cmd_random)
 
 
 def _parse_config_json(text: str) -> dict:
@@ -88,9 +101,28 @@ def cmd_import(args) -> int:
     if args.format in ("fairseq", "s3prl-hubert") and not src.is_file():
         raise DeepwideError(f"teacher import --format {args.format} expects a .pt file, got directory {src}")
     from deepwide.models.convert import import_checkpoint
+    from deepwide.utils.io import atomic_write_text
+    from deepwide.utils.precision import state_sha256
+    from deepwide.utils.usage import usage
 
-    import_checkpoint(args.format, src, Path(args.out))
-    if not Path(args.out).is_file():
-        raise DeepwideError(f"teacher import wrote no checkpoint at {args.out}")
-    print(f"imported {args.format} checkpoint {src} -> {args.out}")
+    out = Path(args.out)
+    model, arch, meta = import_checkpoint(args.format, src, out)
+    if not out.is_file():
+        raise DeepwideError(f"teacher import wrote no checkpoint at {out}")
+    info = {"source": "import", "import": meta["source"], "normalize": meta["normalize"], "arch": arch.to_dict(),
+            "name": arch.name, "params": sum(p.numel() for p in model.parameters()), "weights_sha256": state_sha256(model.state_dict()),
+            "usage": usage()}
+    atomic_write_text(Path(args.info) if args.info else out.with_name("info.json"),
+                      json.dumps(info, indent=2, sort_keys=True) + "\n")
+    print(f"imported {args.format} checkpoint {src} -> {out}")
+    return 0
+
+
+def cmd_random(args) -> int:
+    from deepwide.teacher.random_init import arch_from_json, write_random_teacher
+    from deepwide.utils.io import json_object_arg
+
+    arch = arch_from_json(json_object_arg(args.arch_json, "--arch-json"))
+    info = write_random_teacher(arch, args.seed, args.out, args.info)
+    print(f"random teacher {info['name']} ({info['params']} params, seed {args.seed}) -> {args.out}")
     return 0

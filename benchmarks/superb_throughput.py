@@ -208,7 +208,7 @@ def main(argv=None) -> int:
     compat.install()
     epochs = args.epochs or (2 if args.quick else 3)
     # utterances per task: quick keeps every row to a few seconds of upstream work per lr
-    n_utts = {"small": 20, "12x384": 8} if args.quick else {"small": 96, "12x384": 48}
+    n_utts = {"small": 48, "12x384": 8} if args.quick else {"small": 96, "12x384": 48}
     if gpu and not args.quick:
         n_utts = {"small": 512, "12x384": 512}
     rows = []

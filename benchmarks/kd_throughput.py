@@ -1,6 +1,6 @@
 """KD training throughput: the s3prl-style reference loop vs deepwide's pipeline loop.
 
-    python benchmarks/kd_throughput.py [--device auto] [--out kd_throughput.json]
+    python benchmarks/kd_throughput.py [--quick] [--device auto] [--repeats 3] [--out kd_throughput.json]
 
 In one process, for each student shape:
 
@@ -13,11 +13,16 @@ In one process, for each student shape:
   real loader), bf16 autocast and fused AdamW on CUDA; ``--compile`` adds torch.compile.
 
 Both read the same audio through the same length-bucketed loader and the same batch
-plan. Audio-seconds per second are measured after ``--warmup`` steps. GPU defaults: the
-HuBERT Base teacher shape (random weights) and the 2x768, 3x768, 12x384 students at
-batch 24 x 12 s; CPU defaults: a small teacher and students at batch 4 x 4 s. Audio is
-synthesized (harmonic tones + noise): throughput does not depend on what is said.
-Prints a table and writes JSON.
+plan. Audio-seconds per second are measured after ``--warmup`` steps, batch fetches
+included. Each shape runs reference and pipeline interleaved, ``--repeats`` times (A B A B
+..., see ``interleave.py``): ``ratio`` is the median of the per-repeat ratios pipeline /
+reference, with ``ratio_min``/``ratio_max``. On CPU the clock is this process's CPU time
+(one torch thread unless ``--threads``; the pipeline's from the trainer's own step clock,
+read through :class:`StepClock`), with ``wall_ratio`` beside it; on CUDA wall time. GPU
+defaults: the HuBERT Base teacher shape (random weights) and the 2x768, 3x768, 12x384
+students at batch 24 x 12 s; CPU defaults: a small teacher and students at batch 4 x 4 s.
+Audio is synthesized (harmonic tones + noise): throughput does not depend on what is said.
+Prints a table and writes JSON. ``kd_step_profile.py`` splits a step's CPU time into parts.
 """
 
 from __future__ import annotations
@@ -38,6 +43,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from interleave import Clock, interleave, now, since, summarize  # noqa: E402
+
+import deepwide.distill.trainer as trainer_module  # noqa: E402
 from deepwide.distill import data, targets  # noqa: E402
 from deepwide.distill.methods import KDHeads, kd_loss, method_pairs  # noqa: E402
 from deepwide.distill.trainer import scale_grad, train  # noqa: E402
@@ -80,7 +88,6 @@ def reference_loop(teacher, tarch, arch, manifest, batch, seconds, steps, warmup
     cuda = dev.type == "cuda"
     student = build_model(arch).to(dev).train()
     pairs = method_pairs("pred", arch.depth, tarch.depth, {"layers": None, "num_targets": 3})
-    layers = sorted({t for _, t in pairs})
     heads = KDHeads("pred", pairs, arch.width, tarch.width).to(dev)
     params = list(student.parameters()) + list(heads.parameters())
     opt = torch.optim.AdamW(params, lr=2e-4, betas=(0.9, 0.98), eps=1e-6, weight_decay=1e-6, foreach=False, fused=False)
@@ -98,12 +105,8 @@ def reference_loop(teacher, tarch, arch, manifest, batch, seconds, steps, warmup
     ds = data.BatchLoader(utts, plan[:steps], arch.conv)
     loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers, pin_memory=cuda,
                                          generator=torch.Generator().manual_seed(0))
-    audio, t_start = 0.0, None
+    audio, t_start = 0.0, now()  # restarted after `warmup` steps: timed steps include their batch fetch
     for i, b in enumerate(loader):
-        if i == warmup:
-            if cuda:
-                torch.cuda.synchronize()
-            t_start, audio = time.perf_counter(), 0.0
         wavs, lengths = b["wavs"].to(dev, non_blocking=True), b["lengths"].to(dev, non_blocking=True)
         with torch.no_grad():
             feats_t, flen = teacher.feature_extractor(wavs, lengths)
@@ -121,9 +124,29 @@ def reference_loop(teacher, tarch, arch, manifest, batch, seconds, steps, warmup
         scaler.step(opt)
         scaler.update()
         audio += b["audio_samples"] / data.SAMPLE_RATE
+        if i + 1 == warmup:
+            if cuda:
+                torch.cuda.synchronize()
+            t_start, audio = now(), 0.0
     if cuda:
         torch.cuda.synchronize()
-    return audio / (time.perf_counter() - t_start)
+    return audio, since(t_start)
+
+
+class StepClock:
+    """Stands in for ``time`` in the trainer's module during one benchmark call: the trainer
+    reads ``time.perf_counter()`` once before its loop and once after every step; this one
+    also notes this process's CPU time at each of those reads."""
+
+    def __init__(self):
+        self.marks: list[Clock] = []
+
+    def perf_counter(self) -> float:
+        self.marks.append(now())
+        return self.marks[-1].wall
+
+    def __getattr__(self, name):
+        return getattr(time, name)
 
 
 def pipeline_loop(teacher_ckpt, arch, manifest, cache, batch, seconds, steps, warmup, dev, workers, compile_):
@@ -136,23 +159,87 @@ def pipeline_loop(teacher_ckpt, arch, manifest, cache, batch, seconds, steps, wa
                   "cpu_threads": torch.get_num_threads(), "seed": 0},
         "targets": {"mode": "cached", "frontend": True},
     }
-    with tempfile.TemporaryDirectory() as tmp:
-        info = train(job, teacher_ckpt, [manifest], Path(tmp) / "out", Path(tmp) / "resume", targets_dirs=cache,
-                     device=str(dev))
-        curve = pd.read_parquet(Path(tmp) / "out" / "curve.parquet")
-    # steady state: from the first log row (after `warmup` steps) to the end
+    clock = StepClock()
+    trainer_module.time = clock
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            info = train(job, teacher_ckpt, [manifest], Path(tmp) / "out", Path(tmp) / "resume", targets_dirs=cache,
+                         device=str(dev))
+            curve = pd.read_parquet(Path(tmp) / "out" / "curve.parquet")
+    finally:
+        trainer_module.time = time
+    if len(clock.marks) != steps + 1:
+        raise RuntimeError(f"the trainer read time.perf_counter() {len(clock.marks)} times in {steps} steps, not once "
+                           "before its loop and once per step: update StepClock to its step timing")
+    # steady state: from the first log row (after `warmup` steps) to the end; wall time from
+    # the curve (synchronized on CUDA), CPU time from the step clock
     first, last = curve.iloc[0], curve.iloc[-1]
-    return (last["audio_seconds"] - first["audio_seconds"]) / (last["train_seconds"] - first["train_seconds"]), info
+    cpu = clock.marks[steps].cpu - clock.marks[warmup].cpu
+    return last["audio_seconds"] - first["audio_seconds"], Clock(cpu, last["train_seconds"] - first["train_seconds"]), info
+
+
+def measure(name, tarch, teacher, ckpt, manifest, work, size, dev, args) -> dict:
+    """One student shape: reference and pipeline (and compiled) interleaved ``args.repeats`` times."""
+    arch = parse_shape(name, tarch)
+    batch, seconds, steps, warmup, workers = size
+    gpu = dev.type == "cuda"
+
+    def pipe(compile_):
+        return pipeline_loop(ckpt, arch, manifest, work / "targets", batch, seconds, steps, warmup, dev, workers, compile_)
+
+    runs = interleave(lambda: reference_loop(teacher, tarch, arch, manifest, batch, seconds, steps, warmup, dev, workers),
+                      lambda: (pipe(False), pipe(True) if args.compile else None), args.repeats)
+    row = {"student": name, **summarize([(ra, rc, pa, pc) for (ra, rc), ((pa, pc, _), _) in runs], gpu)}
+    row["pipeline"] = row.pop("ours")
+    row["mode"] = runs[0][1][0][2]["mode"]
+    row["cpu_s"] = [[round(rc.cpu, 2), round(pc.cpu, 2)] for (_, rc), ((_, pc, _), _) in runs]
+    row["wall_s"] = [[round(rc.wall, 2), round(pc.wall, 2)] for (_, rc), ((_, pc, _), _) in runs]
+    if args.compile:
+        comp = summarize([(ra, rc, ca, cc) for (ra, rc), (_, (ca, cc, _)) in runs], gpu)
+        row.update(compiled=comp["ours"], compiled_ratio=comp["ratio"], compiled_ratio_min=comp["ratio_min"],
+                   compiled_ratio_max=comp["ratio_max"])
+    return row
+
+
+def setup(work: Path, tarch: ArchConfig, batch: int, seconds: float, dev):
+    """Synthesized audio, a random-weight teacher checkpoint and its targets cache."""
+    n_utts = batch * 4  # four distinct batches, reused across epochs
+    manifest = synth_audio(work, n_utts, seconds)
+    torch.manual_seed(0)
+    teacher = build_model(tarch)
+    ckpt = work / "teacher.pt"
+    save_checkpoint(ckpt, teacher, tarch, {"source": "benchmark (random weights)"})
+    teacher = teacher.to(dev).eval()
+    layers = sorted({t for _, t in method_pairs("pred", 2, tarch.depth, {"layers": None, "num_targets": 3})})
+    cache_info = targets.extract(ckpt, [manifest], layers, work / "targets", frontend=True, device=str(dev))
+    return manifest, teacher, ckpt, cache_info
+
+
+def print_table(result: dict, compiled: bool) -> None:
+    print(f"\nKD throughput, audio-seconds per second ({result['device']}; teacher {result['teacher']}; batch "
+          f"{result['batch']} x {result['seconds']:g} s; {result['clock']}; median of {result['repeats']})")
+    head = "| student | reference | pipeline | ratio | min-max | wall ratio |" + (" compiled | ratio |" if compiled else "")
+    print(head)
+    print("|" + "---|" * (head.count("|") - 1))
+    for r in result["rows"]:
+        line = (f"| {r['student']} | {r['reference']:.0f} | {r['pipeline']:.0f} | {r['ratio']:.2f}x | "
+                f"{r['ratio_min']:.2f}-{r['ratio_max']:.2f} | {r['wall_ratio']:.2f}x |")
+        if compiled:
+            line += f" {r['compiled']:.0f} | {r['compiled_ratio']:.2f}x |"
+        print(line)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--quick", action="store_true", help="fewer steps (CPU: about 3 minutes on 2 cores)")
     ap.add_argument("--shapes", help="comma-separated student shapes DxWfFhH (default: by device)")
     ap.add_argument("--batch", type=int, help="utterances per batch (GPU 24, CPU 4)")
     ap.add_argument("--seconds", type=float, help="seconds per utterance (GPU 12, CPU 4)")
-    ap.add_argument("--steps", type=int, help="timed steps + warmup (GPU 60, CPU 16)")
+    ap.add_argument("--steps", type=int, help="timed steps + warmup (GPU 60, CPU 40, --quick 16)")
     ap.add_argument("--warmup", type=int, help="untimed first steps (GPU 10, CPU 4)")
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved reference/pipeline pairs per shape (median of these)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: 1 on CPU, torch's on CUDA)")
     ap.add_argument("--workers", type=int, default=None, help="loader workers (GPU 8, CPU 0)")
     ap.add_argument("--compile", action="store_true", help="also time the pipeline with torch.compile")
     ap.add_argument("--workdir", help="where audio and the targets cache go (default: a temporary folder)")
@@ -160,9 +247,12 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     dev = targets.pick_device(args.device)
     gpu = dev.type == "cuda"
+    threads = args.threads if args.threads is not None else (0 if gpu else 1)
+    if threads:
+        torch.set_num_threads(threads)
     batch = args.batch or (24 if gpu else 4)
     seconds = args.seconds or (12.0 if gpu else 4.0)
-    steps = args.steps or (60 if gpu else 16)
+    steps = args.steps or (60 if gpu else 16 if args.quick else 40)
     warmup = args.warmup or (10 if gpu else 4)
     workers = args.workers if args.workers is not None else (8 if gpu else 0)
     tarch = ArchConfig(**(GPU_TEACHER if gpu else CPU_TEACHER))
@@ -172,44 +262,21 @@ def main(argv=None) -> int:
     work_ctx = tempfile.TemporaryDirectory() if not args.workdir else None
     work = Path(args.workdir or work_ctx.name)
     work.mkdir(parents=True, exist_ok=True)
-    n_utts = batch * 4  # four distinct batches, reused across epochs
     t0 = time.time()
-    manifest = synth_audio(work, n_utts, seconds)
-    torch.manual_seed(0)
-    teacher = build_model(tarch)
-    ckpt = work / "teacher.pt"
-    save_checkpoint(ckpt, teacher, tarch, {"source": "benchmark (random weights)"})
-    teacher = teacher.to(dev).eval()
-    layers = sorted({t for _, t in method_pairs("pred", 2, tarch.depth, {"layers": None, "num_targets": 3})})
-    cache_info = targets.extract(ckpt, [manifest], layers, work / "targets", frontend=True, device=str(dev))
+    manifest, teacher, ckpt, cache_info = setup(work, tarch, batch, seconds, dev)
     print(f"setup {time.time() - t0:.0f} s; targets cache {cache_info['bytes_per_audio_second'] / 1e3:.0f} KB per audio second",
           file=sys.stderr)
-
     rows = []
     for name in shapes:
-        arch = parse_shape(name, tarch)
-        ref = reference_loop(teacher, tarch, arch, manifest, batch, seconds, steps, warmup, dev, workers)
-        pipe, info = pipeline_loop(ckpt, arch, manifest, work / "targets", batch, seconds, steps, warmup, dev, workers, False)
-        row = {"student": name, "reference": ref, "pipeline": pipe, "ratio": pipe / ref, "mode": info["mode"]}
-        if args.compile:
-            comp, _ = pipeline_loop(ckpt, arch, manifest, work / "targets", batch, seconds, steps, warmup, dev, workers, True)
-            row.update(compiled=comp, compiled_ratio=comp / ref)
-        rows.append(row)
-        print(json.dumps(row), file=sys.stderr)
-
+        rows.append(measure(name, tarch, teacher, ckpt, manifest, work, (batch, seconds, steps, warmup, workers), dev, args))
+        print(json.dumps(rows[-1]), file=sys.stderr)
     result = {"device": device_name, "torch": torch.__version__, "batch": batch, "seconds": seconds, "steps": steps,
-              "warmup": warmup, "workers": workers, "teacher": tarch.name,
+              "warmup": warmup, "workers": workers, "teacher": tarch.name, "quick": bool(args.quick),
+              "repeats": args.repeats, "clock": "wall time" if gpu else "process CPU time (wall time beside it)",
+              "method": "reference and pipeline interleaved (ABAB...), median of the per-repeat ratios with min-max",
               "targets_bytes_per_audio_second": cache_info["bytes_per_audio_second"], "rows": rows}
-    Path(args.out).write_text(json.dumps(result, indent=1))
-    print(f"\nKD throughput, audio-seconds per second ({device_name}; teacher {tarch.name}; batch {batch} x {seconds:g} s)")
-    head = f"| student | reference | pipeline | ratio |" + (" compiled | ratio |" if args.compile else "")
-    print(head)
-    print("|" + "---|" * (head.count("|") - 1))
-    for r in rows:
-        line = f"| {r['student']} | {r['reference']:.0f} | {r['pipeline']:.0f} | {r['ratio']:.2f}x |"
-        if args.compile:
-            line += f" {r['compiled']:.0f} | {r['compiled_ratio']:.2f}x |"
-        print(line)
+    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    print_table(result, args.compile)
     print(f"JSON: {args.out}")
     if work_ctx:
         work_ctx.cleanup()

@@ -1,6 +1,6 @@
 """SUPERB head-training throughput: s3prl's one-lr-per-job loop vs deepwide's shared-pass sweep.
 
-    python benchmarks/superb_throughput.py [--quick] [--device cpu|cuda|auto] [--out superb_throughput.json]
+    python benchmarks/superb_throughput.py [--quick] [--device cpu|cuda|auto] [--repeats 3] [--out superb_throughput.json]
 
 In one process, for each (task, upstream), a 3-lr sweep is trained both ways on the same
 synthesized utterances, batches and steps:
@@ -17,9 +17,14 @@ Heads are s3prl's own: PR ``FrameLevelLinear`` + CTC, SID and KS ``MeanPoolingLi
 cross entropy (s3prl's defaults, hidden 256). Upstreams are deepwide encoders with random
 weights: ``small`` (4 x 256, FFN 1024, 128-channel conv) and ``12x384`` (12 x 384, FFN
 1536, 512-channel conv: the 26.87 M "12-L Half" class). Throughput is training audio
-seconds per second per lr (wall time on CUDA; this process's CPU time on CPU) (3 x audio trained / total time); ``ratio`` = ours /
-reference. Validation and test passes are not timed (at SUPERB scale they are a few
-percent of a job; they share the same cache). Writes JSON and prints a table.
+seconds per second per lr (3 x audio trained / total time). Each row runs reference and
+ours interleaved, ``--repeats`` times (A B A B ..., see ``interleave.py``): ``ratio`` is
+the median of the per-repeat ratios ours / reference, with ``ratio_min``/``ratio_max``.
+The clock is this process's CPU time on CPU (one torch thread unless ``--threads``), so
+other users' load on a shared machine moves it little; wall time on CUDA. ``wall_ratio``
+is the median ratio by wall time. Validation and test passes are not timed (at SUPERB
+scale they are a few percent of a job; they share the same cache). Writes JSON and prints
+a table.
 """
 
 from __future__ import annotations
@@ -30,11 +35,14 @@ import os
 import platform
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from interleave import Clock, interleave, now, since, summarize  # noqa: E402
 
 from deepwide.models.arch import ArchConfig, build_model, conv_layers  # noqa: E402
 
@@ -117,12 +125,6 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def _clock(device) -> float:
-    """Wall time on CUDA; on CPU this process's CPU time (all its threads): on a shared
-    machine other users' load changes wall time by several x, CPU time far less."""
-    return time.perf_counter() if device.startswith("cuda") else time.process_time()
-
-
 def _upstream(name: str, cache_mb: float, device: str):
     from deepwide.superb.upstream import EncoderUpstream
 
@@ -131,11 +133,11 @@ def _upstream(name: str, cache_mb: float, device: str):
     return EncoderUpstream(build_model(arch), arch, cache_mb=cache_mb, identity=f"bench-{name}-{cache_mb}-{time.time()}").to(device)
 
 
-def reference(task: str, up_name: str, batches, device: str) -> float:
-    """s3prl: one job per lr, upstream on every padded batch. Returns total seconds."""
+def reference(task: str, up_name: str, batches, device: str) -> Clock:
+    """s3prl: one job per lr, upstream on every padded batch. Returns the time over all lrs."""
     from s3prl.nn.upstream import UpstreamDownstreamModel
 
-    total = 0.0
+    total = Clock()
     for lr in LRS:
         torch.manual_seed(0)
         up = _upstream(up_name, 0, device)
@@ -144,7 +146,7 @@ def reference(task: str, up_name: str, batches, device: str) -> float:
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.Adam(params, lr=lr)
         _sync(device)
-        t0 = _clock(device)
+        t0 = now()
         for wavs, lens, target in batches:
             model.train()
             wavs, lens = wavs.to(device), lens.to(device)
@@ -152,11 +154,11 @@ def reference(task: str, up_name: str, batches, device: str) -> float:
             _loss(task, model, wavs, lens, target).backward()
             _step(params, opt)
         _sync(device)
-        total += _clock(device) - t0
+        total += since(t0)
     return total
 
 
-def ours(task: str, up_name: str, batches, device: str) -> float:
+def ours(task: str, up_name: str, batches, device: str) -> Clock:
     """deepwide: the heads share one upstream pass per batch and the feature cache."""
     from s3prl.nn.upstream import UpstreamDownstreamModel
 
@@ -172,7 +174,7 @@ def ours(task: str, up_name: str, batches, device: str) -> float:
         params = [p for p in model.parameters() if p.requires_grad]
         heads.append((model, params, torch.optim.Adam(params, lr=lr), _RNG()))
     _sync(device)
-    t0 = _clock(device)
+    t0 = now()
     for wavs, lens, target in batches:
         wavs, lens = wavs.to(device), lens.to(device)
         target = tuple(t.to(device) for t in target) if isinstance(target, tuple) else target.to(device)
@@ -184,54 +186,64 @@ def ours(task: str, up_name: str, batches, device: str) -> float:
             with rng:
                 _step(params, opt)
     _sync(device)
-    return _clock(device) - t0
+    return since(t0)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="small datasets (under 5 minutes on 2 CPU cores)")
+    ap.add_argument("--quick", action="store_true", help="small datasets (about 4 minutes on 2 CPU cores)")
     ap.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     ap.add_argument("--epochs", type=int, default=None, help="passes over the data (default 2 quick, 3 otherwise)")
-    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved reference/ours pairs per row (median of these)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: 1 on CPU, torch's on CUDA)")
     ap.add_argument("--out", default="superb_throughput.json")
     args = ap.parse_args(argv)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    gpu = device.startswith("cuda")
+    threads = args.threads if args.threads is not None else (0 if gpu else 1)
+    if threads:
+        torch.set_num_threads(threads)
     from deepwide.superb import compat
 
     compat.install()
     epochs = args.epochs or (2 if args.quick else 3)
     # utterances per task: quick keeps every row to a few seconds of upstream work per lr
-    n_utts = {"small": 16, "12x384": 8} if args.quick else {"small": 96, "12x384": 48}
-    if device.startswith("cuda") and not args.quick:
+    n_utts = {"small": 48, "12x384": 8} if args.quick else {"small": 96, "12x384": 48}
+    if gpu and not args.quick:
         n_utts = {"small": 512, "12x384": 512}
     rows = []
     for up_name in UPSTREAMS:
         for task in TASKS:
             utts = _utterances(task, n_utts[up_name], seed=1, quick=args.quick)
             batches = _batches(task, utts, epochs, seed=2)
-            audio = sum(float(lens.sum()) for _, lens, _ in batches) / 16000
-            _ = ours(task, up_name, batches[:1], device)  # warm-up (allocator, kernels)
-            t_ref = reference(task, up_name, batches, device)
-            t_ours = ours(task, up_name, batches, device)
-            ref = len(LRS) * audio / t_ref
-            our = len(LRS) * audio / t_ours
-            rows.append({"task": task, "upstream": up_name, "reference": round(ref, 2), "ours": round(our, 2),
-                         "ratio": round(our / ref, 2), "audio_s_per_lr": round(audio, 1), "epochs": epochs,
-                         "steps_per_lr": len(batches)})
-            print(f"{task:4s} {up_name:7s} ref {ref:9.1f}  ours {our:9.1f}  ratio {our / ref:5.2f}", flush=True)
-    if device.startswith("cuda"):
+            audio = len(LRS) * sum(float(lens.sum()) for _, lens, _ in batches) / 16000
+            reference(task, up_name, batches[:1], device)  # warm-up (allocator, kernels) of both sides
+            ours(task, up_name, batches[:1], device)
+            pairs = interleave(partial(reference, task, up_name, batches, device),
+                               partial(ours, task, up_name, batches, device), args.repeats)
+            row = {"task": task, "upstream": up_name,
+                   **summarize([(audio, r, audio, o) for r, o in pairs], gpu),
+                   "audio_s_per_lr": round(audio / len(LRS), 1), "epochs": epochs, "steps_per_lr": len(batches),
+                   "cpu_s": [[round(r.cpu, 2), round(o.cpu, 2)] for r, o in pairs],
+                   "wall_s": [[round(r.wall, 2), round(o.wall, 2)] for r, o in pairs]}
+            rows.append(row)
+            print(f"{task:4s} {up_name:7s} ref {row['reference']:9.1f}  ours {row['ours']:9.1f}  ratio {row['ratio']:5.2f} "
+                  f"({row['ratio_min']:.2f}-{row['ratio_max']:.2f}; wall {row['wall_ratio']:.2f})", flush=True)
+    if gpu:
         machine = torch.cuda.get_device_name(0)
     else:
         machine = f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
     out = {"rows": rows, "machine": machine, "device": device, "lrs": LRS, "quick": bool(args.quick),
-           "unit": "training audio seconds per second per lr",
-           "clock": "wall time" if device.startswith("cuda") else "process CPU time (shared machine)", "torch": torch.__version__}
+           "repeats": args.repeats, "unit": "training audio seconds per second per lr",
+           "clock": "wall time" if gpu else "process CPU time (wall time beside it)",
+           "method": "reference and ours interleaved (ABAB...), median of the per-repeat ratios with min-max",
+           "torch": torch.__version__}
     Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
-    print(f"\n{'task':5s} {'upstream':8s} {'reference':>10s} {'ours':>10s} {'ratio':>6s}   ({machine})")
+    print(f"\n{'task':5s} {'upstream':8s} {'reference':>10s} {'ours':>10s} {'ratio':>6s} {'min-max':>11s} {'wall':>6s}"
+          f"   ({machine}; median of {args.repeats})")
     for r in rows:
-        print(f"{r['task']:5s} {r['upstream']:8s} {r['reference']:10.1f} {r['ours']:10.1f} {r['ratio']:6.2f}")
+        print(f"{r['task']:5s} {r['upstream']:8s} {r['reference']:10.1f} {r['ours']:10.1f} {r['ratio']:6.2f} "
+              f"{r['ratio_min']:5.2f}-{r['ratio_max']:<5.2f} {r['wall_ratio']:6.2f}")
     return 0
 
 

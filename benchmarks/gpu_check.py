@@ -180,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     base = yaml.safe_load(SMOKE.read_text())
     results = work / "results"
     parts = []
+    # a check stopped by its budget leaves Snakemake's lock behind: clear it as `make run` does
+    subprocess.run([sys.executable, "-m", "deepwide", "recover", "--directory", str(work)], cwd=REPO, check=False,
+                   stdout=subprocess.DEVNULL)
     for label, mode in (("A", "cached"), ("B", "online")):
         cfg_path = work / f"study_{label}.yaml"
         cfg_path.write_text(yaml.safe_dump(study_config(base, results, device, mode, compile_), sort_keys=False))

@@ -145,13 +145,14 @@ def card(device: str) -> dict:
 
 
 def resolve(device: str) -> str:
-    import torch
+    sys.path.insert(0, str(REPO / "src"))
+    from deepwide.errors import DeepwideError
+    from deepwide.utils.device import resolve_device
 
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit(f"gpu_check: --device {device}, but torch sees no CUDA device here (torch {torch.__version__})")
-    return device
+    try:
+        return resolve_device(device, "gpu_check --device")
+    except DeepwideError as err:
+        raise SystemExit(f"gpu_check: {err}") from None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,6 +4,7 @@
 import shlex
 from pathlib import Path
 
+from deepwide.superb import tasks as superb_tasks
 from deepwide.superb.plan import qbe_args, qbe_exec_args
 
 # a real dataset root that is missing or malformed fails here, naming task and path
@@ -11,7 +12,7 @@ STUDY.check_superb()
 
 wildcard_constraints:
     upstream="[A-Za-z0-9_.+-]+",
-    task="asr|pr|sid|ks|ic|er|asv|sd|sf",
+    task="|".join(superb_tasks.trainable()),
     lr="[0-9.e+-]+",
     seed=r"\d+",
 

@@ -22,8 +22,10 @@ import numpy as np
 
 from deepwide.errors import DeepwideError
 
-ERROR_RATE_TASKS = ("PR", "ASR")
-ACCURACY_TASKS = ("KS", "SID", "IC", "ER")
+from deepwide.superb.tasks import TASKS
+
+# score key -> how its per-item results are read (the task's ``items``: "errors" or "accuracy")
+ITEMS_OF = {key: t.items for t in TASKS.values() if t.items for key in t.score_keys}
 ITEM_COLUMNS = ["item", "value", "weight"]
 
 
@@ -87,12 +89,10 @@ def test_items(task: str, pred_dir: str | Path) -> dict | None:
     pred_dir = Path(pred_dir)
     if not pred_dir.is_dir():
         return None
-    if task in ERROR_RATE_TASKS:
-        got = error_items(pred_dir)
-    elif task in ACCURACY_TASKS:
-        got = accuracy_items(pred_dir)
-    else:
+    kind = ITEMS_OF.get(task)
+    if kind is None:
         return None
+    got = error_items(pred_dir) if kind == "errors" else accuracy_items(pred_dir)
     if got is None or not got[0]:
         return None
     ids, value, weight = got

@@ -198,6 +198,6 @@ def register(sub):
     c.add_argument("--configfile", default="config.yaml")
     c.set_defaults(func=_check)
 
-    from deepwide.superb.qbe_cli import register_qbe
+    from deepwide.superb.qbe.cli import register_qbe
 
     register_qbe(cmds)

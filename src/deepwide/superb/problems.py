@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from deepwide.audio import SAMPLE_RATE
 from deepwide.errors import DeepwideError
 from deepwide.superb import compat
 
@@ -112,7 +113,7 @@ class OfflineSDScoringMixin:
                 for med in medians:
                     name = f"threshold-{th:g}_median-{med}"
                     hyp = test_dir / "score" / "rttm" / f"{name}.rttm"
-                    make_rttm(pred, hyp, th, med, frame_shift, 1, 16000)
+                    make_rttm(pred, hyp, th, med, frame_shift, 1, SAMPLE_RATE)
                     total, per = der_from_rttm(ref_rttm, hyp, collar, skip_overlap)
                     res = test_dir / "score" / "result" / f"{name}.json"
                     res.parent.mkdir(parents=True, exist_ok=True)

@@ -33,6 +33,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from deepwide.audio import SAMPLE_RATE
 from deepwide.config import deep_merge
 from deepwide.errors import DeepwideError
 from deepwide.identity import format_lr, split_execution
@@ -204,7 +205,7 @@ def run_sweep(*, task: str, upstream_name: str, upstream: dict, heads: list[tupl
         # train utterances longer than max_secs are cut at a random offset every epoch:
         # those crops are computed but not stored (they will not come back)
         ds = (tcfg.get("s3prl") or {}).get("build_dataset", {}).get("train", {})
-        run.upstream.setdefault("cache_skip_samples", round(float(ds.get("max_secs", spec.random_crop_secs)) * 16000))
+        run.upstream.setdefault("cache_skip_samples", round(float(ds.get("max_secs", spec.random_crop_secs)) * SAMPLE_RATE))
     folds = spec.folds(tcfg)
     view = spec.view(run.root, tcfg, run.cache_root, text_policy, lexicon_dir)
     jobs = _heads(run, heads, folds, view)

@@ -27,9 +27,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from deepwide.audio import SAMPLE_RATE
 from deepwide.errors import DeepwideError
-
-SAMPLE_RATE = 16000
 
 
 def _frames(wavs_len: Tensor, stride: int) -> Tensor:

@@ -11,14 +11,20 @@ import numpy as np
 import pytest
 import torch
 import torchaudio.compliance.kaldi as kaldi
+from real_extra_trees import DOC_VOICE, QUERY_VOICE, quesst14_tree, say
 
 from deepwide.errors import DeepwideError
 from deepwide.superb.qbe.cli import register_qbe
-from deepwide.superb.qbe.dtw import DTWConfig, dtw_score_matrix, local_distance, subsequence_dtw, subsequence_dtw_path
+from deepwide.superb.qbe.dtw import (
+    DTWConfig,
+    dtw_score_matrix,
+    local_distance,
+    subsequence_dtw,
+    subsequence_dtw_path,
+)
 from deepwide.superb.qbe.features import FeatureStore, ModuleExtractor, load_audio
 from deepwide.superb.qbe.quesst import load_quesst14, result_record, run_qbe
 from deepwide.superb.qbe.twv import GroundTruth, mtwv, twv_curve
-from real_extra_trees import DOC_VOICE, QUERY_VOICE, quesst14_tree, say
 
 REPO = Path(__file__).resolve().parents[1]
 

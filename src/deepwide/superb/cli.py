@@ -23,10 +23,9 @@ log = logging.getLogger(__name__)
 
 
 def _run(args) -> int:
+    from deepwide.identity import with_execution
     from deepwide.superb.runner import run_job, run_sweep
     from deepwide.superb.upstream import upstream_spec
-
-    from deepwide.identity import with_execution
 
     try:
         cfg = json.loads(args.cfg)

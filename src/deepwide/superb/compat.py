@@ -429,7 +429,7 @@ def install() -> None:
         proxy = _LazyHub("s3prl.hub", _LazyHub.__doc__)
         sys.modules["s3prl.hub"] = proxy
         s3prl.hub = proxy
-    import s3prl.dataio.dataset.load_audio as load_audio
+    from s3prl.dataio.dataset import load_audio
 
     load_audio.librosa = LibrosaShim  # librosa.load's numba JIT costs seconds per process; same samples
     torchaudio._deepwide_compat = True
@@ -454,7 +454,7 @@ def run_settings(cache_root, n_jobs: int):
     ours = Path(cache_root)
     original = sid_mod.VoxCeleb1SID
 
-    def voxceleb1sid(dataset_root, n_jobs=4, cache_root=None):  # noqa: ARG001  (s3prl's signature; ours wins)
+    def voxceleb1sid(dataset_root, n_jobs=4, cache_root=None):
         return original(dataset_root, n_jobs, cache_root=ours)
 
     patches = [(dl, "_download_dir", ours / "download"),  # not ~/.cache

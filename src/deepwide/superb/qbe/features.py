@@ -36,18 +36,14 @@ class CheckpointExtractor:
 
     def __init__(self, path: str | Path, device: str | torch.device = "cpu"):
         from deepwide.models.checkpoint import load_checkpoint
+        from deepwide.superb.upstream import frozen, receptive_field
 
         model, arch, meta = load_checkpoint(path)
         self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
-        for p in self.model.parameters():
-            p.requires_grad_(False)
+        self.model = frozen(model.to(self.device))
         self.arch = arch
         self.normalize = bool(meta.get("normalize", False))
-        span = 1
-        for _, k, s in reversed(arch.conv):
-            span = (span - 1) * s + k
-        self.min_samples = span
+        self.min_samples = receptive_field([(k, s) for _, k, s in arch.conv])
         self.num_layers = arch.depth + 1
 
     @torch.no_grad()

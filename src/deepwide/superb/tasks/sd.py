@@ -10,7 +10,13 @@ import copy
 from dataclasses import dataclass
 
 from deepwide.errors import DeepwideError
-from deepwide.superb.tasks.base import Task, audio_view, collect_valid_best, read_yaml, register
+from deepwide.superb.tasks.base import (
+    Task,
+    audio_view,
+    collect_valid_best,
+    read_yaml,
+    register,
+)
 
 SPLITS = ["train", "dev", "test"]
 

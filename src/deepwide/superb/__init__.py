@@ -1,9 +1,11 @@
 """SUPERB evaluation through s3prl's recipes with deepwide encoders as upstreams.
 
-Modules: ``compat`` (old torchaudio audio I/O that s3prl 0.4.18 needs; installed by
-``problems`` before s3prl is imported), ``upstream`` (frozen upstreams: deepwide
-checkpoints, HF directories, FBANK), ``tasks`` (task table, dataset-root checks),
-``offline`` (files s3prl would download, written from the corpus), ``problems``
-(s3prl problem subclasses), ``runner`` (one job), ``plan`` (what the rules run), ``cli``.
-Importing this package is cheap (no torch): the Snakefile uses ``plan`` at DAG time.
+Modules: ``tasks`` (one module per task and the registry: corpus, metric, root checks,
+s3prl quirks), ``compat`` (every patch s3prl needs, installed by ``problems`` before s3prl
+is imported), ``upstream`` (frozen upstreams: deepwide checkpoints, HF directories, FBANK),
+``offline`` (files s3prl would download, written from the corpus), ``problems`` (s3prl
+problem subclasses), ``sweep`` (several heads on one upstream pass), ``runner`` (one job),
+``der`` (offline SD scoring), ``items`` (per-item test results), ``qbe`` (QbE by DTW),
+``plan`` (what the rules run), ``cli``. Importing this package and ``tasks`` is cheap (no
+torch): the Snakefile uses them at DAG time.
 """

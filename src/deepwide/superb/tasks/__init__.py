@@ -32,8 +32,6 @@ for _module in filter(None, (m.strip() for m in os.environ.get(PLUGINS, "").spli
     except ModuleNotFoundError as err:
         raise DeepwideError(f"${PLUGINS}: cannot import SUPERB task module {_module!r}: {err}") from err
 
-TaskSpec = Task  # the name the runner used before tasks became modules
-
 
 def check_root(task: str, root: str | Path, tcfg: dict | None = None, embedded: bool = False) -> None:
     """Raise DeepwideError naming task and path when ``root`` cannot serve ``task``.

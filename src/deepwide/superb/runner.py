@@ -33,7 +33,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deepwide.audio import SAMPLE_RATE
 from deepwide.config import deep_merge
 from deepwide.errors import DeepwideError
 from deepwide.identity import format_lr, split_execution
@@ -185,6 +184,7 @@ def run_sweep(*, task: str, upstream_name: str, upstream: dict, heads: list[tupl
     ``text_policy`` (ASR, PR): how transcript text outside LibriSpeech's character set is
     read (corpus.librispeech.text_policy).
     """
+    from deepwide.audio import SAMPLE_RATE
     from deepwide.superb import sweep as sw
     from deepwide.utils.device import resolve_device
 

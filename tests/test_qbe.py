@@ -263,7 +263,7 @@ def test_cli_writes_result_json(quesst_root, tmp_path, capsys):
     ckpt = _tiny_checkpoint(tmp_path / "student.pt")
     out = tmp_path / "superb" / "pred-2x32" / "qbe" / "lr1.0" / "result.json"
     cmd = [sys.executable, "-m", "deepwide", "superb", "qbe", "--upstream", str(ckpt), "--upstream-name", "pred-2x32",
-           "--root", str(quesst_root), "--select-on-dev", "--device", "cpu", "--threads", "1", "--feature-cache",
+           "--root", str(quesst_root), "--select-on-dev", "--exec-json", '{"device": "cpu", "threads": 1, "qbe": {"feature_cache": true}}',
            "--out", str(out)]
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     assert res.returncode == 0, res.stderr[-2000:]

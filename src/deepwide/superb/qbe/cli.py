@@ -33,17 +33,19 @@ def _cmd_qbe(args) -> int:
         raise DeepwideError(f"--out must name a result.json file, got {out}")
     if args.layer is None and not args.select_on_dev:
         raise DeepwideError("superb qbe: give --layer L or --select-on-dev")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device, "--device")
+    exe = _execution(args.exec_json)
+    threads = int(exe.get("threads") or 0)
+    if threads:
+        torch.set_num_threads(threads)
+    device = resolve_device(exe.get("device"), "superb.device")
     cfg = DTWConfig(normalize=args.normalize, metric=args.distance)
     t0 = time.time()
     languages = None if args.languages == ["all"] else args.languages
-    data = load_quesst14(args.root, languages=languages, jobs=args.jobs)
+    data = load_quesst14(args.root, languages=languages, jobs=threads or 4)  # threads checking audio files
     extractor = resolve_upstream(args.upstream, device)
     work = out.parent / ".qbe_work"
     res = run_qbe(extractor, data, layer=args.layer, select_on_dev=args.select_on_dev, cfg=cfg, beta=args.beta,
-                  device=device, feature_dir=work / "features" if args.feature_cache else None, stdlist_dir=work)
+                  device=device, feature_dir=work / "features" if (exe.get("qbe") or {}).get("feature_cache") else None, stdlist_dir=work)
     rec = result_record(res, args.upstream_name, args.lr, time.time() - t0, device, cfg, args.beta)
     rec["device_name"] = device_name(device)
     for f in ("dev.stdlist.xml", "eval.stdlist.xml"):
@@ -54,6 +56,20 @@ def _cmd_qbe(args) -> int:
     log.info("superb qbe %s: layer %d, dev MTWV %.4f, test MTWV %.4f, %.1f s on %s", args.upstream_name, res["layer"],
              res["dev_score"], res["test_score"], rec["runtime_s"], rec["device_name"])
     return 0
+
+
+def _execution(text: str | None) -> dict:
+    """The superb section's execution settings (``--exec-json``): device, threads and
+    ``qbe.feature_cache`` are read here; absent keys take their defaults."""
+    if not text:
+        return {}
+    try:
+        exe = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DeepwideError(f"superb qbe --exec-json is not valid JSON: {err}") from err
+    if not isinstance(exe, dict):
+        raise DeepwideError(f"superb qbe --exec-json must be a JSON object, got {text!r}")
+    return exe
 
 
 def register_qbe(subparsers) -> None:
@@ -70,9 +86,9 @@ def register_qbe(subparsers) -> None:
     q.add_argument("--distance", choices=["cosine_exp", "cosine"], default="cosine_exp", help="frame distance (SUPERB: cosine_exp)")
     q.add_argument("--beta", type=float, default=NIST_STD_BETA, help="TWV false-alarm weight (NIST STD 2006: 999.9)")
     q.add_argument("--lr", type=float, default=1.0, help="unused (no training); written to result.json as the job's lr")
-    q.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    q.add_argument("--jobs", type=int, default=4, help="threads checking audio files")
-    q.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    q.add_argument("--feature-cache", action="store_true", help="keep features memory-mapped on disk (full-scale QUESST)")
+    q.add_argument("--exec-json", default=None,
+                   help='execution settings of the superb section as JSON (change no result): {"device": "auto|cpu|cuda", '
+                        '"threads": N (torch threads, also the audio checks; 0: defaults), "qbe": {"feature_cache": true}} '
+                        '(feature_cache: features memory-mapped on disk, full-scale QUESST)')
     q.add_argument("--out", required=True, help=".../result.json (written last; stdlist.xml files beside it)")
     q.set_defaults(func=_cmd_qbe)

@@ -4,8 +4,8 @@ over documents), and the (query, document) score matrix with SUPERB's normalisat
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch

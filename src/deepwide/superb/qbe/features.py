@@ -3,8 +3,8 @@ upstream, and the per-layer feature store (memory or memory-mapped float16 files
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -138,7 +138,7 @@ class FeatureStore:
                 self._chunks[k].append(a)
         self.lengths.append(n)
 
-    def finish(self) -> "FeatureStore":
+    def finish(self) -> FeatureStore:
         self.offsets = np.concatenate([[0], np.cumsum(self.lengths)]).astype(np.int64)
         total = int(self.offsets[-1])
         for k, dim in enumerate(self._dims):

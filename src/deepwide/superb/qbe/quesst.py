@@ -6,9 +6,9 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from deepwide.errors import DeepwideError
 from deepwide.superb.qbe.dtw import DTWConfig, dtw_score_matrix

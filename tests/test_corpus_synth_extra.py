@@ -209,7 +209,7 @@ def test_qbe_fbank_on_embedded_quesst14(quesst):
     base, env, _ = quesst
     out = base / "qbe" / "result.json"
     cli(["superb", "qbe", "--upstream", "fbank", "--upstream-name", "fbank", "--root", str(base / "quesst14"),
-         "--select-on-dev", "--device", "cpu", "--threads", "1", "--jobs", "2", "--out", str(out)], env)
+         "--select-on-dev", "--exec-json", '{"device": "cpu", "threads": 1}', "--out", str(out)], env)
     res = json.loads(out.read_text())
     assert res["task"] == "qbe" and res["metric"] == "mtwv" and res["counts"] == {"docs": 6, "dev_queries": 2, "eval_queries": 2}
     assert math.isfinite(res["dev_score"]) and math.isfinite(res["test_score"])

@@ -11,26 +11,20 @@ import numpy as np
 import pytest
 import torch
 import torchaudio.compliance.kaldi as kaldi
+from real_extra_trees import DOC_VOICE, QUERY_VOICE, quesst14_tree, say
 
 from deepwide.errors import DeepwideError
-from deepwide.superb.qbe import (
+from deepwide.superb.qbe.cli import register_qbe
+from deepwide.superb.qbe.dtw import (
     DTWConfig,
-    FeatureStore,
-    GroundTruth,
-    ModuleExtractor,
     dtw_score_matrix,
-    load_audio,
-    load_quesst14,
     local_distance,
-    mtwv,
-    register_qbe,
-    result_record,
-    run_qbe,
     subsequence_dtw,
     subsequence_dtw_path,
-    twv_curve,
 )
-from real_extra_trees import DOC_VOICE, QUERY_VOICE, quesst14_tree, say
+from deepwide.superb.qbe.features import FeatureStore, ModuleExtractor, load_audio
+from deepwide.superb.qbe.quesst import load_quesst14, result_record, run_qbe
+from deepwide.superb.qbe.twv import GroundTruth, mtwv, twv_curve
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -269,7 +263,7 @@ def test_cli_writes_result_json(quesst_root, tmp_path, capsys):
     ckpt = _tiny_checkpoint(tmp_path / "student.pt")
     out = tmp_path / "superb" / "pred-2x32" / "qbe" / "lr1.0" / "result.json"
     cmd = [sys.executable, "-m", "deepwide", "superb", "qbe", "--upstream", str(ckpt), "--upstream-name", "pred-2x32",
-           "--root", str(quesst_root), "--select-on-dev", "--device", "cpu", "--threads", "1", "--feature-cache",
+           "--root", str(quesst_root), "--select-on-dev", "--exec-json", '{"device": "cpu", "threads": 1, "qbe": {"feature_cache": true}}',
            "--out", str(out)]
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     assert res.returncode == 0, res.stderr[-2000:]

@@ -4,14 +4,16 @@
 import shlex
 from pathlib import Path
 
-from deepwide.plan.superb import qbe_args, qbe_exec_args
+from deepwide.plan.superb import qbe_args
+from deepwide.superb import tasks as superb_tasks
+from deepwide.utils.io import canonical_json
 
 # a real dataset root that is missing or malformed fails here, naming task and path
 STUDY.check_superb()
 
 wildcard_constraints:
     upstream="[A-Za-z0-9_.+-]+",
-    task="asr|pr|sid|ks|ic|er|asv|sd|sf",
+    task="|".join(superb_tasks.trainable()),
     lr="[0-9.e+-]+",
     seed=r"\d+",
 
@@ -96,7 +98,8 @@ rule superb_select:
 # superb.qbe.root is set (embedded: the synthesized QUESST14);
 # its result.json has the same keys as every task's and the report reads it with them.
 if STUDY.qbe_enabled:
-    QBE_EXEC = " ".join(shlex.quote(a) for a in qbe_exec_args(config))
+    # execution settings (device, threads, qbe.feature_cache) reach the job through --exec-json only
+    QBE_EXEC = "--exec-json " + shlex.quote(canonical_json(STUDY.execution("superb")))
 
     rule superb_qbe:
         input:

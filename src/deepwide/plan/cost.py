@@ -19,11 +19,8 @@ import json
 from pathlib import Path
 
 from deepwide.errors import DeepwideError
+from deepwide.superb.tasks import get_task
 
-# mean training-utterance seconds per task (SID/ASV: s3prl crops to 8 s)
-UTTERANCE_SECONDS = {"asr": 12.3, "pr": 12.3, "sid": 8.0, "ks": 1.0, "ic": 2.3, "er": 4.5, "asv": 8.0, "sd": 8.0, "sf": 3.1}
-# benchmark row standing in for tasks the benchmark does not run
-ROW_FOR = {"asr": "pr", "pr": "pr", "sd": "pr", "sf": "pr", "sid": "sid", "asv": "sid", "er": "sid", "ks": "ks", "ic": "ks"}
 LIBRISPEECH_HOURS = {"train-clean-100": 100.6, "train-clean-360": 363.6, "train-other-500": 496.7}
 
 DEFAULT_FIGURES = {
@@ -57,9 +54,10 @@ def load_figures(path: str | Path | None) -> dict:
 
 
 def _row(fig: dict, task: str) -> dict:
-    rows = [r for r in fig["rows"] if r["task"] == ROW_FOR[task]]
+    row_for = get_task(task).cost_row
+    rows = [r for r in fig["rows"] if r["task"] == row_for]
     if not rows:
-        raise DeepwideError(f"plan cost: figures have no {ROW_FOR[task]!r} row (for task {task})")
+        raise DeepwideError(f"plan cost: figures have no {row_for!r} row (for task {task})")
     big = [r for r in rows if r["upstream"] != "small"]  # the study's students/teacher are 26.87 M class or larger
     return (big or rows)[0]
 
@@ -80,8 +78,8 @@ def cost(study, fig: dict) -> dict:
         n_up = sum(1 for u in study.upstreams if study.evaluates(u, task))
         t = study.scfg[task]
         heads = len(study.superb_heads(task))
-        folds = len(t.get("folds") or [None]) if task == "er" else 1
-        head_audio = float(t["total_steps"]) * float(t["batch_size"]) * float(t.get("gradient_accumulate") or 1) * UTTERANCE_SECONDS[task] * folds
+        folds = len(get_task(task).folds(t))
+        head_audio = float(t["total_steps"]) * float(t["batch_size"]) * float(t.get("gradient_accumulate") or 1) * get_task(task).utterance_seconds * folds
         row = _row(fig, task)
         ref = n_up * heads * head_audio / float(row["reference"]) / 3600
         ours_rate = float(row["ours"]) if heads > 1 else float(row["reference"])

@@ -130,18 +130,6 @@ def qbe_args(config: dict) -> list[str]:
     return args
 
 
-def qbe_exec_args(config: dict) -> list[str]:
-    """``deepwide superb qbe`` options that change no result: device, threads, feature cache."""
-    sup = config["superb"]
-    args = ["--device", sup["device"]]
-    threads = int(sup.get("threads") or 0)
-    if threads:
-        args += ["--threads", str(threads), "--jobs", str(threads)]
-    if sup["qbe"].get("feature_cache"):
-        args.append("--feature-cache")
-    return args
-
-
 class SuperbPlan:
     """The SUPERB part of :class:`deepwide.plan.Study`."""
 

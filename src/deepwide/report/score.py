@@ -17,27 +17,26 @@ from pathlib import Path
 from typing import Mapping
 
 from deepwide.errors import DeepwideError
+from deepwide.superb.tasks import TASKS as _registry
+from deepwide.superb.tasks.base import FAMILIES as _FAMILY_NAMES
 from deepwide.utils.io import read_json_object
 
-# score keys, in SUPERB's order; SF has two
-SCORE_KEYS = ["PR", "ASR", "KS", "QbE", "SID", "ASV", "SD", "IC", "SF_F1", "SF_CER", "ER"]
-TASKS = ["PR", "ASR", "KS", "QbE", "SID", "ASV", "SD", "IC", "SF", "ER"]
+# every table below is made from the task registry (deepwide.superb.tasks), in SUPERB's order;
+# a task without score keys (a plug-in outside SUPERB) stays out of them
+_SCORED = sorted((t for t in _registry.values() if t.score_keys), key=lambda t: t.rank)
+SCORE_KEYS = [k for t in _SCORED for k in t.score_keys]  # SF has two
+TASKS = [t.label for t in _SCORED]
 # SUPERB's task families (as SUPERB groups them)
-CONTENT = ["PR", "ASR", "KS", "QbE"]
-SPEAKER = ["SID", "ASV", "SD"]
-SEMANTICS = ["IC", "SF"]
-PARALINGUISTICS = ["ER"]
-FAMILIES = {"content": CONTENT, "speaker": SPEAKER, "semantics": SEMANTICS, "paralinguistics": PARALINGUISTICS}
+FAMILIES = {f: [t.label for t in _SCORED if t.family == f] for f in _FAMILY_NAMES}
+CONTENT, SPEAKER, SEMANTICS, PARALINGUISTICS = (FAMILIES[f] for f in _FAMILY_NAMES)
 FAMILY_OF = {t: f for f, members in FAMILIES.items() for t in members}
 # the score keys of a task (SF has two: its F1 and CER terms)
-TASK_KEYS = {t: (["SF_F1", "SF_CER"] if t == "SF" else [t]) for t in TASKS}
+TASK_KEYS = {t.label: list(t.score_keys) for t in _SCORED}
 
 # metric shown for each score key
-METRIC = {
-    "PR": "PER", "ASR": "WER", "KS": "Acc", "QbE": "MTWV", "SID": "Acc", "ASV": "EER",
-    "SD": "DER", "IC": "Acc", "SF_F1": "F1", "SF_CER": "CER", "ER": "Acc",
-}
+METRIC = {k: m for t in _SCORED for k, m in zip(t.score_keys, t.metric_labels)}
 HIGHER_IS_BETTER = {k: METRIC[k] in ("Acc", "MTWV", "F1") for k in SCORE_KEYS}
+
 
 def _load_published() -> dict:
     """src/deepwide/data/published.yaml: the anchors and reference rows, each with its source."""
@@ -91,13 +90,14 @@ def task_terms(metrics: Mapping[str, float], low=FBANK, high=SOTA) -> dict[str, 
     """
     out = {}
     for task in TASKS:
-        if task == "SF":
-            parts = [k for k in ("SF_F1", "SF_CER") if _present(metrics, k)]
+        keys = TASK_KEYS[task]
+        if len(keys) > 1:  # SF: the mean of the terms present
+            parts = [k for k in keys if _present(metrics, k)]
             if not parts:
                 continue
             if len(parts) == 1 and not (_present(low, parts[0]) and _present(high, parts[0])):
                 continue
-            out["SF"] = 100.0 * sum(term(k, metrics[k], low, high) for k in parts) / len(parts)
+            out[task] = 100.0 * sum(term(k, metrics[k], low, high) for k in parts) / len(parts)
         elif _present(metrics, task) and _present(low, task) and _present(high, task):
             out[task] = 100.0 * term(task, metrics[task], low, high)
     return out

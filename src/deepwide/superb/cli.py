@@ -23,10 +23,9 @@ log = logging.getLogger(__name__)
 
 
 def _run(args) -> int:
+    from deepwide.identity import with_execution
     from deepwide.superb.runner import run_job, run_sweep
     from deepwide.superb.upstream import upstream_spec
-
-    from deepwide.identity import with_execution
 
     try:
         cfg = json.loads(args.cfg)
@@ -184,6 +183,6 @@ def register(sub):
     s.add_argument("--out", required=True)
     s.set_defaults(func=_select)
 
-    from deepwide.superb.qbe_cli import register_qbe
+    from deepwide.superb.qbe.cli import register_qbe
 
     register_qbe(cmds)

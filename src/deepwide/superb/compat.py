@@ -1,11 +1,18 @@
-"""Old torchaudio audio I/O for s3prl 0.4.18 on torchaudio >= 2.9.
+"""Every patch deepwide makes to s3prl 0.4.18 and the libraries under it, in one place.
 
-s3prl 0.4.18 calls APIs that torchaudio 2.9 removed: ``set_audio_backend``, ``info``,
-``sox_effects.apply_effects_tensor`` / ``apply_effects_file``, and ``load`` (which now needs
-torchcodec). Pandas 3 removed ``Series.iteritems`` (s3prl's corpus parsers call it).
-:func:`install` puts working versions back, built on soundfile and
-``torchaudio.functional``; call it (importing :mod:`deepwide.superb` does) before the first
-``import s3prl``. Nothing in site-packages is changed and nothing is downloaded.
+:func:`install` (idempotent; :mod:`deepwide.superb.problems` calls it before its first s3prl
+import, and nothing else installs anything) puts back what s3prl needs:
+
+- torchaudio >= 2.9 removed ``set_audio_backend``, ``info``, ``sox_effects`` and ``load``
+  (which now needs torchcodec): working versions built on soundfile and
+  ``torchaudio.functional``;
+- pandas 3 removed ``Series.iteritems`` (s3prl's corpus parsers call it);
+- ``s3prl.hub`` imports every upstream s3prl knows: a lazy stand-in (:class:`_LazyHub`);
+- s3prl reads audio with ``librosa.load`` (seconds of numba JIT per process):
+  :class:`LibrosaShim` returns the same samples through soundfile.
+
+:func:`run_settings` repoints, for one run only, the paths and worker counts s3prl
+hard-codes. Nothing in site-packages is changed and nothing is downloaded.
 
 Effects done natively (the ones SUPERB's datasets use): ``channels``, ``rate``, ``gain``
 (dB, or ``-n [dB]`` to normalise), ``norm [dB]``, ``pad``, ``trim``, ``reverse``, ``vol``.
@@ -15,6 +22,8 @@ float32 pipe, so it behaves exactly like libsox did.
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import os
 import shutil
 import subprocess
@@ -358,32 +367,104 @@ def _noop_set_audio_backend(backend=None) -> None:
     """The old backend switch; soundfile serves every backend now."""
 
 
-def install() -> None:
-    """Install the shims into torchaudio and pandas (idempotent, safe before or after import)."""
-    import pandas as pd
+class _LazyHub(types.ModuleType):
+    """``s3prl.hub`` that imports the real one only when something is looked up in it.
+
+    ``s3prl.problem`` imports ``s3prl.nn.upstream``, which imports ``s3prl.hub``, which
+    imports every upstream s3prl knows (transformers models, fairseq shims...): 60 % of a
+    SUPERB job's start-up. Our problems build their own upstream and never touch the hub;
+    anything that does gets the real module transparently.
+    """
+
+    def __getattr__(self, name):
+        if name.startswith("__") and name.endswith("__"):
+            raise AttributeError(name)
+        sys.modules.pop("s3prl.hub", None)
+        real = importlib.import_module("s3prl.hub")
+        import s3prl
+
+        s3prl.hub = real
+        return getattr(real, name)
+
+
+def _install_torchaudio() -> None:
+    """The torchaudio APIs s3prl calls that torchaudio 2.9 removed."""
     import torchaudio
 
-    if getattr(torchaudio, "_deepwide_compat", False):
-        return
-    torchaudio.set_audio_backend = _noop_set_audio_backend
+    torchaudio.set_audio_backend = _noop_set_audio_backend  # s3prl picks a backend at import
     torchaudio.get_audio_backend = lambda: "soundfile"
     torchaudio.list_audio_backends = lambda: ["soundfile"]
-    torchaudio.info = info
-    torchaudio.load = load
+    torchaudio.info = info  # s3prl's corpus parsers read lengths with it
+    torchaudio.load = load  # needs torchcodec in torchaudio >= 2.9
     torchaudio.save = save
     if "torchaudio.sox_effects" in sys.modules and hasattr(sys.modules["torchaudio.sox_effects"], "apply_effects_tensor"):
         mod = sys.modules["torchaudio.sox_effects"]
     else:
         mod = types.ModuleType("torchaudio.sox_effects", "deepwide shim of the removed torchaudio.sox_effects")
         sys.modules["torchaudio.sox_effects"] = mod
-    mod.apply_effects_tensor = apply_effects_tensor
+    mod.apply_effects_tensor = apply_effects_tensor  # s3prl's datasets resample and normalise through sox effects
     mod.apply_effects_file = apply_effects_file
     mod.effect_names = effect_names
     mod.init_sox_effects = lambda: None
     mod.shutdown_sox_effects = lambda: None
     torchaudio.sox_effects = mod
-    if not hasattr(pd.Series, "iteritems"):
+
+
+def install() -> None:
+    """Install every patch s3prl needs (idempotent; before or after ``import s3prl``)."""
+    import torchaudio
+
+    if getattr(torchaudio, "_deepwide_compat", False):
+        return
+    _install_torchaudio()
+    import pandas as pd
+
+    if not hasattr(pd.Series, "iteritems"):  # pandas 3 removed it; s3prl's corpus parsers call it
         pd.Series.iteritems = pd.Series.items
     if not hasattr(pd.DataFrame, "iteritems"):
         pd.DataFrame.iteritems = pd.DataFrame.items
+    import s3prl
+
+    if "s3prl.hub" not in sys.modules:  # the real hub imports every upstream s3prl knows (slow start-up)
+        proxy = _LazyHub("s3prl.hub", _LazyHub.__doc__)
+        sys.modules["s3prl.hub"] = proxy
+        s3prl.hub = proxy
+    from s3prl.dataio.dataset import load_audio
+
+    load_audio.librosa = LibrosaShim  # librosa.load's numba JIT costs seconds per process; same samples
     torchaudio._deepwide_compat = True
+
+
+@contextlib.contextmanager
+def run_settings(cache_root, n_jobs: int):
+    """Settings s3prl hard-codes, pointed at ours for the duration of one run.
+
+    - its download dir and the VoxCeleb1 split cache go to ``cache_root`` (not ~/.cache);
+    - ``get_info`` (ASR/PR length scan) uses ``n_jobs`` joblib workers instead of a fixed 6
+      (spawning six processes costs more than the scan itself on small machines).
+    """
+    import functools
+    from pathlib import Path
+
+    import s3prl.problem.asr.superb_asr as asr_mod
+    import s3prl.problem.asr.superb_pr as pr_mod
+    import s3prl.problem.common.superb_sid as sid_mod
+    import s3prl.util.download as dl
+
+    ours = Path(cache_root)
+    original = sid_mod.VoxCeleb1SID
+
+    def voxceleb1sid(dataset_root, n_jobs=4, cache_root=None):
+        return original(dataset_root, n_jobs, cache_root=ours)
+
+    patches = [(dl, "_download_dir", ours / "download"),  # not ~/.cache
+            (sid_mod, "VoxCeleb1SID", voxceleb1sid)]  # its split cache under ours
+    patches += [(mod, "get_info", functools.partial(mod.get_info, n_jobs=n_jobs)) for mod in (asr_mod, pr_mod)]  # not 6 workers
+    saved = [(obj, name, getattr(obj, name)) for obj, name, _ in patches]
+    for obj, name, value in patches:
+        setattr(obj, name, value)
+    try:
+        yield
+    finally:
+        for obj, name, value in reversed(saved):
+            setattr(obj, name, value)

@@ -21,9 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from deepwide.errors import DeepwideError
+from deepwide.superb.tasks import TASKS
 
-ERROR_RATE_TASKS = ("PR", "ASR")
-ACCURACY_TASKS = ("KS", "SID", "IC", "ER")
+# score key -> how its per-item results are read (the task's ``items``: "errors" or "accuracy")
+ITEMS_OF = {key: t.items for t in TASKS.values() if t.items for key in t.score_keys}
 ITEM_COLUMNS = ["item", "value", "weight"]
 
 
@@ -37,21 +38,27 @@ def read_transcripts(path: Path) -> dict[str, list[str]]:
     return out
 
 
+def _dumps(pred_dir: Path, name: str) -> list[tuple[str, Path]]:
+    """``(id prefix, path)`` of every file ``name`` under ``pred_dir``; the prefix names its
+    folder when there are several (e.g. ER's folds), else it is empty."""
+    pred_dir = Path(pred_dir)
+    files = sorted(pred_dir.rglob(name))
+    return [("" if len(files) == 1 else f"{f.parent.relative_to(pred_dir)}/", f) for f in files]
+
+
 def error_items(pred_dir: Path) -> tuple[list[str], np.ndarray, np.ndarray] | None:
     """(ids, edits, reference lengths) from every ``ref``/``hyp`` pair under ``pred_dir``
     (ids prefixed by their folder when there are several, e.g. ER's folds); None without dumps."""
     import editdistance
 
-    pred_dir = Path(pred_dir)
-    dumps = sorted(pred_dir.rglob("ref"))
+    dumps = _dumps(pred_dir, "ref")
     if not dumps:
         return None
     ids, edits, lengths = [], [], []
-    for ref_file in dumps:
+    for prefix, ref_file in dumps:
         hyp_file = ref_file.with_name("hyp")
         if not hyp_file.is_file():
             raise DeepwideError(f"{ref_file} has no hyp file beside it (s3prl's test dump is incomplete)")
-        prefix = "" if len(dumps) == 1 else f"{ref_file.parent.relative_to(pred_dir)}/"
         refs, hyps = read_transcripts(ref_file), read_transcripts(hyp_file)
         for uid, ref in refs.items():
             ids.append(prefix + uid)
@@ -62,13 +69,11 @@ def error_items(pred_dir: Path) -> tuple[list[str], np.ndarray, np.ndarray] | No
 
 def accuracy_items(pred_dir: Path) -> tuple[list[str], np.ndarray, np.ndarray] | None:
     """(ids, correct 0/1, ones) from every ``predictions.tsv`` under ``pred_dir``; None without."""
-    pred_dir = Path(pred_dir)
-    files = sorted(pred_dir.rglob("predictions.tsv"))
+    files = _dumps(pred_dir, "predictions.tsv")
     if not files:
         return None
     ids, correct = [], []
-    for path in files:
-        prefix = "" if len(files) == 1 else f"{path.parent.relative_to(pred_dir)}/"
+    for prefix, path in files:
         with open(path, newline="", encoding="utf-8") as f:
             rows = list(csv.reader(f, delimiter="\t"))
         if not rows or rows[0][:3] != ["id", "prediction", "label"]:
@@ -87,12 +92,10 @@ def test_items(task: str, pred_dir: str | Path) -> dict | None:
     pred_dir = Path(pred_dir)
     if not pred_dir.is_dir():
         return None
-    if task in ERROR_RATE_TASKS:
-        got = error_items(pred_dir)
-    elif task in ACCURACY_TASKS:
-        got = accuracy_items(pred_dir)
-    else:
+    kind = ITEMS_OF.get(task)
+    if kind is None:
         return None
+    got = error_items(pred_dir) if kind == "errors" else accuracy_items(pred_dir)
     if got is None or not got[0]:
         return None
     ids, value, weight = got

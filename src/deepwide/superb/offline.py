@@ -466,7 +466,12 @@ def write_lexicon_dir(out_dir: str | Path, root: str | Path, splits: list[str], 
     idempotent: the same transcripts, policy, files and espeak-ng version give the same
     bytes, and a rerun on unchanged inputs writes nothing.
     """
-    from deepwide.corpus.text import PHONE_SET, PHONEME_VOICE, USER_PHONE_SET, espeak_version
+    from deepwide.corpus.text import (
+        PHONE_SET,
+        PHONEME_VOICE,
+        USER_PHONE_SET,
+        espeak_version,
+    )
 
     out_dir = Path(out_dir)
     root = Path(root).resolve()

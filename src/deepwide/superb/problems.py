@@ -13,15 +13,13 @@ and runs it in a subprocess, with :mod:`deepwide.superb.der` (no network, no git
 from __future__ import annotations
 
 import csv
-import importlib
-import sys
-import types
 from pathlib import Path
 
+from deepwide.audio import SAMPLE_RATE
 from deepwide.errors import DeepwideError
 from deepwide.superb import compat
 
-compat.install()  # torchaudio/pandas shims before the first s3prl import
+compat.install()  # every s3prl patch (deepwide.superb.compat), before the first s3prl import
 
 from deepwide.superb.sweep import SweepTrainMixin  # noqa: E402
 from deepwide.superb.upstream import build_upstream as _build_upstream  # noqa: E402
@@ -115,7 +113,7 @@ class OfflineSDScoringMixin:
                 for med in medians:
                     name = f"threshold-{th:g}_median-{med}"
                     hyp = test_dir / "score" / "rttm" / f"{name}.rttm"
-                    make_rttm(pred, hyp, th, med, frame_shift, 1, 16000)
+                    make_rttm(pred, hyp, th, med, frame_shift, 1, SAMPLE_RATE)
                     total, per = der_from_rttm(ref_rttm, hyp, collar, skip_overlap)
                     res = test_dir / "score" / "result" / f"{name}.json"
                     res.parent.mkdir(parents=True, exist_ok=True)
@@ -164,53 +162,31 @@ class ScaledXvectorMixin:
         return model
 
 
-class _LazyHub(types.ModuleType):
-    """``s3prl.hub`` that imports the real one only when something is looked up in it.
-
-    ``s3prl.problem`` imports ``s3prl.nn.upstream``, which imports ``s3prl.hub``, which
-    imports every upstream s3prl knows (transformers models, fairseq shims...): 60 % of a
-    SUPERB job's start-up. Our problems build their own upstream and never touch the hub;
-    anything that does gets the real module transparently.
-    """
-
-    def __getattr__(self, name):
-        if name.startswith("__") and name.endswith("__"):
-            raise AttributeError(name)
-        sys.modules.pop("s3prl.hub", None)
-        real = importlib.import_module("s3prl.hub")
-        import s3prl
-
-        s3prl.hub = real
-        return getattr(real, name)
+def _mixins(task: str) -> tuple:
+    """Our mixins for a task's problem class (SD: offline scoring; ASV: x-vector width)."""
+    extra = {"sd": (OfflineSDScoringMixin,), "asv": (ScaledXvectorMixin,)}.get(task, ())
+    # SweepTrainMixin: several (lr, seed) heads on one upstream pass (deepwide.superb.sweep)
+    return (DeepwideUpstreamMixin, SweepTrainMixin, *extra)
 
 
-def _install_lazy_hub() -> None:
-    import s3prl
-
-    if "s3prl.hub" not in sys.modules:
-        proxy = _LazyHub("s3prl.hub", _LazyHub.__doc__)
-        sys.modules["s3prl.hub"] = proxy
-        s3prl.hub = proxy
-
-
-def _define():
-    _install_lazy_hub()
-    import s3prl.dataio.dataset.load_audio as load_audio
+def _define() -> dict:
+    """``DeepwideXX(SuperbXX)`` for every trained task of the registry (s3prl finds them by name)."""
     import s3prl.problem as P
 
-    # s3prl reads utterances with librosa.load, whose numba JIT costs seconds to a minute
-    # per process; the soundfile version returns the same samples (compat.librosa_load)
-    load_audio.librosa = compat.LibrosaShim
+    from deepwide.superb.tasks import TASKS
 
     classes = {}
-    for short in ("ASR", "PR", "SID", "KS", "IC", "ER", "ASV", "SD", "SF"):
-        base = getattr(P, f"Superb{short}")
-        name = f"Deepwide{short}"
-        # SweepTrainMixin: several (lr, seed) heads on one upstream pass (deepwide.superb.sweep)
-        extra = {"SD": (OfflineSDScoringMixin,), "ASV": (ScaledXvectorMixin,)}.get(short, ())
-        mixins = (DeepwideUpstreamMixin, SweepTrainMixin, *extra)
-        classes[short.lower()] = type(name, (*mixins, base), {"__module__": __name__, "__doc__": f"s3prl {base.__name__} on a deepwide upstream."})
-        globals()[name] = classes[short.lower()]
+    for task in TASKS.values():
+        if not task.trainable:
+            continue
+        base = getattr(P, task.problem)
+        name = "Deepwide" + task.problem.removeprefix("Superb")
+        if name in globals():  # two tasks on one s3prl problem share its class
+            classes[task.name] = globals()[name]
+            continue
+        classes[task.name] = type(name, (*_mixins(task.name), base),
+                                  {"__module__": __name__, "__doc__": f"s3prl {base.__name__} on a deepwide upstream."})
+        globals()[name] = classes[task.name]
     return classes
 
 

@@ -21,15 +21,31 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
+from deepwide.audio import SAMPLE_RATE
 from deepwide.errors import DeepwideError
 
-SAMPLE_RATE = 16000
+
+def receptive_field(kernels_strides) -> int:
+    """Input samples one output frame sees through conv layers ``[(kernel, stride), ...]``."""
+    span = 1
+    for k, s in reversed(list(kernels_strides)):
+        span = (span - 1) * s + k
+    return span
+
+
+def frozen(model: nn.Module) -> nn.Module:
+    """``model`` in eval mode with no parameter requiring grad."""
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
 
 
 def _frames(wavs_len: Tensor, stride: int) -> Tensor:
@@ -237,14 +253,10 @@ class EncoderUpstream(_Frozen):
     """A deepwide encoder (torchaudio Wav2Vec2Model): all L+1 hidden states."""
 
     def __init__(self, model: nn.Module, arch, normalize: bool = False, **cache):
-        kernel_span = 1
-        for _, k, s in reversed(arch.conv):
-            kernel_span = (kernel_span - 1) * s + k
-        super().__init__(arch.depth + 1, arch.width, arch.downsample_rate, kernel_span, **cache)
+        span = receptive_field([(k, s) for _, k, s in arch.conv])
+        super().__init__(arch.depth + 1, arch.width, arch.downsample_rate, span, **cache)
         self.normalize = bool(normalize)
-        self.model = model.eval()
-        for p in self.model.parameters():
-            p.requires_grad_(False)
+        self.model = frozen(model)
 
     def _states(self, wavs, wavs_len):
         from deepwide.models.arch import hidden_states, normalize_waveforms
@@ -266,20 +278,14 @@ class HFUpstream(_Frozen):
             raise DeepwideError(f"HF upstream {path}: no config.json (expected a transformers model directory)")
         config = AutoConfig.from_pretrained(path, local_files_only=True)
         model = AutoModel.from_pretrained(path, local_files_only=True)
-        rate = 1
-        span = 1
-        for k, s in reversed(list(zip(config.conv_kernel, config.conv_stride))):
-            span = (span - 1) * s + k
-        for s in config.conv_stride:
-            rate *= s
+        span = receptive_field(zip(config.conv_kernel, config.conv_stride))
+        rate = math.prod(config.conv_stride)
         super().__init__(config.num_hidden_layers + 1, config.hidden_size, rate, span, **cache)
         self.use_mask = getattr(config, "feat_extract_norm", "group") == "layer"
         prep = path / "preprocessor_config.json"
         # HF feature extractors normalise the waveform when do_normalize (HuBERT Large, ...)
         self.normalize = bool(prep.is_file() and json.loads(prep.read_text()).get("do_normalize", False))
-        self.model = model.eval()
-        for p in self.model.parameters():
-            p.requires_grad_(False)
+        self.model = frozen(model)
 
     def _states(self, wavs, wavs_len):
         from deepwide.models.arch import normalize_waveforms

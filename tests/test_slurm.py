@@ -45,8 +45,10 @@ PROFILE = REPO / "workflow" / "profiles" / "slurm"
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 STEPS, EVERY = 40, 5
 TOY_GPU_RULES, TOY_CPU_RULES = {"train"}, {"wavs", "summary"}
-# test-only flags: poll SLURM from 1 s on instead of the plugin's 40 s, wait less for files
-FAST_POLL = ["--slurm-init-seconds-before-status-checks", "1", "--latency-wait", "5"]
+# test-only flags: poll SLURM from 1 s on instead of the plugin's 40 s and every 3 s instead of
+# snakemake's 10 s (each of the pipeline's 6 dependent steps waited for a round), wait less for files
+FAST_POLL = ["--slurm-init-seconds-before-status-checks", "1", "--seconds-between-status-checks", "3",
+             "--latency-wait", "5"]
 # corpus.smk sizes `threads` from workflow.cores, which snakemake leaves undefined on a
 # cluster unless --cores is given; one thread per job also fits the 4-CPU test node
 PIPELINE_CORES = ["--cores", "4", "--max-threads", "1"]

@@ -92,8 +92,30 @@ def check(name: str, ok: bool, detail: str) -> dict:
     return {"check": name, "ok": bool(ok), "detail": detail}
 
 
-def check_results(results: Path, device: str, compile_: bool) -> list[dict]:
-    """What the jobs recorded, against what this script asked of them."""
+def check_students(results: Path, device: str, compile_: bool, mode: str) -> list[dict]:
+    """Both methods' students as the ``mode`` study trained them (read before the other
+    study's students replace them: the mode is not part of a student's path)."""
+    cuda = device.startswith("cuda")
+    out = []
+    for method in ("pred", "l2l"):
+        infos = [i for i in (_json(p) for p in sorted(results.glob(f"students/{method}/*/seed*/info.json")))
+                 if i.get("mode", "").startswith(mode)]
+        got = infos[0] if infos else {}
+        ok = bool(got) and str(got.get("device", "")).startswith("cuda") == cuda
+        if compile_:
+            ok = ok and got.get("compile") is True
+        if cuda:
+            ok = ok and got.get("autocast") == "bfloat16"
+        detail = (f"mode={got.get('mode')!r} device={got.get('device')!r} compile={got.get('compile')!r} "
+                  f"autocast={got.get('autocast')!r} steps={got.get('steps')} final_loss={got.get('final_loss')}"
+                  if got else "no student info.json in this mode")
+        out.append(check(f"distill {method} {mode}", ok, detail))
+    return out
+
+
+def check_results(results: Path, device: str) -> list[dict]:
+    """What the teacher, targets, SUPERB, QbE and report jobs recorded, against what this
+    script asked of them."""
     cuda = device.startswith("cuda")
     out = []
     teacher = _json(results / "teacher" / "info.json")
@@ -105,17 +127,6 @@ def check_results(results: Path, device: str, compile_: bool) -> list[dict]:
                      f"device={num.get('device')!r}"))
     caches = sorted(results.glob("targets/*/*/cache.json"))
     out.append(check("targets cache written", bool(caches), f"{len(caches)} targets cache part(s)"))
-    for method in ("pred", "l2l"):
-        for mode in ("cached", "online"):
-            infos = [i for i in (_json(p) for p in sorted(results.glob(f"students/{method}/*/seed*/info.json")))
-                     if i.get("mode", "").startswith(mode)]
-            got = infos[0] if infos else {}
-            ok = bool(got) and str(got.get("device", "")).startswith("cuda") == cuda
-            if compile_:
-                ok = ok and bool(got.get("compile", got.get("compiled")))
-            out.append(check(f"distill {method} {mode}", ok,
-                             f"mode={got.get('mode')!r} device={got.get('device')!r} compile={got.get('compile', got.get('compiled'))!r} "
-                             f"steps={got.get('steps')} final_loss={got.get('final_loss')}" if got else "no student info.json in this mode"))
     for task in TASKS[:-1]:
         rows = [_json(p) for p in sorted(results.glob(f"superb/*/{task}/lr*/seed*/result.json"))]
         dev_ok = rows and all(str(r.get("device", "")).startswith("cuda") == cuda for r in rows)
@@ -184,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     # a check stopped by its budget leaves Snakemake's lock behind: clear it as `make run` does
     subprocess.run([sys.executable, "-m", "deepwide", "recover", "--directory", str(work)], cwd=REPO, check=False,
                    stdout=subprocess.DEVNULL)
+    recorded = []
     for label, mode in (("A", "cached"), ("B", "online")):
         cfg_path = work / f"study_{label}.yaml"
         cfg_path.write_text(yaml.safe_dump(study_config(base, results, device, mode, compile_), sort_keys=False))
@@ -196,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
         if part["status"] != "ok" and part["log"]:
             part["tail"] = tail(Path(part["log"]))
         parts.append(part)
+        if not args.dry_run:
+            recorded += check_results(results, device) if mode == "cached" else []
+            recorded += check_students(results, device, compile_, mode)
     if not args.skip_benchmarks and not args.dry_run:
         bench = REPO / "benchmarks"
         kd = [sys.executable, str(bench / "kd_throughput.py"), "--device", device, "--quick",
@@ -207,9 +222,7 @@ def main(argv: list[str] | None = None) -> int:
             if part["status"] != "ok" and part["log"]:
                 part["tail"] = tail(Path(part["log"]))
             parts.append(part)
-    checks = [check(p["part"], p["status"] == "ok", p["status"]) for p in parts]
-    if not args.dry_run:
-        checks += check_results(results, device, compile_)
+    checks = [check(p["part"], p["status"] == "ok", p["status"]) for p in parts] + recorded
     report = {
         "machine": card(device),
         "compile": compile_,

@@ -51,6 +51,7 @@ from deepwide.distill.methods import KDHeads, kd_loss, method_pairs  # noqa: E40
 from deepwide.distill.trainer import scale_grad, train  # noqa: E402
 from deepwide.models.arch import ArchConfig, build_model, conv_layers, hidden_states  # noqa: E402
 from deepwide.models.checkpoint import save_checkpoint  # noqa: E402
+from deepwide.utils.device import resolve_device  # noqa: E402
 
 GPU_TEACHER = dict(depth=12, width=768, ffn=3072, heads=12)
 GPU_STUDENTS = ["2x768f3072h12", "3x768f3072h12", "12x384f1536h6"]
@@ -245,7 +246,7 @@ def main(argv=None) -> int:
     ap.add_argument("--workdir", help="where audio and the targets cache go (default: a temporary folder)")
     ap.add_argument("--out", default="kd_throughput.json")
     args = ap.parse_args(argv)
-    dev = targets.pick_device(args.device)
+    dev = torch.device(resolve_device(args.device, "--device"))
     gpu = dev.type == "cuda"
     threads = args.threads if args.threads is not None else (0 if gpu else 1)
     if threads:

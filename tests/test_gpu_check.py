@@ -57,7 +57,16 @@ def test_checks_fail_when_a_path_ran_on_the_wrong_device(tmp_path):
     gc = _module()
     (tmp_path / "teacher").mkdir()
     (tmp_path / "teacher" / "info.json").write_text(json.dumps({"numerics": {"precision": "fp32", "device": "cpu"}}))
-    checks = {c["check"]: c for c in gc.check_results(tmp_path, "cuda", True)}
+    checks = {c["check"]: c for c in gc.check_results(tmp_path, "cuda")}
     assert not checks["teacher pretrain precision"]["ok"]
     assert "want bf16" in checks["teacher pretrain precision"]["detail"]
-    assert not checks["distill pred online"]["ok"] and not checks["superb qbe"]["ok"]
+    assert not checks["superb qbe"]["ok"]
+    student = tmp_path / "students" / "pred" / "1x32f64h2" / "seed0"
+    student.mkdir(parents=True)
+    record = {"mode": "online-shared-frontend", "device": "cuda", "compile": False, "autocast": "bfloat16"}
+    (student / "info.json").write_text(json.dumps(record))
+    students = {c["check"]: c for c in gc.check_students(tmp_path, "cuda", True, "online")}
+    assert not students["distill pred online"]["ok"]  # compile was asked for, not recorded
+    (student / "info.json").write_text(json.dumps({**record, "compile": True}))
+    assert gc.check_students(tmp_path, "cuda", True, "online")[0]["ok"]
+    assert not gc.check_students(tmp_path, "cuda", True, "cached")[0]["ok"]

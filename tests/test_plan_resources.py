@@ -19,9 +19,11 @@ GPU_RULES = {"teacher_pretrain", "targets", "distill", "superb_run", "superb_qbe
 def test_usage_records_own_and_children_peak_rss_and_wall():
     before = usage()
     assert before["peak_rss_mb"] > 10 and before["wall_s"] > 0
-    subprocess.run([sys.executable, "-c", "x = bytearray(300 * 2**20); x[::4096] = b'1' * len(x[::4096])"], check=True)
+    subprocess.run([sys.executable, "-c", "x = bytearray(300 * 2**20); x[::4096] = b'1' * len(x[::4096])\n"
+                    "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass"], check=True)
     after = usage()
     assert after["peak_rss_children_mb"] >= 300
+    assert after["cpu_s"] >= before["cpu_s"] + 0.3  # the child's CPU seconds count too
     assert after["wall_s"] >= before["wall_s"]
     assert "cuda_max_allocated_mb" in after  # null unless CUDA was used in this process
     json.dumps(after)

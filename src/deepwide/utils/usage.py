@@ -9,6 +9,8 @@ Every job that writes an info or result JSON stores :func:`usage` under the key 
   (DataLoader workers, TTS programs); a job's RSS peak is at most the sum of the two;
 - ``cuda_max_allocated_mb``: ``torch.cuda.max_memory_allocated`` on every visible device
   (summed), null when CUDA was not initialised;
+- ``cpu_s``: user + system CPU seconds of this process and its waited-for children
+  (``benchmarks/pipeline_profile.py`` reads it for a rule's share of the cores);
 - ``wall_s``: seconds since this process started (a requeued job: the last attempt only).
 """
 
@@ -42,11 +44,11 @@ def cuda_peak_mb() -> float | None:
 
 def usage() -> dict:
     """This process's peak memory and wall time so far (see the module docstring)."""
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * _KIB / 2**20
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * _KIB / 2**20
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return {
-        "peak_rss_mb": round(own, 1),
-        "peak_rss_children_mb": round(children, 1),
+        "peak_rss_mb": round(me.ru_maxrss * _KIB / 2**20, 1),
+        "peak_rss_children_mb": round(kids.ru_maxrss * _KIB / 2**20, 1),
+        "cpu_s": round(me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime, 3),
         "cuda_max_allocated_mb": cuda_peak_mb(),
         "wall_s": round(time.time() - _process_start(), 3),
     }

@@ -62,7 +62,7 @@ import torch
 from deepwide.errors import DeepwideError
 from deepwide.models.arch import ArchConfig, build_model
 from deepwide.models.checkpoint import load_checkpoint, save_checkpoint
-from deepwide.utils.io import atomic_path, sha256_file
+from deepwide.utils.io import atomic_path, read_json_object, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -172,12 +172,7 @@ def _read_hf(src: Path):
     if not src.is_dir():
         raise DeepwideError(f"hf checkpoint {src} must be a directory with config.json and model weights")
     cfg_path = src / "config.json"
-    if not cfg_path.is_file():
-        raise DeepwideError(f"hf checkpoint {src}: config.json not found")
-    try:
-        cfg = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as err:
-        raise DeepwideError(f"{cfg_path}: not valid JSON ({err})") from err
+    cfg = read_json_object(cfg_path, f"hf checkpoint {src}: config.json")
     model_type = cfg.get("model_type")
     if model_type not in ("hubert", "wav2vec2"):
         raise DeepwideError(f"{cfg_path}: model_type {model_type!r} is not supported; expected hubert or wav2vec2")
@@ -190,10 +185,7 @@ def _read_hf(src: Path):
     normalize = False
     pre = src / "preprocessor_config.json"
     if pre.is_file():
-        try:
-            normalize = bool(json.loads(pre.read_text()).get("do_normalize", False))
-        except json.JSONDecodeError as err:
-            raise DeepwideError(f"{pre}: not valid JSON ({err})") from err
+        normalize = bool(read_json_object(pre).get("do_normalize", False))
     info = {"model_type": model_type, "architectures": cfg.get("architectures"), "normalize": normalize}
     return arch, state, info, weight_file
 

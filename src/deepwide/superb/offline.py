@@ -27,7 +27,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from deepwide.errors import DeepwideError
-from deepwide.utils.io import atomic_write_text, publish_dir
+from deepwide.utils.io import atomic_write_text, publish_dir, read_json_object
 
 log = logging.getLogger(__name__)
 
@@ -523,12 +523,7 @@ def install_lexicon_dir(lexicon_dir: str | Path, download_dir: str | Path, words
     G2P looks for in ``download_dir``; check they cover ``words``. Returns ``lexicon.json``."""
     lexicon_dir = Path(lexicon_dir)
     info_path = lexicon_dir / LEXICON_INFO
-    if not info_path.is_file():
-        raise DeepwideError(f"superb run --lexicon-dir: {info_path} not found (write the dir with `deepwide superb lexicon`)")
-    try:
-        info = json.loads(info_path.read_text())
-    except json.JSONDecodeError as err:
-        raise DeepwideError(f"superb run --lexicon-dir: {info_path} is not valid JSON: {err}") from None
+    info = read_json_object(info_path, "superb run --lexicon-dir: the info file of `deepwide superb lexicon`")
     srcs = [lexicon_dir / n for n in LEXICON_NAMES]
     for src in srcs:
         if not src.is_file():

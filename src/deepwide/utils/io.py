@@ -119,19 +119,15 @@ def read_json_object(path: str | os.PathLike, what: str = "JSON file") -> dict[s
 
     path = Path(path)
     try:
-        obj = json.loads(path.read_text())
+        text = path.read_text()
     except FileNotFoundError:
         raise DeepwideError(f"{what} not found: {path}") from None
-    except json.JSONDecodeError as err:
-        raise DeepwideError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(obj, dict):
-        raise DeepwideError(f"{path}: expected a JSON object, got {type(obj).__name__}")
-    return obj
+    return json_object_arg(text, str(path))
 
 
 def json_object_arg(text: str, what: str) -> dict[str, Any]:
-    """A command-line JSON object (``--config-json``, ``--exec-json``); bad JSON or a
-    non-object is a DeepwideError naming the flag."""
+    """A JSON object from ``text`` (a flag such as ``--config-json``, or a file's content);
+    bad JSON or a non-object is a DeepwideError naming ``what``."""
     from deepwide.errors import DeepwideError
 
     try:

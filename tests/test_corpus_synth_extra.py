@@ -53,20 +53,21 @@ def prepare_extra(corpus: str, root: Path, out: Path, env: dict) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def synth_in_fresh_home(tmp_path_factory, name: str, corpus: str, section: dict):
+    """``corpus`` synthesized into BASE/``corpus`` with an empty HOME: (BASE, env, summary)."""
+    base = tmp_path_factory.mktemp(name)
+    env = offline_env(base)
+    return base, env, synth(corpus, section, base / corpus, env)
+
+
 @pytest.fixture(scope="module")
 def snips(tmp_path_factory):
-    base = tmp_path_factory.mktemp("snips")
-    env = offline_env(base)
-    summary = synth("snips", SNIPS_TINY, base / "snips", env)
-    return base, env, summary
+    return synth_in_fresh_home(tmp_path_factory, "snips", "snips", SNIPS_TINY)
 
 
 @pytest.fixture(scope="module")
 def quesst(tmp_path_factory):
-    base = tmp_path_factory.mktemp("quesst")
-    env = offline_env(base)
-    summary = synth("quesst14", QUESST_TINY, base / "quesst14", env)
-    return base, env, summary
+    return synth_in_fresh_home(tmp_path_factory, "quesst", "quesst14", QUESST_TINY)
 
 
 # ------------------------------------------------------------------ SNIPS

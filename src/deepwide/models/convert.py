@@ -190,6 +190,24 @@ def _read_hf(src: Path):
     return arch, state, info, weight_file
 
 
+# the transformers config fields that are one ArchConfig field each: (hf name, ArchConfig field, type)
+_HF_FIELDS = (
+    ("num_hidden_layers", "depth", int),
+    ("hidden_size", "width", int),
+    ("intermediate_size", "ffn", int),
+    ("num_attention_heads", "heads", int),
+    ("conv_bias", "conv_bias", bool),
+    ("num_conv_pos_embeddings", "pos_conv_kernel", int),
+    ("num_conv_pos_embedding_groups", "pos_conv_groups", int),
+    ("do_stable_layer_norm", "layer_norm_first", bool),
+    ("hidden_dropout", "dropout", float),
+    ("attention_dropout", "attention_dropout", float),
+    ("activation_dropout", "activation_dropout", float),
+    ("feat_proj_dropout", "projection_dropout", float),
+    ("layerdrop", "layer_drop", float),
+)
+
+
 def _arch_from_hf(c, where: Path) -> ArchConfig:
     def need(name, ok, value):
         if not ok:
@@ -205,21 +223,9 @@ def _arch_from_hf(c, where: Path) -> ArchConfig:
     need("num_feat_extract_layers", len(c.conv_dim) == len(c.conv_kernel) == len(c.conv_stride), c.num_feat_extract_layers)
     try:
         return ArchConfig(
-            depth=c.num_hidden_layers,
-            width=c.hidden_size,
-            ffn=c.intermediate_size,
-            heads=c.num_attention_heads,
             conv=list(zip(c.conv_dim, c.conv_kernel, c.conv_stride)),
-            conv_bias=bool(c.conv_bias),
             extractor_mode=f"{c.feat_extract_norm}_norm",
-            pos_conv_kernel=c.num_conv_pos_embeddings,
-            pos_conv_groups=c.num_conv_pos_embedding_groups,
-            layer_norm_first=bool(c.do_stable_layer_norm),
-            dropout=float(c.hidden_dropout),
-            attention_dropout=float(c.attention_dropout),
-            activation_dropout=float(c.activation_dropout),
-            projection_dropout=float(c.feat_proj_dropout),
-            layer_drop=float(c.layerdrop),
+            **{field: kind(getattr(c, hf)) for hf, field, kind in _HF_FIELDS},
         )
     except DeepwideError as err:
         raise DeepwideError(f"{where}: {err}") from err
@@ -488,29 +494,17 @@ def hf_config(arch: ArchConfig):
 
     return HubertConfig(
         vocab_size=32,
-        hidden_size=arch.width,
-        num_hidden_layers=arch.depth,
-        num_attention_heads=arch.heads,
-        intermediate_size=arch.ffn,
         hidden_act="gelu",
-        hidden_dropout=arch.dropout,
-        activation_dropout=arch.activation_dropout,
-        attention_dropout=arch.attention_dropout,
         feat_proj_layer_norm=True,
-        feat_proj_dropout=arch.projection_dropout,
         final_dropout=0.0,
-        layerdrop=arch.layer_drop,
         layer_norm_eps=1e-5,
         feat_extract_norm=arch.extractor_mode.split("_")[0],
         feat_extract_activation="gelu",
         conv_dim=[c for c, _, _ in arch.conv],
         conv_stride=[s for _, _, s in arch.conv],
         conv_kernel=[k for _, k, _ in arch.conv],
-        conv_bias=arch.conv_bias,
-        num_conv_pos_embeddings=arch.pos_conv_kernel,
-        num_conv_pos_embedding_groups=arch.pos_conv_groups,
         conv_pos_batch_norm=False,
-        do_stable_layer_norm=arch.layer_norm_first,
+        **{hf: getattr(arch, field) for hf, field, _ in _HF_FIELDS},
         # a frozen feature extractor: no SpecAugment, even if someone calls .train()
         apply_spec_augment=False,
         architectures=["HubertModel"],

@@ -190,21 +190,22 @@ def _read_hf(src: Path):
     return arch, state, info, weight_file
 
 
-# the transformers config fields that are one ArchConfig field each: (hf name, ArchConfig field, type)
-_HF_FIELDS = (
-    ("num_hidden_layers", "depth", int),
-    ("hidden_size", "width", int),
-    ("intermediate_size", "ffn", int),
-    ("num_attention_heads", "heads", int),
-    ("conv_bias", "conv_bias", bool),
-    ("num_conv_pos_embeddings", "pos_conv_kernel", int),
-    ("num_conv_pos_embedding_groups", "pos_conv_groups", int),
-    ("do_stable_layer_norm", "layer_norm_first", bool),
-    ("hidden_dropout", "dropout", float),
-    ("attention_dropout", "attention_dropout", float),
-    ("activation_dropout", "activation_dropout", float),
-    ("feat_proj_dropout", "projection_dropout", float),
-    ("layerdrop", "layer_drop", float),
+# the ArchConfig fields that are one config field each in transformers and in fairseq:
+# (ArchConfig field, type, transformers name, fairseq name)
+_ARCH_FIELDS = (
+    ("depth", int, "num_hidden_layers", "encoder_layers"),
+    ("width", int, "hidden_size", "encoder_embed_dim"),
+    ("ffn", int, "intermediate_size", "encoder_ffn_embed_dim"),
+    ("heads", int, "num_attention_heads", "encoder_attention_heads"),
+    ("conv_bias", bool, "conv_bias", "conv_bias"),
+    ("pos_conv_kernel", int, "num_conv_pos_embeddings", "conv_pos"),
+    ("pos_conv_groups", int, "num_conv_pos_embedding_groups", "conv_pos_groups"),
+    ("layer_norm_first", bool, "do_stable_layer_norm", "layer_norm_first"),
+    ("dropout", float, "hidden_dropout", "dropout"),
+    ("attention_dropout", float, "attention_dropout", "attention_dropout"),
+    ("activation_dropout", float, "activation_dropout", "activation_dropout"),
+    ("projection_dropout", float, "feat_proj_dropout", "dropout_input"),
+    ("layer_drop", float, "layerdrop", "encoder_layerdrop"),
 )
 
 
@@ -225,7 +226,7 @@ def _arch_from_hf(c, where: Path) -> ArchConfig:
         return ArchConfig(
             conv=list(zip(c.conv_dim, c.conv_kernel, c.conv_stride)),
             extractor_mode=f"{c.feat_extract_norm}_norm",
-            **{field: kind(getattr(c, hf)) for hf, field, kind in _HF_FIELDS},
+            **{field: kind(getattr(c, hf)) for field, kind, hf, _ in _ARCH_FIELDS},
         )
     except DeepwideError as err:
         raise DeepwideError(f"{where}: {err}") from err
@@ -398,21 +399,9 @@ def _from_fairseq(model_cfg: Mapping, weights: Mapping[str, torch.Tensor], where
     conv = _parse_conv_layers(c["conv_feature_layers"], where)
     try:
         arch = ArchConfig(
-            depth=int(c["encoder_layers"]),
-            width=int(c["encoder_embed_dim"]),
-            ffn=int(c["encoder_ffn_embed_dim"]),
-            heads=int(c["encoder_attention_heads"]),
             conv=conv,
-            conv_bias=bool(c["conv_bias"]),
             extractor_mode="group_norm" if c["extractor_mode"] == "default" else "layer_norm",
-            pos_conv_kernel=int(c["conv_pos"]),
-            pos_conv_groups=int(c["conv_pos_groups"]),
-            layer_norm_first=bool(c["layer_norm_first"]),
-            dropout=float(c["dropout"]),
-            attention_dropout=float(c["attention_dropout"]),
-            activation_dropout=float(c["activation_dropout"]),
-            projection_dropout=float(c["dropout_input"]),
-            layer_drop=float(c["encoder_layerdrop"]),
+            **{field: kind(c[name]) for field, kind, _, name in _ARCH_FIELDS},
         )
     except DeepwideError as err:
         raise DeepwideError(f"{where}: {err}") from err
@@ -504,7 +493,7 @@ def hf_config(arch: ArchConfig):
         conv_stride=[s for _, _, s in arch.conv],
         conv_kernel=[k for _, k, _ in arch.conv],
         conv_pos_batch_norm=False,
-        **{hf: getattr(arch, field) for hf, field, _ in _HF_FIELDS},
+        **{hf: getattr(arch, field) for field, _, hf, _ in _ARCH_FIELDS},
         # a frozen feature extractor: no SpecAugment, even if someone calls .train()
         apply_spec_augment=False,
         architectures=["HubertModel"],

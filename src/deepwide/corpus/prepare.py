@@ -82,6 +82,15 @@ def _require_file(path: Path, what: str) -> Path:
     return path
 
 
+def _read_csv(path: Path, need: set[str]) -> pd.DataFrame:
+    """A CSV file's table, every cell a string; a DeepwideError names the ``need`` columns it lacks."""
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = need - set(df.columns)
+    if missing:
+        raise DeepwideError(f"{path}: missing columns {', '.join(sorted(missing))}")
+    return df
+
+
 # ------------------------------------------------------------------ LibriSpeech
 def _librispeech_genders(root: Path) -> dict[str, str]:
     f = root / "SPEAKERS.TXT"
@@ -237,11 +246,7 @@ def prepare_fluent_speech_commands(root: str | Path, jobs: int = 1) -> Prepared:
     need = {"path", "speakerId", "transcription", "action", "object", "location"}
     for split in ("train", "valid", "test"):
         csv = _require_file(root / "data" / f"{split}_data.csv", f"Fluent Speech Commands {split}_data.csv")
-        df = pd.read_csv(csv, dtype=str, keep_default_na=False)
-        missing = need - set(df.columns)
-        if missing:
-            raise DeepwideError(f"{csv}: missing columns {', '.join(sorted(missing))}")
-        for r in df.itertuples(index=False):
+        for r in _read_csv(csv, need).itertuples(index=False):
             cands.append(dict(
                 id=Path(r.path).stem, path=root / r.path, split=split, speaker=r.speakerId, text=r.transcription,
                 action=r.action, object=r.object, location=r.location,

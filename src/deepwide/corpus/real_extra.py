@@ -35,7 +35,7 @@ import pandas as pd
 
 from deepwide.audio import SAMPLE_RATE
 from deepwide.corpus.audiofiles import check_audio
-from deepwide.corpus.prepare import Prepared, _check_all, _require_dir, _require_file
+from deepwide.corpus.prepare import Prepared, _check_all, _read_csv, _require_dir, _require_file
 from deepwide.corpus.sources import EXTRA_CORPORA, SNIPS_SPEAKERS
 from deepwide.errors import DeepwideError
 from deepwide.utils.io import atomic_path
@@ -64,10 +64,16 @@ def _check_all_any_rate(cands: list[dict], jobs: int = 1) -> Prepared:
 QUESST_LISTS = {"docs": "language_key_utterances.lst", "dev": "language_key_dev.lst", "eval": "language_key_eval.lst"}
 
 
-def _quesst_root(root: Path) -> Path:
-    if not (root / "scoring").is_dir() and (root / "quesst14Database" / "scoring").is_dir():
-        return root / "quesst14Database"
+def _inner_root(root: Path, inner: str, marker: str) -> Path:
+    """``root``, or its folder ``inner`` when that one holds the folder ``marker`` and ``root`` does not
+    (a root given as the folder that holds the dataset's own folder)."""
+    if not (root / marker).is_dir() and (root / inner / marker).is_dir():
+        return root / inner
     return root
+
+
+def _quesst_root(root: Path) -> Path:
+    return _inner_root(root, "quesst14Database", "scoring")
 
 
 def _quesst_path(root: Path, listed: str) -> Path:
@@ -161,9 +167,7 @@ SEGMENT_COLUMNS = ["record_id", "wav_path", "duration", "utt_id", "speaker", "st
 
 
 def _librimix_root(root: Path) -> Path:
-    if not (root / "wav16k").is_dir() and (root / "Libri2Mix" / "wav16k").is_dir():
-        return root / "Libri2Mix"
-    return root
+    return _inner_root(root, "Libri2Mix", "wav16k")
 
 
 def _read_source_rttm(path: Path) -> dict[str, list[tuple[str, float, float]]]:
@@ -217,12 +221,8 @@ def _librimix_candidates(root: Path, mode: str, split: str) -> tuple[list[dict],
     meta = meta if meta.is_file() else None
     cands, rejects = [], []
     if meta is not None:
-        df = pd.read_csv(meta, dtype=str, keep_default_na=False)
         need = {"mixture_ID", "mixture_path", "source_1_path", "source_2_path", "length"}
-        missing = need - set(df.columns)
-        if missing:
-            raise DeepwideError(f"{meta}: missing columns {', '.join(sorted(missing))}")
-        for r in df.itertuples(index=False):
+        for r in _read_csv(meta, need).itertuples(index=False):
             cands.append(dict(id=r.mixture_ID, path=folder / "mix_both" / f"{r.mixture_ID}.wav",
                               s1=folder / "s1" / f"{r.mixture_ID}.wav", s2=folder / "s2" / f"{r.mixture_ID}.wav"))
         listed = {c["id"] for c in cands}

@@ -27,6 +27,15 @@ def _options(text: str | None) -> dict:
     return json_object_arg(text, "--options") if text else {}
 
 
+def _held_out_options(text: str | None, **defaults) -> dict:
+    """A held-out command's ``--options`` as keyword arguments of its function: each of
+    ``defaults`` unless given, of its default's type; ``utterances`` is ``max_utterances``."""
+    opts = _options(text)
+    kwargs = {k: type(v)(opts.get(k, v)) for k, v in defaults.items()}
+    kwargs["max_utterances"] = kwargs.pop("utterances")
+    return kwargs
+
+
 def cmd_score_superb(args):
     from deepwide.report.score import (
         FBANK,
@@ -102,9 +111,8 @@ def _kd_losses(paths):
 def cmd_kdloss(args):
     from deepwide.report.kdloss import compute_kd_loss
 
-    opts = _options(args.options)
-    df = compute_kd_loss(args.teacher, args.student, args.manifest, max_utterances=int(opts.get("utterances", 16)),
-                         max_seconds=float(opts.get("max_seconds", 10.0)), device=args.device)
+    df = compute_kd_loss(args.teacher, args.student, args.manifest, device=args.device,
+                         **_held_out_options(args.options, utterances=16, max_seconds=10.0))
     _write_student_table(df, args)
 
 
@@ -137,11 +145,8 @@ def cmd_figures(args):
 def cmd_cka(args):
     from deepwide.report.cka import compute_cka
 
-    opts = _options(args.options)
-    df = compute_cka(args.teacher, args.student, args.manifest,
-                     max_utterances=int(opts.get("utterances", 16)), max_seconds=float(opts.get("max_seconds", 10.0)),
-                     max_frames=int(opts.get("max_frames", 8000)), seed=int(opts.get("seed", 0)),
-                     device=args.device)
+    df = compute_cka(args.teacher, args.student, args.manifest, device=args.device,
+                     **_held_out_options(args.options, utterances=16, max_seconds=10.0, max_frames=8000, seed=0))
     _write_student_table(df, args)
 
 
@@ -149,10 +154,8 @@ def cmd_cost(args):
     from deepwide.report.cost import measure_cost
     from deepwide.utils.io import atomic_write_text
 
-    opts = _options(args.options)
-    out = measure_cost(args.upstream, args.checkpoint, args.manifest,
-                       max_utterances=int(opts.get("utterances", 8)), max_seconds=float(opts.get("max_seconds", 10.0)),
-                       repeats=int(opts.get("repeats", 1)), device=args.device)
+    out = measure_cost(args.upstream, args.checkpoint, args.manifest, device=args.device,
+                       **_held_out_options(args.options, utterances=8, max_seconds=10.0, repeats=1))
     from deepwide.utils.usage import usage
 
     out["usage"] = usage()  # peak memory and wall time of this job (plan resources)

@@ -64,15 +64,15 @@ def test_rttm_round_trip_and_errors(tmp_path):
     (tmp_path / "s3prl.rttm").write_text(";; comment\nSPKR-INFO rec 1 <NA> <NA> <NA> unknown A <NA>\n"
                                          "SPEAKER rec 1    0.50    1.75 <NA> <NA> A <NA>\nSPEAKER rec 1 3.00 0.00 <NA> <NA> A <NA>\n")
     assert read_rttm(tmp_path / "s3prl.rttm") == [T("A", 0.5, 2.25)]  # the zero-length turn is dropped
-    (tmp_path / "bad.rttm").write_text("SPEAKER rec 1 0.5 1.0 <NA> <NA> A\nSPEAKER rec 1 zero 1.0 <NA> <NA> A <NA>\n")
-    with pytest.raises(DeepwideError, match=r"bad.rttm:2: onset/duration"):
-        read_rttm(tmp_path / "bad.rttm")
-    (tmp_path / "short.rttm").write_text("SPEAKER rec 1 0.5\n")
-    with pytest.raises(DeepwideError, match=r"short.rttm:1: expected 'SPEAKER"):
-        read_rttm(tmp_path / "short.rttm")
-    (tmp_path / "neg.rttm").write_text("SPEAKER rec 1 0.5 -1 <NA> <NA> A <NA>\n")
-    with pytest.raises(DeepwideError, match=r"neg.rttm:1: onset 0.5 and duration -1.0"):
-        read_rttm(tmp_path / "neg.rttm")
+    bad = {  # file -> (its text, the error)
+        "bad.rttm": ("SPEAKER rec 1 0.5 1.0 <NA> <NA> A\nSPEAKER rec 1 zero 1.0 <NA> <NA> A <NA>\n", r"bad.rttm:2: onset/duration"),
+        "short.rttm": ("SPEAKER rec 1 0.5\n", r"short.rttm:1: expected 'SPEAKER"),
+        "neg.rttm": ("SPEAKER rec 1 0.5 -1 <NA> <NA> A <NA>\n", r"neg.rttm:1: onset 0.5 and duration -1.0"),
+    }
+    for name, (text, error) in bad.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(DeepwideError, match=error):
+            read_rttm(tmp_path / name)
     (tmp_path / "empty.rttm").write_text("")
     with pytest.raises(DeepwideError, match=r"reference RTTM .*empty.rttm has no SPEAKER turns"):
         der_from_rttm(tmp_path / "empty.rttm", tmp_path / "a.rttm")

@@ -3,7 +3,6 @@ upstream, run by Snakemake on the smoke config with two learning rates + selecti
 
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ import yaml
 from deepwide.models import ArchConfig, build_model, save_checkpoint
 from deepwide.models.arch import conv_layers
 
-REPO = Path(__file__).resolve().parents[1]
+from superb_tiny import REPO, deepwide_env
 
 
 def tiny_checkpoint(path: Path, depth: int = 2) -> Path:
@@ -28,13 +27,6 @@ def tiny_checkpoint(path: Path, depth: int = 2) -> Path:
 def _home_s3prl_cache():
     home = Path.home() / ".cache" / "s3prl"
     return sorted((str(p), p.stat().st_mtime_ns) for p in home.rglob("*")) if home.exists() else []
-
-
-def _env():
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
-    env.setdefault("NUMBA_CACHE_DIR", str(REPO / ".cache" / "numba"))
-    return env
 
 
 @pytest.mark.slow
@@ -54,7 +46,7 @@ def test_ks_two_lrs_through_snakemake(tmp_path):
         # only the superb targets (and the one corpus they need)
         [str(snakemake), str(results / "superb" / "tiny" / "ks" / "selected.json"), "--cores", "2", "-p", "--configfile", str(cfg)],
         cwd=REPO,
-        env=_env(),
+        env=deepwide_env(),
         capture_output=True,
         text=True,
         timeout=600,
@@ -108,7 +100,7 @@ def test_pr_with_fbank_on_smoke_librispeech(tmp_path):
     snakemake = Path(sys.executable).with_name("snakemake")
     proc = subprocess.run(
         [str(snakemake), str(results / "corpora" / "librispeech"), "--cores", "2", "--configfile", str(cfg_file)],
-        cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600,
+        cwd=REPO, env=deepwide_env(), capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     from deepwide.plan import Study
@@ -122,7 +114,7 @@ def test_pr_with_fbank_on_smoke_librispeech(tmp_path):
         [sys.executable, "-m", "deepwide", "superb", "run", "--task", "pr", "--upstream-name", "fbank", "--upstream", "fbank",
          "--lr", "0.01", "--root", str(results / "corpora" / "librispeech"), "--embedded", "--cfg", json.dumps(job),
          "--exec-json", study.execution_json("superb"), "--cache", str(results / "superb" / "cache"), "--threads", "1", "--out", str(out)],
-        cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600,
+        cwd=REPO, env=deepwide_env(), capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     res = json.loads(out.read_text())

@@ -114,15 +114,21 @@ def _pyannote(ref_rttm, hyp_rttm, collar, skip_overlap):
     return (c["total"], c["missed detection"], c["false alarm"], c["confusion"]), abs(metric)
 
 
+
+def _ours_and_pyannote(tmp_path, ref, hyp, collar, skip):
+    """Our DER components, pyannote's (total, missed, false alarm, confusion) and its rate,
+    both read from the same two RTTM files."""
+    write_rttm(ref, tmp_path / "ref.rttm")
+    write_rttm(hyp, tmp_path / "hyp.rttm")
+    ours, _ = der_from_rttm(tmp_path / "ref.rttm", tmp_path / "hyp.rttm", collar, skip)
+    return (ours, *_pyannote(tmp_path / "ref.rttm", tmp_path / "hyp.rttm", collar, skip))
+
 PAIRS = [(name, ref, hyp, collar, skip) for name, ref, hyp, collar, skip, _ in HAND if name not in ("self overlap merged", "no system")]
 
 
 @pytest.mark.parametrize("name,ref,hyp,collar,skip", PAIRS, ids=[p[0] for p in PAIRS])
 def test_matches_pyannote_on_hand_pairs(tmp_path, name, ref, hyp, collar, skip):
-    write_rttm(ref, tmp_path / "ref.rttm")
-    write_rttm(hyp, tmp_path / "hyp.rttm")
-    ours, _ = der_from_rttm(tmp_path / "ref.rttm", tmp_path / "hyp.rttm", collar, skip)
-    theirs, rate = _pyannote(tmp_path / "ref.rttm", tmp_path / "hyp.rttm", collar, skip)
+    ours, theirs, rate = _ours_and_pyannote(tmp_path, ref, hyp, collar, skip)
     assert (ours.total, ours.missed, ours.false_alarm, ours.confusion) == pytest.approx(theirs, abs=1e-6)
     assert ours.der == pytest.approx(rate, abs=1e-9)
 
@@ -136,10 +142,7 @@ def test_matches_pyannote_on_random_multi_file_rttms(tmp_path, collar, skip):
         hyp = _random_turns(rng, files + ["extra"], ["h0", "h1", "h2", "h3"], 4)
         if not ref:
             continue
-        write_rttm(ref, tmp_path / "ref.rttm")
-        write_rttm(hyp, tmp_path / "hyp.rttm")
-        ours, _ = der_from_rttm(tmp_path / "ref.rttm", tmp_path / "hyp.rttm", collar, skip)
-        theirs, rate = _pyannote(tmp_path / "ref.rttm", tmp_path / "hyp.rttm", collar, skip)
+        ours, theirs, rate = _ours_and_pyannote(tmp_path, ref, hyp, collar, skip)
         assert (ours.total, ours.missed, ours.false_alarm, ours.confusion) == pytest.approx(theirs, abs=1e-6), trial
         if ours.total > 0:
             assert ours.der == pytest.approx(rate, abs=1e-9), trial

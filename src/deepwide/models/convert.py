@@ -62,7 +62,7 @@ import torch
 from deepwide.errors import DeepwideError
 from deepwide.models.arch import ArchConfig, build_model
 from deepwide.models.checkpoint import load_checkpoint, save_checkpoint
-from deepwide.utils.io import atomic_path, read_json_object, sha256_file
+from deepwide.utils.io import atomic_path, existing, read_json_object, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -123,11 +123,9 @@ def _load_strict(arch: ArchConfig, state: dict[str, torch.Tensor], where: Path) 
 
 
 def _torch_load(path: Path, what: str) -> Any:
-    if not path.is_file():
-        raise DeepwideError(f"{what} not found: {path}")
     try:
         # fairseq/s3prl files hold configs (dicts, argparse Namespace, omegaconf) besides tensors
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(existing(path, what), map_location="cpu", weights_only=False)
     except Exception as err:
         raise DeepwideError(f"cannot read {what} {path}: {err}") from err
 

@@ -113,6 +113,16 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
 
 
+def existing(path: str | os.PathLike, what: str, folder: bool = False) -> Path:
+    """``path`` when it is a file (``folder``: a folder); else a DeepwideError "WHAT not found: PATH"."""
+    from deepwide.errors import DeepwideError
+
+    path = Path(path)
+    if not (path.is_dir() if folder else path.is_file()):
+        raise DeepwideError(f"{what} not found: {path}")
+    return path
+
+
 def read_json_object(path: str | os.PathLike, what: str = "JSON file") -> dict[str, Any]:
     """A JSON object from ``path``; a missing file, bad JSON or a non-object is a DeepwideError."""
     from deepwide.errors import DeepwideError

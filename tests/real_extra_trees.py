@@ -216,19 +216,12 @@ def s3prl_module(dotted: str, extra: dict | None = None):
 
     spec = importlib.util.find_spec("s3prl")
     base = Path(spec.origin).parent
-    parts = dotted.split(".")
-    name = "_s3prl"
-    if name not in sys.modules:
-        mod = types.ModuleType(name)
-        mod.__path__ = [str(base)]
-        sys.modules[name] = mod
-    folder = base
-    for p in parts[:-1]:
-        folder = folder / p
-        name = f"{name}.{p}"
+    parents = dotted.split(".")[:-1]
+    for i in range(len(parents) + 1):  # _s3prl, then each parent package below it
+        name = ".".join(["_s3prl", *parents[:i]])
         if name not in sys.modules:
             mod = types.ModuleType(name)
-            mod.__path__ = [str(folder)]
+            mod.__path__ = [str(base.joinpath(*parents[:i]))]
             sys.modules[name] = mod
     for k, v in (extra or {}).items():
         setattr(sys.modules[name], k, v)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
@@ -10,6 +11,17 @@ import soundfile as sf
 
 from deepwide.corpus.sources import KS_COMMANDS, KS_TEST_DIR, KS_TRAIN_DIR
 from deepwide.corpus.synth import _ks_speaker_ids
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def deepwide_env() -> dict:
+    """The environment of a subprocess (Snakemake, ``python -m deepwide``) that runs this
+    checkout's deepwide, with a numba cache inside the repository."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
+    env.setdefault("NUMBA_CACHE_DIR", str(REPO / ".cache" / "numba"))
+    return env
 
 SR = 16000
 

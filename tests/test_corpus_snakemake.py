@@ -27,6 +27,15 @@ def snakemake(workdir: Path, *args, configfile=SMOKE, timeout=300):
     )
 
 
+def refused_at_parse(workdir: Path, cfg: dict) -> str:
+    """Dry-run ``cfg``: it must fail before any job is planned; returns what Snakemake printed."""
+    bad = workdir / "bad.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    res = snakemake(workdir, "-n", "--cores", "1", configfile=bad)
+    assert res.returncode != 0 and "Job stats" not in res.stdout
+    return res.stderr + res.stdout
+
+
 @pytest.mark.slow
 def test_smoke_run_then_nothing_to_do(tmp_path):
     dry = snakemake(tmp_path, "-n", "--cores", "2", *CORPUS_RULES)
@@ -75,18 +84,12 @@ def test_real_root_replaces_synthesis_and_missing_root_fails_at_parse(tmp_path):
     assert "synth_librispeech" in dry.stdout
 
     cfg["corpus"]["voxceleb1"]["root"] = str(tmp_path / "no_such_voxceleb")
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump(cfg))
-    res = snakemake(tmp_path, "-n", "--cores", "1", configfile=bad)
-    assert res.returncode != 0
-    assert f"corpus.voxceleb1.root: folder {tmp_path / 'no_such_voxceleb'} does not exist" in res.stderr + res.stdout
-    assert "Job stats" not in res.stdout  # failed before any job was planned
+    out = refused_at_parse(tmp_path, cfg)
+    assert f"corpus.voxceleb1.root: folder {tmp_path / 'no_such_voxceleb'} does not exist" in out
 
     cfg["corpus"]["voxceleb1"]["root"] = None
     cfg["corpus"]["voxceleb1"]["synth"]["speakerz"] = 3
-    bad.write_text(yaml.safe_dump(cfg))
-    res = snakemake(tmp_path, "-n", "--cores", "1", configfile=bad)
-    assert res.returncode != 0 and "corpus.voxceleb1.synth.speakerz: unknown key" in res.stderr + res.stdout
+    assert "corpus.voxceleb1.synth.speakerz: unknown key" in refused_at_parse(tmp_path, cfg)
 
 
 def test_bad_teacher_shape_and_roots_without_their_layout_fail_at_parse(tmp_path):
@@ -94,12 +97,7 @@ def test_bad_teacher_shape_and_roots_without_their_layout_fail_at_parse(tmp_path
     corpus synthesis, and inside prepare_librispeech)."""
     cfg = yaml.safe_load(SMOKE.read_text())
     cfg["teacher"].setdefault("pretrain", {})["arch"] = {"depth": 1, "width": 32, "ffn": 32, "heads": 3}
-    bad = tmp_path / "heads.yaml"
-    bad.write_text(yaml.safe_dump(cfg))
-    res = snakemake(tmp_path, "-n", "--cores", "1", configfile=bad)
-    assert res.returncode != 0
-    assert "teacher.pretrain.arch: architecture: heads (3) must divide width (32)" in res.stderr + res.stdout
-    assert "Job stats" not in res.stdout
+    assert "teacher.pretrain.arch: architecture: heads (3) must divide width (32)" in refused_at_parse(tmp_path, cfg)
 
     cfg = yaml.safe_load(SMOKE.read_text())
     empty = tmp_path / "LibriSpeech"
@@ -109,9 +107,6 @@ def test_bad_teacher_shape_and_roots_without_their_layout_fail_at_parse(tmp_path
     iemocap = tmp_path / "IEMOCAP"
     (iemocap / "Session1").mkdir(parents=True)
     cfg["corpus"]["iemocap"]["root"] = str(iemocap)
-    bad.write_text(yaml.safe_dump(cfg))
-    res = snakemake(tmp_path, "-n", "--cores", "1", configfile=bad)
-    out = res.stderr + res.stdout
-    assert res.returncode != 0 and "Job stats" not in res.stdout
+    out = refused_at_parse(tmp_path, cfg)
     assert f"corpus.librispeech.root: {empty} lacks the librispeech layout: no train-clean-100/, test-clean/" in out
     assert f"corpus.iemocap.root: {iemocap} lacks the iemocap layout: no Session1/sentences/wav/, Session2/sentences/wav/" in out

@@ -59,13 +59,17 @@ def _check_manifest(df: pd.DataFrame):
         assert (info.samplerate, info.channels, info.frames) == (16000, 1, row.num_samples)
 
 
+def _synthesized(synth_results, smoke_cfg, name):
+    """One corpus of ``synth_results``: its manifests by split, its root and its synth settings."""
+    results, manifests = synth_results
+    return manifests[name], results / "corpora" / name, smoke_cfg["corpus"][name]["synth"]
+
+
 def test_librispeech_layout(synth_results, smoke_cfg):
-    results, m = synth_results
-    root = results / "corpora" / "librispeech"
-    s = smoke_cfg["corpus"]["librispeech"]["synth"]
+    m, root, s = _synthesized(synth_results, smoke_cfg, "librispeech")
     speakers = {}
     for split, n_spk in (("train-clean-100", s["train_speakers"]), ("dev-clean", s["dev_speakers"]), ("test-clean", s["test_speakers"])):
-        df = m["librispeech"][split]
+        df = m[split]
         _check_manifest(df)
         assert len(df) == n_spk * s["chapters_per_speaker"] * s["utts_per_chapter"]
         speakers[split] = set(df["speaker"])
@@ -80,26 +84,24 @@ def test_librispeech_layout(synth_results, smoke_cfg):
             assert len(row.phones.split()) >= len(row.text.split())
     # speaker-disjoint splits, genders from SPEAKERS.TXT
     assert not (speakers["train-clean-100"] & speakers["dev-clean"] or speakers["dev-clean"] & speakers["test-clean"])
-    assert set(m["librispeech"]["train-clean-100"]["gender"]) <= {"M", "F"}
+    assert set(m["train-clean-100"]["gender"]) <= {"M", "F"}
 
 
 def test_voxceleb1_layout(synth_results, smoke_cfg):
-    results, m = synth_results
-    root = results / "corpora" / "voxceleb1"
-    s = smoke_cfg["corpus"]["voxceleb1"]["synth"]
+    m, root, s = _synthesized(synth_results, smoke_cfg, "voxceleb1")
     n_spk = s["dev_speakers"] + s["test_speakers"]
     iden = [line.split() for line in (root / "iden_split.txt").read_text().splitlines()]
     assert len(iden) == n_spk * s["videos_per_speaker"] * s["utts_per_video"]
     for split in ("train", "valid", "test"):
-        _check_manifest(m["voxceleb1"][split])
-        assert m["voxceleb1"][split]["speaker"].nunique() == n_spk  # SID: every speaker in every split
-    all_rows = pd.concat([m["voxceleb1"][s] for s in ("train", "valid", "test")])
+        _check_manifest(m[split])
+        assert m[split]["speaker"].nunique() == n_spk  # SID: every speaker in every split
+    all_rows = pd.concat([m[s] for s in ("train", "valid", "test")])
     assert len(all_rows) == len(iden)
     for row in all_rows.itertuples():
         rel = Path(row.path).relative_to(root.resolve())
         assert rel.parts[1] == "wav" and rel.parts[2] == row.speaker and rel.parts[3] == row.video
         assert rel.parts[0] == ("test" if int(row.speaker[2:]) >= 10270 else "dev")
-    trials = m["voxceleb1"]["trials"]
+    trials = m["trials"]
     assert len(trials) == s["trials"] and set(trials["label"]) == {0, 1}
     spk = lambda i: i.split("-")[0]  # noqa: E731
     assert all((spk(a) == spk(b)) == bool(lab) for a, b, lab in zip(trials.id1, trials.id2, trials.label))
@@ -133,14 +135,12 @@ def test_speech_commands_layout(synth_results, smoke_cfg):
 
 
 def test_fluent_speech_commands_layout(synth_results, smoke_cfg):
-    results, m = synth_results
-    root = results / "corpora" / "fluent_speech_commands"
-    s = smoke_cfg["corpus"]["fluent_speech_commands"]["synth"]
+    m, root, s = _synthesized(synth_results, smoke_cfg, "fluent_speech_commands")
     spk = {}
     for split in ("train", "valid", "test"):
         csv = pd.read_csv(root / "data" / f"{split}_data.csv", dtype=str, keep_default_na=False)
         assert list(csv.columns) == ["Unnamed: 0", "path", "speakerId", "transcription", "action", "object", "location"]
-        df = m["fluent_speech_commands"][split]
+        df = m[split]
         _check_manifest(df)
         assert len(df) == len(csv) == s[f"{split}_speakers"] * s["utts_per_speaker"]
         assert all(p.startswith("wavs/speakers/") for p in csv["path"])
@@ -150,11 +150,9 @@ def test_fluent_speech_commands_layout(synth_results, smoke_cfg):
 
 
 def test_iemocap_layout(synth_results, smoke_cfg):
-    results, m = synth_results
-    root = results / "corpora" / "iemocap"
-    s = smoke_cfg["corpus"]["iemocap"]["synth"]
+    m, root, s = _synthesized(synth_results, smoke_cfg, "iemocap")
     for i in range(1, 6):
-        df = m["iemocap"][f"Session{i}"]
+        df = m[f"Session{i}"]
         _check_manifest(df)
         assert len(df) == s["dialogs_per_session"] * s["utts_per_dialog"]
         assert set(df["label"]) == {"neu", "hap", "ang", "sad"}

@@ -53,20 +53,29 @@ def prepare_extra(corpus: str, root: Path, out: Path, env: dict) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def synth_in_fresh_home(tmp_path_factory, name: str, corpus: str, section: dict):
+    """``corpus`` synthesized into BASE/``corpus`` with an empty HOME: (BASE, env, summary)."""
+    base = tmp_path_factory.mktemp(name)
+    env = offline_env(base)
+    return base, env, synth(corpus, section, base / corpus, env)
+
+
+def same_bytes_again(synthesized, corpus: str, section: dict, out: Path):
+    """Synthesize ``corpus`` again into ``out`` with the same seed: the same files, byte for byte."""
+    base, env, _ = synthesized
+    synth(corpus, section, out, env)
+    assert tree_digest(out) == tree_digest(base / corpus)
+    return base, env
+
+
 @pytest.fixture(scope="module")
 def snips(tmp_path_factory):
-    base = tmp_path_factory.mktemp("snips")
-    env = offline_env(base)
-    summary = synth("snips", SNIPS_TINY, base / "snips", env)
-    return base, env, summary
+    return synth_in_fresh_home(tmp_path_factory, "snips", "snips", SNIPS_TINY)
 
 
 @pytest.fixture(scope="module")
 def quesst(tmp_path_factory):
-    base = tmp_path_factory.mktemp("quesst")
-    env = offline_env(base)
-    summary = synth("quesst14", QUESST_TINY, base / "quesst14", env)
-    return base, env, summary
+    return synth_in_fresh_home(tmp_path_factory, "quesst", "quesst14", QUESST_TINY)
 
 
 # ------------------------------------------------------------------ SNIPS
@@ -103,9 +112,7 @@ def test_snips_layout_reads_back_with_no_rejects(snips):
 
 
 def test_snips_same_seed_same_bytes_other_seed_other_text(snips, tmp_path):
-    base, env, _ = snips
-    synth("snips", SNIPS_TINY, tmp_path / "again", env)
-    assert tree_digest(tmp_path / "again") == tree_digest(base / "snips")
+    base, env = same_bytes_again(snips, "snips", SNIPS_TINY, tmp_path / "again")
     synth("snips", SNIPS_TINY, tmp_path / "seed1", env, seed=1)
     assert (tmp_path / "seed1" / "all.iob.snips.txt").read_text() != (base / "snips" / "all.iob.snips.txt").read_text()
 
@@ -200,9 +207,7 @@ def test_quesst14_layout_reads_back_with_no_rejects(quesst):
 
 
 def test_quesst14_same_seed_same_bytes(quesst, tmp_path):
-    base, env, _ = quesst
-    synth("quesst14", QUESST_TINY, tmp_path / "again", env)
-    assert tree_digest(tmp_path / "again") == tree_digest(base / "quesst14")
+    same_bytes_again(quesst, "quesst14", QUESST_TINY, tmp_path / "again")
 
 
 def test_qbe_fbank_on_embedded_quesst14(quesst):

@@ -27,13 +27,7 @@ def _noise(*key, sd=0.01):
 
 def clear_trends(task, up, depth, width, seed, lr):
     """Content/semantics improve with depth, speaker/paralinguistics with width; small jitter."""
-    if up == "fbank":
-        q = 0.1
-    elif up == "teacher":
-        q = 0.9
-    else:
-        q = 0.3 + (0.1 * depth if task in DEPTH_TASKS else 0.006 * width)
-    return float(q + _noise(task, up, seed))
+    return float(fx.trend_quality(up, depth, width, task in DEPTH_TASKS) + _noise(task, up, seed))
 
 
 def no_trend(task, up, depth, width, seed, lr):

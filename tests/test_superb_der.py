@@ -64,15 +64,15 @@ def test_rttm_round_trip_and_errors(tmp_path):
     (tmp_path / "s3prl.rttm").write_text(";; comment\nSPKR-INFO rec 1 <NA> <NA> <NA> unknown A <NA>\n"
                                          "SPEAKER rec 1    0.50    1.75 <NA> <NA> A <NA>\nSPEAKER rec 1 3.00 0.00 <NA> <NA> A <NA>\n")
     assert read_rttm(tmp_path / "s3prl.rttm") == [T("A", 0.5, 2.25)]  # the zero-length turn is dropped
-    (tmp_path / "bad.rttm").write_text("SPEAKER rec 1 0.5 1.0 <NA> <NA> A\nSPEAKER rec 1 zero 1.0 <NA> <NA> A <NA>\n")
-    with pytest.raises(DeepwideError, match=r"bad.rttm:2: onset/duration"):
-        read_rttm(tmp_path / "bad.rttm")
-    (tmp_path / "short.rttm").write_text("SPEAKER rec 1 0.5\n")
-    with pytest.raises(DeepwideError, match=r"short.rttm:1: expected 'SPEAKER"):
-        read_rttm(tmp_path / "short.rttm")
-    (tmp_path / "neg.rttm").write_text("SPEAKER rec 1 0.5 -1 <NA> <NA> A <NA>\n")
-    with pytest.raises(DeepwideError, match=r"neg.rttm:1: onset 0.5 and duration -1.0"):
-        read_rttm(tmp_path / "neg.rttm")
+    bad = {  # file -> (its text, the error)
+        "bad.rttm": ("SPEAKER rec 1 0.5 1.0 <NA> <NA> A\nSPEAKER rec 1 zero 1.0 <NA> <NA> A <NA>\n", r"bad.rttm:2: onset/duration"),
+        "short.rttm": ("SPEAKER rec 1 0.5\n", r"short.rttm:1: expected 'SPEAKER"),
+        "neg.rttm": ("SPEAKER rec 1 0.5 -1 <NA> <NA> A <NA>\n", r"neg.rttm:1: onset 0.5 and duration -1.0"),
+    }
+    for name, (text, error) in bad.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(DeepwideError, match=error):
+            read_rttm(tmp_path / name)
     (tmp_path / "empty.rttm").write_text("")
     with pytest.raises(DeepwideError, match=r"reference RTTM .*empty.rttm has no SPEAKER turns"):
         der_from_rttm(tmp_path / "empty.rttm", tmp_path / "a.rttm")
@@ -114,15 +114,21 @@ def _pyannote(ref_rttm, hyp_rttm, collar, skip_overlap):
     return (c["total"], c["missed detection"], c["false alarm"], c["confusion"]), abs(metric)
 
 
+
+def _ours_and_pyannote(tmp_path, ref, hyp, collar, skip):
+    """Our DER components, pyannote's (total, missed, false alarm, confusion) and its rate,
+    both read from the same two RTTM files."""
+    write_rttm(ref, tmp_path / "ref.rttm")
+    write_rttm(hyp, tmp_path / "hyp.rttm")
+    ours, _ = der_from_rttm(tmp_path / "ref.rttm", tmp_path / "hyp.rttm", collar, skip)
+    return (ours, *_pyannote(tmp_path / "ref.rttm", tmp_path / "hyp.rttm", collar, skip))
+
 PAIRS = [(name, ref, hyp, collar, skip) for name, ref, hyp, collar, skip, _ in HAND if name not in ("self overlap merged", "no system")]
 
 
 @pytest.mark.parametrize("name,ref,hyp,collar,skip", PAIRS, ids=[p[0] for p in PAIRS])
 def test_matches_pyannote_on_hand_pairs(tmp_path, name, ref, hyp, collar, skip):
-    write_rttm(ref, tmp_path / "ref.rttm")
-    write_rttm(hyp, tmp_path / "hyp.rttm")
-    ours, _ = der_from_rttm(tmp_path / "ref.rttm", tmp_path / "hyp.rttm", collar, skip)
-    theirs, rate = _pyannote(tmp_path / "ref.rttm", tmp_path / "hyp.rttm", collar, skip)
+    ours, theirs, rate = _ours_and_pyannote(tmp_path, ref, hyp, collar, skip)
     assert (ours.total, ours.missed, ours.false_alarm, ours.confusion) == pytest.approx(theirs, abs=1e-6)
     assert ours.der == pytest.approx(rate, abs=1e-9)
 
@@ -136,10 +142,7 @@ def test_matches_pyannote_on_random_multi_file_rttms(tmp_path, collar, skip):
         hyp = _random_turns(rng, files + ["extra"], ["h0", "h1", "h2", "h3"], 4)
         if not ref:
             continue
-        write_rttm(ref, tmp_path / "ref.rttm")
-        write_rttm(hyp, tmp_path / "hyp.rttm")
-        ours, _ = der_from_rttm(tmp_path / "ref.rttm", tmp_path / "hyp.rttm", collar, skip)
-        theirs, rate = _pyannote(tmp_path / "ref.rttm", tmp_path / "hyp.rttm", collar, skip)
+        ours, theirs, rate = _ours_and_pyannote(tmp_path, ref, hyp, collar, skip)
         assert (ours.total, ours.missed, ours.false_alarm, ours.confusion) == pytest.approx(theirs, abs=1e-6), trial
         if ours.total > 0:
             assert ours.der == pytest.approx(rate, abs=1e-9), trial

@@ -3,7 +3,6 @@ upstream, run by Snakemake on the smoke config with two learning rates + selecti
 
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ import yaml
 from deepwide.models import ArchConfig, build_model, save_checkpoint
 from deepwide.models.arch import conv_layers
 
-REPO = Path(__file__).resolve().parents[1]
+from superb_tiny import REPO, deepwide_env
 
 
 def tiny_checkpoint(path: Path, depth: int = 2) -> Path:
@@ -30,11 +29,13 @@ def _home_s3prl_cache():
     return sorted((str(p), p.stat().st_mtime_ns) for p in home.rglob("*")) if home.exists() else []
 
 
-def _env():
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
-    env.setdefault("NUMBA_CACHE_DIR", str(REPO / ".cache" / "numba"))
-    return env
+def _snakemake(tmp_path: Path, config: dict, target: Path, *args: str) -> subprocess.CompletedProcess:
+    """Snakemake (2 cores) for ``target`` on ``config``, written to TMP/config.yaml."""
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    snakemake = Path(sys.executable).with_name("snakemake")
+    return subprocess.run([str(snakemake), str(target), "--cores", "2", *args, "--configfile", str(cfg)],
+                          cwd=REPO, env=deepwide_env(), capture_output=True, text=True, timeout=600)
 
 
 @pytest.mark.slow
@@ -47,18 +48,8 @@ def test_ks_two_lrs_through_snakemake(tmp_path):
     sup = smoke["superb"]
     sup.update(teacher=False, fbank=False, students=False, extra_upstreams={"tiny": str(ckpt)}, tasks=["ks"])
     sup["ks"] = dict(sup["ks"], lr=[0.001, 0.01])
-    cfg = tmp_path / "config.yaml"
-    cfg.write_text(yaml.safe_dump(smoke))
-    snakemake = Path(sys.executable).with_name("snakemake")
-    proc = subprocess.run(
-        # only the superb targets (and the one corpus they need)
-        [str(snakemake), str(results / "superb" / "tiny" / "ks" / "selected.json"), "--cores", "2", "-p", "--configfile", str(cfg)],
-        cwd=REPO,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    # only the superb targets (and the one corpus they need)
+    proc = _snakemake(tmp_path, smoke, results / "superb" / "tiny" / "ks" / "selected.json", "-p")
     logs = "\n".join(p.read_text() for p in (results / "logs").rglob("*.log")) if (results / "logs").is_dir() else ""
     assert proc.returncode == 0, proc.stderr[-4000:] + logs[-4000:]
 
@@ -103,13 +94,7 @@ def test_pr_with_fbank_on_smoke_librispeech(tmp_path):
     smoke = yaml.safe_load((REPO / "workflow" / "configs" / "smoke.yaml").read_text())
     results = tmp_path / "results"
     smoke["results"] = str(results)
-    cfg_file = tmp_path / "config.yaml"
-    cfg_file.write_text(yaml.safe_dump(smoke))
-    snakemake = Path(sys.executable).with_name("snakemake")
-    proc = subprocess.run(
-        [str(snakemake), str(results / "corpora" / "librispeech"), "--cores", "2", "--configfile", str(cfg_file)],
-        cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600,
-    )
+    proc = _snakemake(tmp_path, smoke, results / "corpora" / "librispeech")
     assert proc.returncode == 0, proc.stderr[-3000:]
     from deepwide.plan import Study
 
@@ -122,7 +107,7 @@ def test_pr_with_fbank_on_smoke_librispeech(tmp_path):
         [sys.executable, "-m", "deepwide", "superb", "run", "--task", "pr", "--upstream-name", "fbank", "--upstream", "fbank",
          "--lr", "0.01", "--root", str(results / "corpora" / "librispeech"), "--embedded", "--cfg", json.dumps(job),
          "--exec-json", study.execution_json("superb"), "--cache", str(results / "superb" / "cache"), "--threads", "1", "--out", str(out)],
-        cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600,
+        cwd=REPO, env=deepwide_env(), capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     res = json.loads(out.read_text())

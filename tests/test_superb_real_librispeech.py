@@ -5,7 +5,6 @@ with no lexicon in the config: ``superb lexicon`` generates one (espeak-ng IPA) 
 ``superb run --task pr --lexicon-dir`` uses it and names the phone set in result.json."""
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -15,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+from superb_tiny import REPO, deepwide_env
 SPLITS = ["train-clean-100", "dev-clean", "test-clean"]
 
 # (split, speaker, chapter, espeak voice, [(n, line text as written in trans.txt or None: no line)])
@@ -27,15 +26,8 @@ CHAPTERS = [
 ]
 
 
-def _env():
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
-    env.setdefault("NUMBA_CACHE_DIR", str(REPO / ".cache" / "numba"))
-    return env
-
-
 def _cli(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "deepwide", *map(str, args)], cwd=REPO, env=_env(),
+    return subprocess.run([sys.executable, "-m", "deepwide", *map(str, args)], cwd=REPO, env=deepwide_env(),
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -146,7 +138,7 @@ def test_pr_end_to_end_on_the_user_root_without_a_lexicon_in_config(user_root, t
     selected = tmp_path / "superb" / "fbank" / "pr" / "selected.json"
     res = subprocess.run([str(Path(sys.executable).with_name("snakemake")), str(selected), "--cores", "2",
                           "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--configfile", str(cfg)],
-                         cwd=REPO, env=_env(), capture_output=True, text=True, timeout=900)
+                         cwd=REPO, env=deepwide_env(), capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-4000:]
     lex = tmp_path / "superb" / "lexicon"
     assert json.loads((lex / "lexicon.json").read_text())["phone_set"] == "espeak-ng-ipa"
@@ -197,7 +189,7 @@ def test_pr_and_asr_leave_out_the_audio_the_corpus_stage_rejects(user_root, tmp_
     targets.append(res_dir / "manifests" / "librispeech" / "train-clean-100.parquet")  # the corpus stage
     res = subprocess.run([str(Path(sys.executable).with_name("snakemake")), *map(str, targets), "--cores", "2",
                           "--snakefile", str(REPO / "Snakefile"), "--directory", str(res_dir), "--configfile", str(cfg)],
-                         cwd=REPO, env=_env(), capture_output=True, text=True, timeout=1200)
+                         cwd=REPO, env=deepwide_env(), capture_output=True, text=True, timeout=1200)
     assert res.returncode == 0, res.stderr[-4000:]
     rejects = pd.read_csv(res_dir / "manifests" / "librispeech" / "rejects.tsv", sep="\t")
     bad = {"27-124-0000", "27-124-0001", "27-124-0002", "84-121-0001"}

@@ -27,12 +27,16 @@ def _head_state(result: dict) -> dict:
     return torch.load(Path(result["work_dir"]) / "train" / "valid_best" / "model" / "state_dict.pt", weights_only=True)
 
 
-def test_shared_pass_sweep_equals_separate_runs(tmp_path):
+def _tiny_ks_job(tmp_path) -> dict:
+    """The arguments of a KS job on a tiny corpus and a tiny checkpoint, less its heads."""
     root = tiny_ks(tmp_path / "ks")
-    ckpt = tiny_checkpoint(tmp_path / "tiny.pt")
-    up = {"kind": "deepwide", "path": str(ckpt), "cache_mb": 0}
-    common = dict(task="ks", upstream_name="tiny", upstream=up, root=root, tcfg=KS_TCFG, cache_root=tmp_path / "cache",
-                  device="cpu", num_workers=0)
+    up = {"kind": "deepwide", "path": str(tiny_checkpoint(tmp_path / "tiny.pt")), "cache_mb": 0}
+    return dict(task="ks", upstream_name="tiny", upstream=up, root=root, tcfg=KS_TCFG, cache_root=tmp_path / "cache",
+                device="cpu", num_workers=0)
+
+
+def test_shared_pass_sweep_equals_separate_runs(tmp_path):
+    common = _tiny_ks_job(tmp_path)
     heads = [(1e-3, 0), (1e-2, 0), (1e-2, 1)]
     separate = [run_job(lr=lr, seed=seed, out_dir=tmp_path / "sep" / f"lr{lr:g}" / f"seed{seed}", **common) for lr, seed in heads]
     from deepwide.superb import sweep
@@ -58,11 +62,7 @@ def test_shared_pass_sweep_equals_separate_runs(tmp_path):
 def test_added_lr_restores_finished_heads_and_resumes(tmp_path):
     """Rerun rule: a job for [old lrs + a new lr] retrains only the new head; a head whose
     training was interrupted resumes from its own checkpoint."""
-    root = tiny_ks(tmp_path / "ks")
-    ckpt = tiny_checkpoint(tmp_path / "tiny.pt")
-    up = {"kind": "deepwide", "path": str(ckpt), "cache_mb": 0}
-    common = dict(task="ks", upstream_name="tiny", upstream=up, root=root, tcfg=KS_TCFG, cache_root=tmp_path / "cache",
-                  device="cpu", num_workers=0)
+    common = _tiny_ks_job(tmp_path)
     out = lambda lr: tmp_path / "sw" / f"lr{lr:g}" / "seed0"  # noqa: E731
     first = run_sweep(heads=[(lr, 0, out(lr)) for lr in (1e-3, 1e-2)], **common)
     work = {r["lr"]: r["work_dir"] for r in first}

@@ -18,6 +18,7 @@ import logging
 import os
 
 from deepwide.errors import DeepwideError
+from deepwide.utils.cli import add_command, command_group
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,11 @@ def cmd_prepare(args) -> int:
 
 
 def cmd_prepare_extra(args) -> int:
-    from deepwide.corpus.real_extra import extra_config, prepare_extra, write_sd_kaldi_dirs
+    from deepwide.corpus.real_extra import (
+        extra_config,
+        prepare_extra,
+        write_sd_kaldi_dirs,
+    )
     from deepwide.corpus.sources import manifest_splits_extra
     from deepwide.utils.io import json_object_arg
 
@@ -97,10 +102,9 @@ def cmd_check(args) -> int:
 def register(sub):
     from deepwide.corpus.sources import CORPORA, EXTRA_CORPORA, SYNTH_EXTRA
 
-    p = sub.add_parser("corpus", help="synthesize corpora and write manifests")
-    cmds = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    cmds = command_group(sub, "corpus", "synthesize corpora and write manifests")
 
-    s = cmds.add_parser("synth", help="synthesize one corpus in its real dataset's layout")
+    s = add_command(cmds, "synth", cmd_synth, help="synthesize one corpus in its real dataset's layout")
     s.add_argument("--corpus", required=True, choices=CORPORA + SYNTH_EXTRA)
     s.add_argument("--config-json", required=True, help="the corpus.NAME config section as JSON")
     s.add_argument("--tts-json", default="{}", help="the corpus.tts config section as JSON")
@@ -108,16 +112,14 @@ def register(sub):
     s.add_argument("--out", required=True, help="corpus root to create (replaced atomically)")
     s.add_argument("--jobs", type=int, default=0, help="parallel TTS jobs (0: all cores)")
     s.add_argument("--no-progress", action="store_true")
-    s.set_defaults(func=cmd_synth)
 
     def prepare_parser(name: str, help: str, corpora, sections: str, func, jobs: int):
-        q = cmds.add_parser(name, help=help)
+        q = add_command(cmds, name, func, help=help)
         q.add_argument("--corpus", required=True, choices=corpora)
         q.add_argument("--config-json", default="{}", help=f"the corpus.NAME config section as JSON{sections}")
         q.add_argument("--root", required=True)
         q.add_argument("--out-dir", required=True, help="folder for {split}.parquet and rejects.tsv")
         q.add_argument("--jobs", type=int, default=jobs)
-        q.set_defaults(func=func)
         return q
 
     q = prepare_parser("prepare", "read a corpus root (real or synthesized) and write Parquet manifests", CORPORA, "",
@@ -127,13 +129,11 @@ def register(sub):
                        EXTRA_CORPORA, " (languages / mode, rttm_dir / speakers, max_reject_share)", cmd_prepare_extra, 1)
     q.add_argument("--sd-data-dir", default=None, help="librimix: also write s3prl SuperbSD's Kaldi dirs (train/dev/test) here")
 
-    m = cmds.add_parser("synth-librimix", help="mix a LibriSpeech root's utterances into an embedded Libri2Mix (SD)")
+    m = add_command(cmds, "synth-librimix", cmd_synth_librimix, help="mix a LibriSpeech root's utterances into an embedded Libri2Mix (SD)")
     m.add_argument("--librispeech", required=True, help="LibriSpeech root (train-clean-100, dev-clean, test-clean)")
     m.add_argument("--out", required=True, help="folder to create (replaced atomically): Libri2Mix/ and metadata/LibriSpeech/*.rttm")
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--config-json", default="{}", help="the corpus.librimix config section as JSON (sizes under synth)")
-    m.set_defaults(func=cmd_synth_librimix)
 
-    c = cmds.add_parser("check", help="check real roots and TTS programs of a corpus config section")
+    c = add_command(cmds, "check", cmd_check, help="check real roots and TTS programs of a corpus config section")
     c.add_argument("--config-json", required=True, help="the whole corpus config section as JSON")
-    c.set_defaults(func=cmd_check)

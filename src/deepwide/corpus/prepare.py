@@ -34,7 +34,7 @@ from deepwide.corpus.librispeech import log_counts, read_transcripts
 from deepwide.corpus.sources import IEMOCAP_SESSIONS, KS_COMMANDS, LIBRISPEECH_SPLITS
 from deepwide.corpus.text import CHARSET_NAME, PHONE_SET, phonemize_words, phones_for, words_of
 from deepwide.errors import DeepwideError
-from deepwide.utils.io import atomic_path, atomic_write_text, write_parquet
+from deepwide.utils.io import atomic_path, atomic_write_text, existing, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -70,16 +70,13 @@ def _check_all(candidates: list[dict], jobs: int = 1, desc: str = "check audio",
     return out
 
 
-def _require_dir(path: Path, what: str) -> Path:
-    if not path.is_dir():
-        raise DeepwideError(f"{what} not found: {path}")
-    return path
-
-
-def _require_file(path: Path, what: str) -> Path:
-    if not path.is_file():
-        raise DeepwideError(f"{what} not found: {path}")
-    return path
+def _read_csv(path: Path, need: set[str]) -> pd.DataFrame:
+    """A CSV file's table, every cell a string; a DeepwideError names the ``need`` columns it lacks."""
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = need - set(df.columns)
+    if missing:
+        raise DeepwideError(f"{path}: missing columns {', '.join(sorted(missing))}")
+    return df
 
 
 # ------------------------------------------------------------------ LibriSpeech
@@ -105,7 +102,7 @@ def prepare_librispeech(root: str | Path, splits: list[str] = LIBRISPEECH_SPLITS
     decides text outside upper-case A-Z, apostrophe and space. A speaker found in more
     than one split draws a WARNING (LibriSpeech's splits are speaker-disjoint).
     """
-    root = _require_dir(Path(root), "LibriSpeech root")
+    root = existing(root, "LibriSpeech root", folder=True)
     genders = _librispeech_genders(root)
     tr = read_transcripts(root, list(splits), text_policy)
     log_counts("LibriSpeech", tr, text_policy)
@@ -142,8 +139,8 @@ def _vox_id(uid: str) -> str:
 
 def prepare_voxceleb1(root: str | Path, jobs: int = 1) -> Prepared:
     """VoxCeleb1: ``{dev,test}/wav/{spk}/{video}/{n}.wav`` + ``iden_split.txt`` (+ trials)."""
-    root = _require_dir(Path(root), "VoxCeleb1 root")
-    iden = _require_file(root / "iden_split.txt", "VoxCeleb1 iden_split.txt (place the file from the VoxCeleb site in the root)")
+    root = existing(root, "VoxCeleb1 root", folder=True)
+    iden = existing(root / "iden_split.txt", "VoxCeleb1 iden_split.txt (place the file from the VoxCeleb site in the root)")
     code2split = {"1": "train", "2": "valid", "3": "test"}
     cands = []
     for n, line in enumerate(iden.read_text().splitlines(), 1):
@@ -201,11 +198,11 @@ def prepare_speech_commands(root: str | Path, test_root: str | Path, commands=KS
     are left out, as SUPERB does: its test set is the separate folder). Labels: the ten
     commands, ``_unknown_`` for other words, ``_silence_`` for ``_background_noise_``.
     """
-    root = _require_dir(Path(root), "Speech Commands root")
-    test_root = _require_dir(Path(test_root), "Speech Commands test-set root")
+    root = existing(root, "Speech Commands root", folder=True)
+    test_root = existing(test_root, "Speech Commands test-set root", folder=True)
     commands = set(commands)
-    valid = set(_require_file(root / "validation_list.txt", "Speech Commands validation_list.txt").read_text().split())
-    testing = set(_require_file(root / "testing_list.txt", "Speech Commands testing_list.txt").read_text().split())
+    valid = set(existing(root / "validation_list.txt", "Speech Commands validation_list.txt").read_text().split())
+    testing = set(existing(root / "testing_list.txt", "Speech Commands testing_list.txt").read_text().split())
     cands = []
     for d in sorted(p for p in root.iterdir() if p.is_dir()):
         if d.name == "_background_noise_":
@@ -232,16 +229,12 @@ def prepare_speech_commands(root: str | Path, test_root: str | Path, commands=KS
 # ------------------------------------------------------------------ Fluent Speech Commands
 def prepare_fluent_speech_commands(root: str | Path, jobs: int = 1) -> Prepared:
     """Fluent Speech Commands: ``data/{train,valid,test}_data.csv`` + ``wavs/speakers/...``."""
-    root = _require_dir(Path(root), "Fluent Speech Commands root")
+    root = existing(root, "Fluent Speech Commands root", folder=True)
     cands = []
     need = {"path", "speakerId", "transcription", "action", "object", "location"}
     for split in ("train", "valid", "test"):
-        csv = _require_file(root / "data" / f"{split}_data.csv", f"Fluent Speech Commands {split}_data.csv")
-        df = pd.read_csv(csv, dtype=str, keep_default_na=False)
-        missing = need - set(df.columns)
-        if missing:
-            raise DeepwideError(f"{csv}: missing columns {', '.join(sorted(missing))}")
-        for r in df.itertuples(index=False):
+        csv = existing(root / "data" / f"{split}_data.csv", f"Fluent Speech Commands {split}_data.csv")
+        for r in _read_csv(csv, need).itertuples(index=False):
             cands.append(dict(
                 id=Path(r.path).stem, path=root / r.path, split=split, speaker=r.speakerId, text=r.transcription,
                 action=r.action, object=r.object, location=r.location,
@@ -262,11 +255,11 @@ def prepare_iemocap(root: str | Path, jobs: int = 1) -> Prepared:
     ``emotion`` is the annotators' majority label as written; ``label`` is the SUPERB
     four-class label (exc merged into hap), empty for the other emotions.
     """
-    root = _require_dir(Path(root), "IEMOCAP root")
+    root = existing(root, "IEMOCAP root", folder=True)
     cands, rejects = [], []
     for session in IEMOCAP_SESSIONS:
-        sdir = _require_dir(root / session, f"IEMOCAP {session} folder")
-        wav_dir = _require_dir(sdir / "sentences" / "wav", f"IEMOCAP {session}/sentences/wav folder")
+        sdir = existing(root / session, f"IEMOCAP {session} folder", folder=True)
+        wav_dir = existing(sdir / "sentences" / "wav", f"IEMOCAP {session}/sentences/wav folder", folder=True)
         emo, text = {}, {}
         for f in sorted((sdir / "dialog" / "EmoEvaluation").glob("*.txt")):
             for line in f.read_text(errors="replace").splitlines():

@@ -35,10 +35,10 @@ import pandas as pd
 
 from deepwide.audio import SAMPLE_RATE
 from deepwide.corpus.audiofiles import check_audio
-from deepwide.corpus.prepare import Prepared, _check_all, _require_dir, _require_file
+from deepwide.corpus.prepare import Prepared, _check_all, _read_csv
 from deepwide.corpus.sources import EXTRA_CORPORA, SNIPS_SPEAKERS
 from deepwide.errors import DeepwideError
-from deepwide.utils.io import atomic_path
+from deepwide.utils.io import atomic_path, existing
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +64,16 @@ def _check_all_any_rate(cands: list[dict], jobs: int = 1) -> Prepared:
 QUESST_LISTS = {"docs": "language_key_utterances.lst", "dev": "language_key_dev.lst", "eval": "language_key_eval.lst"}
 
 
-def _quesst_root(root: Path) -> Path:
-    if not (root / "scoring").is_dir() and (root / "quesst14Database" / "scoring").is_dir():
-        return root / "quesst14Database"
+def _inner_root(root: Path, inner: str, marker: str) -> Path:
+    """``root``, or its folder ``inner`` when that one holds the folder ``marker`` and ``root`` does not
+    (a root given as the folder that holds the dataset's own folder)."""
+    if not (root / marker).is_dir() and (root / inner / marker).is_dir():
+        return root / inner
     return root
+
+
+def _quesst_root(root: Path) -> Path:
+    return _inner_root(root, "quesst14Database", "scoring")
 
 
 def _quesst_path(root: Path, listed: str) -> Path:
@@ -119,12 +125,12 @@ def prepare_quesst14(root: str | Path, languages: Sequence[str] | None = ("nneng
     ``{dev,eval}_truth`` (rttm: term, doc, tbeg, dur) -- the whole ground truth, every
     language, as the official scorer uses it.
     """
-    root = _quesst_root(_require_dir(Path(root), "QUESST14 root (quesst14Database)"))
-    scoring = _require_dir(root / "scoring", "QUESST14 scoring folder")
+    root = _quesst_root(existing(root, "QUESST14 root (quesst14Database)", folder=True))
+    scoring = existing(root / "scoring", "QUESST14 scoring folder", folder=True)
     wanted = set(languages) if languages is not None else None
     cands = []
     for split, name in QUESST_LISTS.items():
-        lst = _require_file(scoring / name, f"QUESST14 language key {name}")
+        lst = existing(scoring / name, f"QUESST14 language key {name}")
         for n, line in enumerate(lst.read_text(errors="replace").splitlines(), 1):
             parts = line.split()
             if not parts:
@@ -140,7 +146,7 @@ def prepare_quesst14(root: str | Path, languages: Sequence[str] | None = ("nneng
         raise DeepwideError(f"QUESST14 root {root}: no file of languages {sorted(wanted or [])} in the language keys")
     out = _check_all_any_rate(cands, jobs)
     for split in ("dev", "eval"):
-        gt = _read_quesst_truth(_require_dir(scoring / f"groundtruth_quesst14_{split}", f"QUESST14 {split} ground truth folder"))
+        gt = _read_quesst_truth(existing(scoring / f"groundtruth_quesst14_{split}", f"QUESST14 {split} ground truth folder", folder=True))
         for k, df in gt.items():
             out.tables[f"{split}_{k}"] = df
     return out
@@ -161,9 +167,7 @@ SEGMENT_COLUMNS = ["record_id", "wav_path", "duration", "utt_id", "speaker", "st
 
 
 def _librimix_root(root: Path) -> Path:
-    if not (root / "wav16k").is_dir() and (root / "Libri2Mix" / "wav16k").is_dir():
-        return root / "Libri2Mix"
-    return root
+    return _inner_root(root, "Libri2Mix", "wav16k")
 
 
 def _read_source_rttm(path: Path) -> dict[str, list[tuple[str, float, float]]]:
@@ -217,12 +221,8 @@ def _librimix_candidates(root: Path, mode: str, split: str) -> tuple[list[dict],
     meta = meta if meta.is_file() else None
     cands, rejects = [], []
     if meta is not None:
-        df = pd.read_csv(meta, dtype=str, keep_default_na=False)
         need = {"mixture_ID", "mixture_path", "source_1_path", "source_2_path", "length"}
-        missing = need - set(df.columns)
-        if missing:
-            raise DeepwideError(f"{meta}: missing columns {', '.join(sorted(missing))}")
-        for r in df.itertuples(index=False):
+        for r in _read_csv(meta, need).itertuples(index=False):
             cands.append(dict(id=r.mixture_ID, path=folder / "mix_both" / f"{r.mixture_ID}.wav",
                               s1=folder / "s1" / f"{r.mixture_ID}.wav", s2=folder / "s2" / f"{r.mixture_ID}.wav"))
         listed = {c["id"] for c in cands}
@@ -230,7 +230,7 @@ def _librimix_candidates(root: Path, mode: str, split: str) -> tuple[list[dict],
             if wav.stem not in listed:
                 rejects.append(dict(id=wav.stem, path=str(wav), split=split, reason=f"not in {meta.name}"))
     else:
-        for wav in sorted(_require_dir(folder / "mix_both", f"LibriMix {split} mix_both folder").glob("*.wav")):
+        for wav in sorted(existing(folder / "mix_both", f"LibriMix {split} mix_both folder", folder=True).glob("*.wav")):
             cands.append(dict(id=wav.stem, path=wav, s1=folder / "s1" / wav.name, s2=folder / "s2" / wav.name))
     for c in cands:
         ids = c["id"].split("_")
@@ -252,12 +252,12 @@ def prepare_librimix(root: str | Path, mode: str = "max", rttm_dir: str | Path |
     """
     if mode not in ("max", "min"):
         raise DeepwideError(f"LibriMix mode must be max or min, got {mode!r}")
-    root = _librimix_root(_require_dir(Path(root), "LibriMix root (Libri2Mix)"))
-    _require_dir(root / "wav16k" / mode, f"LibriMix wav16k/{mode} folder")
+    root = _librimix_root(existing(root, "LibriMix root (Libri2Mix)", folder=True))
+    existing(root / "wav16k" / mode, f"LibriMix wav16k/{mode} folder", folder=True)
     rttms = None
     if rttm_dir is not None:
-        rttm_dir = _require_dir(Path(rttm_dir), "LibriMix speech-activity RTTM folder")
-        rttms = {s: _read_source_rttm(_require_file(rttm_dir / f, f"LibriMix RTTM {f}")) for s, f in LIBRIMIX_RTTMS.items()}
+        rttm_dir = existing(rttm_dir, "LibriMix speech-activity RTTM folder", folder=True)
+        rttms = {s: _read_source_rttm(existing(rttm_dir / f, f"LibriMix RTTM {f}")) for s, f in LIBRIMIX_RTTMS.items()}
     cands, pre_rejects = [], []
     for split in LIBRIMIX_SPLITS:
         c, r = _librimix_candidates(root, mode, split)
@@ -367,12 +367,12 @@ def prepare_snips(root: str | Path, speakers: dict[str, list[str]] | None = None
     the base ones: iob (slot tags, one per word), intent. Audio at any sample rate is
     kept (s3prl's SF loader resamples to 16 kHz with librosa); it must be mono.
     """
-    root = _require_dir(Path(root), "SNIPS root")
-    labels, bad = _snips_labels(_require_file(root / "all.iob.snips.txt", "SNIPS all.iob.snips.txt"))
+    root = existing(root, "SNIPS root", folder=True)
+    labels, bad = _snips_labels(existing(root / "all.iob.snips.txt", "SNIPS all.iob.snips.txt"))
     speakers = speakers or SNIPS_SPEAKERS
     cands, rejects = [], []
     for split in ("train", "valid", "test"):
-        folder = _require_dir(root / split, f"SNIPS {split} folder")
+        folder = existing(root / split, f"SNIPS {split} folder", folder=True)
         keep = set(speakers[split])
         for wav in sorted(folder.rglob("*.wav")):
             uid = wav.stem

@@ -89,6 +89,12 @@ def _rng(seed: int, corpus: str, *parts) -> random.Random:
     return random.Random(":".join(str(p) for p in (seed, corpus, *parts)))
 
 
+def _rng_and_vocab(seed: int, corpus: str, tts: dict) -> tuple[random.Random, list[str]]:
+    """The corpus's random stream and its word list (the stream's first draws)."""
+    rng = _rng(seed, corpus)
+    return rng, make_vocab(rng, tts["vocab_size"])
+
+
 def _speakers(rng: random.Random, n: int, tts: dict, genders=None) -> list[dict]:
     return [
         sample_speaker(rng, tts["flite_share"], genders[i] if genders else None) for i in range(n)
@@ -107,8 +113,7 @@ def _alnum(rng: random.Random, n: int, extra: str = "") -> str:
 # ------------------------------------------------------------------ LibriSpeech
 def plan_librispeech(cfg: dict, tts: dict, seed: int):
     s = cfg["synth"]
-    rng = _rng(seed, "librispeech")
-    vocab = make_vocab(rng, tts["vocab_size"])
+    rng, vocab = _rng_and_vocab(seed, "librispeech", tts)
     splits = (("train-clean-100", s["train_speakers"]), ("dev-clean", s["dev_speakers"]), ("test-clean", s["test_speakers"]))
     n_total = sum(n for _, n in splits)
     spk_ids = sorted(rng.sample(range(19, 9999), n_total))
@@ -147,8 +152,7 @@ def plan_librispeech(cfg: dict, tts: dict, seed: int):
 # ------------------------------------------------------------------ VoxCeleb1
 def plan_voxceleb1(cfg: dict, tts: dict, seed: int):
     s = cfg["synth"]
-    rng = _rng(seed, "voxceleb1")
-    vocab = make_vocab(rng, tts["vocab_size"])
+    rng, vocab = _rng_and_vocab(seed, "voxceleb1", tts)
     ids = [("dev", f"id{10001 + i}") for i in range(s["dev_speakers"])]
     ids += [("test", f"id{VOX_TEST_FIRST_ID + i}") for i in range(s["test_speakers"])]
     utts, iden, by_spk = [], [], {}
@@ -302,8 +306,7 @@ def _csv_field(x: str) -> str:
 # ------------------------------------------------------------------ IEMOCAP
 def plan_iemocap(cfg: dict, tts: dict, seed: int):
     s = cfg["synth"]
-    rng = _rng(seed, "iemocap")
-    vocab = make_vocab(rng, tts["vocab_size"])
+    rng, vocab = _rng_and_vocab(seed, "iemocap", tts)
     utts, files = [], {}
     for session in range(1, 6):
         spks = {"F": sample_speaker(rng, tts["flite_share"], "F"), "M": sample_speaker(rng, tts["flite_share"], "M")}

@@ -11,6 +11,7 @@ import argparse
 import json
 
 from deepwide.models.arch import HUBERT_CONV, ArchConfig, conv_layers
+from deepwide.utils.cli import add_command, command_group
 
 
 def _int_list(text: str) -> list[int]:
@@ -116,19 +117,17 @@ def cmd_export_hf(args) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("arch", help="parameter counts and the constant-budget architecture solver")
-    cmds = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    cmds = command_group(sub, "arch", "parameter counts and the constant-budget architecture solver")
 
-    c = cmds.add_parser("count", help="exact parameter count of one shape (no distillation heads)")
+    c = add_command(cmds, "count", cmd_count, help="exact parameter count of one shape (no distillation heads)")
     c.add_argument("--depth", type=int, required=True, help="transformer layers")
     c.add_argument("--width", type=int, required=True, help="model dimension")
     c.add_argument("--ffn", type=int, default=None, help="FFN hidden units (default 4 x width)")
     c.add_argument("--heads", type=int, default=None, help="attention heads (default: head size near 64)")
     c.add_argument("--json", action="store_true", help="print a JSON breakdown")
     _add_frontend_args(c)
-    c.set_defaults(func=cmd_count)
 
-    s = cmds.add_parser("solve", help="per depth, the shape closest to a parameter budget")
+    s = add_command(cmds, "solve", cmd_solve, help="per depth, the shape closest to a parameter budget")
     s.add_argument("--budget", required=True, help="parameter budget, e.g. 26.87M, 900k, 1.2e6")
     s.add_argument("--depths", type=_int_list, required=True, help="comma-separated depths, e.g. 2,3,4,6,8,12")
     s.add_argument("--width-step", type=int, default=64, help="widths are multiples of this (default 64)")
@@ -143,14 +142,11 @@ def register(sub) -> None:
                    help="fail when a depth's best shape is further than this relative error from the budget (negative: never)")
     s.add_argument("--json", action="store_true", help="print JSON (one object per depth)")
     _add_frontend_args(s)
-    s.set_defaults(func=cmd_solve)
 
-    e = sub.add_parser("export", help="export a checkpoint for use outside deepwide")
-    ecmds = e.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    h = ecmds.add_parser("hf", help="transformers HubertModel directory (config.json, model.safetensors, preprocessor_config.json)")
+    ecmds = command_group(sub, "export", "export a checkpoint for use outside deepwide")
+    h = add_command(ecmds, "hf", cmd_export_hf, help="transformers HubertModel directory (config.json, model.safetensors, preprocessor_config.json)")
     h.add_argument("checkpoint", help="deepwide checkpoint (.pt)")
     h.add_argument("outdir", help="output directory (written atomically); an existing non-empty one is refused")
     h.add_argument("--force", action="store_true",
                    help="write into an existing non-empty folder, replacing only the files the export writes")
-    h.set_defaults(func=cmd_export_hf)
 

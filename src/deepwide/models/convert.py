@@ -62,7 +62,7 @@ import torch
 from deepwide.errors import DeepwideError
 from deepwide.models.arch import ArchConfig, build_model
 from deepwide.models.checkpoint import load_checkpoint, save_checkpoint
-from deepwide.utils.io import atomic_path, sha256_file
+from deepwide.utils.io import atomic_path, existing, read_json_object, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -123,11 +123,9 @@ def _load_strict(arch: ArchConfig, state: dict[str, torch.Tensor], where: Path) 
 
 
 def _torch_load(path: Path, what: str) -> Any:
-    if not path.is_file():
-        raise DeepwideError(f"{what} not found: {path}")
     try:
         # fairseq/s3prl files hold configs (dicts, argparse Namespace, omegaconf) besides tensors
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(existing(path, what), map_location="cpu", weights_only=False)
     except Exception as err:
         raise DeepwideError(f"cannot read {what} {path}: {err}") from err
 
@@ -172,12 +170,7 @@ def _read_hf(src: Path):
     if not src.is_dir():
         raise DeepwideError(f"hf checkpoint {src} must be a directory with config.json and model weights")
     cfg_path = src / "config.json"
-    if not cfg_path.is_file():
-        raise DeepwideError(f"hf checkpoint {src}: config.json not found")
-    try:
-        cfg = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as err:
-        raise DeepwideError(f"{cfg_path}: not valid JSON ({err})") from err
+    cfg = read_json_object(cfg_path, f"hf checkpoint {src}: config.json")
     model_type = cfg.get("model_type")
     if model_type not in ("hubert", "wav2vec2"):
         raise DeepwideError(f"{cfg_path}: model_type {model_type!r} is not supported; expected hubert or wav2vec2")
@@ -190,12 +183,28 @@ def _read_hf(src: Path):
     normalize = False
     pre = src / "preprocessor_config.json"
     if pre.is_file():
-        try:
-            normalize = bool(json.loads(pre.read_text()).get("do_normalize", False))
-        except json.JSONDecodeError as err:
-            raise DeepwideError(f"{pre}: not valid JSON ({err})") from err
+        normalize = bool(read_json_object(pre).get("do_normalize", False))
     info = {"model_type": model_type, "architectures": cfg.get("architectures"), "normalize": normalize}
     return arch, state, info, weight_file
+
+
+# the ArchConfig fields that are one config field each in transformers and in fairseq:
+# (ArchConfig field, type, transformers name, fairseq name)
+_ARCH_FIELDS = (
+    ("depth", int, "num_hidden_layers", "encoder_layers"),
+    ("width", int, "hidden_size", "encoder_embed_dim"),
+    ("ffn", int, "intermediate_size", "encoder_ffn_embed_dim"),
+    ("heads", int, "num_attention_heads", "encoder_attention_heads"),
+    ("conv_bias", bool, "conv_bias", "conv_bias"),
+    ("pos_conv_kernel", int, "num_conv_pos_embeddings", "conv_pos"),
+    ("pos_conv_groups", int, "num_conv_pos_embedding_groups", "conv_pos_groups"),
+    ("layer_norm_first", bool, "do_stable_layer_norm", "layer_norm_first"),
+    ("dropout", float, "hidden_dropout", "dropout"),
+    ("attention_dropout", float, "attention_dropout", "attention_dropout"),
+    ("activation_dropout", float, "activation_dropout", "activation_dropout"),
+    ("projection_dropout", float, "feat_proj_dropout", "dropout_input"),
+    ("layer_drop", float, "layerdrop", "encoder_layerdrop"),
+)
 
 
 def _arch_from_hf(c, where: Path) -> ArchConfig:
@@ -213,21 +222,9 @@ def _arch_from_hf(c, where: Path) -> ArchConfig:
     need("num_feat_extract_layers", len(c.conv_dim) == len(c.conv_kernel) == len(c.conv_stride), c.num_feat_extract_layers)
     try:
         return ArchConfig(
-            depth=c.num_hidden_layers,
-            width=c.hidden_size,
-            ffn=c.intermediate_size,
-            heads=c.num_attention_heads,
             conv=list(zip(c.conv_dim, c.conv_kernel, c.conv_stride)),
-            conv_bias=bool(c.conv_bias),
             extractor_mode=f"{c.feat_extract_norm}_norm",
-            pos_conv_kernel=c.num_conv_pos_embeddings,
-            pos_conv_groups=c.num_conv_pos_embedding_groups,
-            layer_norm_first=bool(c.do_stable_layer_norm),
-            dropout=float(c.hidden_dropout),
-            attention_dropout=float(c.attention_dropout),
-            activation_dropout=float(c.activation_dropout),
-            projection_dropout=float(c.feat_proj_dropout),
-            layer_drop=float(c.layerdrop),
+            **{field: kind(getattr(c, hf)) for field, kind, hf, _ in _ARCH_FIELDS},
         )
     except DeepwideError as err:
         raise DeepwideError(f"{where}: {err}") from err
@@ -400,21 +397,9 @@ def _from_fairseq(model_cfg: Mapping, weights: Mapping[str, torch.Tensor], where
     conv = _parse_conv_layers(c["conv_feature_layers"], where)
     try:
         arch = ArchConfig(
-            depth=int(c["encoder_layers"]),
-            width=int(c["encoder_embed_dim"]),
-            ffn=int(c["encoder_ffn_embed_dim"]),
-            heads=int(c["encoder_attention_heads"]),
             conv=conv,
-            conv_bias=bool(c["conv_bias"]),
             extractor_mode="group_norm" if c["extractor_mode"] == "default" else "layer_norm",
-            pos_conv_kernel=int(c["conv_pos"]),
-            pos_conv_groups=int(c["conv_pos_groups"]),
-            layer_norm_first=bool(c["layer_norm_first"]),
-            dropout=float(c["dropout"]),
-            attention_dropout=float(c["attention_dropout"]),
-            activation_dropout=float(c["activation_dropout"]),
-            projection_dropout=float(c["dropout_input"]),
-            layer_drop=float(c["encoder_layerdrop"]),
+            **{field: kind(c[name]) for field, kind, _, name in _ARCH_FIELDS},
         )
     except DeepwideError as err:
         raise DeepwideError(f"{where}: {err}") from err
@@ -496,29 +481,17 @@ def hf_config(arch: ArchConfig):
 
     return HubertConfig(
         vocab_size=32,
-        hidden_size=arch.width,
-        num_hidden_layers=arch.depth,
-        num_attention_heads=arch.heads,
-        intermediate_size=arch.ffn,
         hidden_act="gelu",
-        hidden_dropout=arch.dropout,
-        activation_dropout=arch.activation_dropout,
-        attention_dropout=arch.attention_dropout,
         feat_proj_layer_norm=True,
-        feat_proj_dropout=arch.projection_dropout,
         final_dropout=0.0,
-        layerdrop=arch.layer_drop,
         layer_norm_eps=1e-5,
         feat_extract_norm=arch.extractor_mode.split("_")[0],
         feat_extract_activation="gelu",
         conv_dim=[c for c, _, _ in arch.conv],
         conv_stride=[s for _, _, s in arch.conv],
         conv_kernel=[k for _, k, _ in arch.conv],
-        conv_bias=arch.conv_bias,
-        num_conv_pos_embeddings=arch.pos_conv_kernel,
-        num_conv_pos_embedding_groups=arch.pos_conv_groups,
         conv_pos_batch_norm=False,
-        do_stable_layer_norm=arch.layer_norm_first,
+        **{hf: getattr(arch, field) for field, _, hf, _ in _ARCH_FIELDS},
         # a frozen feature extractor: no SpecAugment, even if someone calls .train()
         apply_spec_augment=False,
         architectures=["HubertModel"],

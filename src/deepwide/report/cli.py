@@ -16,6 +16,7 @@ import logging
 from pathlib import Path
 
 from deepwide.errors import DeepwideError
+from deepwide.utils.cli import add_command, command_group
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +27,23 @@ def _options(text: str | None) -> dict:
     return json_object_arg(text, "--options") if text else {}
 
 
+def _held_out_options(text: str | None, **defaults) -> dict:
+    """A held-out command's ``--options`` as keyword arguments of its function: each of
+    ``defaults`` unless given, of its default's type; ``utterances`` is ``max_utterances``."""
+    opts = _options(text)
+    kwargs = {k: type(v)(opts.get(k, v)) for k, v in defaults.items()}
+    kwargs["max_utterances"] = kwargs.pop("utterances")
+    return kwargs
+
+
 def cmd_score_superb(args):
-    from deepwide.report.score import FBANK, SOTA, load_metrics_json, superb_score, task_terms
+    from deepwide.report.score import (
+        FBANK,
+        SOTA,
+        load_metrics_json,
+        superb_score,
+        task_terms,
+    )
 
     metrics = load_metrics_json(args.file)
     score = superb_score(metrics)
@@ -95,9 +111,8 @@ def _kd_losses(paths):
 def cmd_kdloss(args):
     from deepwide.report.kdloss import compute_kd_loss
 
-    opts = _options(args.options)
-    df = compute_kd_loss(args.teacher, args.student, args.manifest, max_utterances=int(opts.get("utterances", 16)),
-                         max_seconds=float(opts.get("max_seconds", 10.0)), device=args.device)
+    df = compute_kd_loss(args.teacher, args.student, args.manifest, device=args.device,
+                         **_held_out_options(args.options, utterances=16, max_seconds=10.0))
     _write_student_table(df, args)
 
 
@@ -130,11 +145,8 @@ def cmd_figures(args):
 def cmd_cka(args):
     from deepwide.report.cka import compute_cka
 
-    opts = _options(args.options)
-    df = compute_cka(args.teacher, args.student, args.manifest,
-                     max_utterances=int(opts.get("utterances", 16)), max_seconds=float(opts.get("max_seconds", 10.0)),
-                     max_frames=int(opts.get("max_frames", 8000)), seed=int(opts.get("seed", 0)),
-                     device=args.device)
+    df = compute_cka(args.teacher, args.student, args.manifest, device=args.device,
+                     **_held_out_options(args.options, utterances=16, max_seconds=10.0, max_frames=8000, seed=0))
     _write_student_table(df, args)
 
 
@@ -142,10 +154,8 @@ def cmd_cost(args):
     from deepwide.report.cost import measure_cost
     from deepwide.utils.io import atomic_write_text
 
-    opts = _options(args.options)
-    out = measure_cost(args.upstream, args.checkpoint, args.manifest,
-                       max_utterances=int(opts.get("utterances", 8)), max_seconds=float(opts.get("max_seconds", 10.0)),
-                       repeats=int(opts.get("repeats", 1)), device=args.device)
+    out = measure_cost(args.upstream, args.checkpoint, args.manifest, device=args.device,
+                       **_held_out_options(args.options, utterances=8, max_seconds=10.0, repeats=1))
     from deepwide.utils.usage import usage
 
     out["usage"] = usage()  # peak memory and wall time of this job (plan resources)
@@ -153,19 +163,16 @@ def cmd_cost(args):
 
 
 def register(sub):
-    p = sub.add_parser("score", help="SUPERB score of per-task metrics")
-    ssub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    s = ssub.add_parser("superb", help="print the SUPERB score (leaderboard FBANK/SOTA constants) of FILE.json",
+    ssub = command_group(sub, "score", "SUPERB score of per-task metrics")
+    s = add_command(ssub, "superb", cmd_score_superb, help="print the SUPERB score (leaderboard FBANK/SOTA constants) of FILE.json",
                         description="FILE.json: an object with the keys PR, ASR, KS, QbE, SID, ASV, SD, IC, SF_F1, "
                                     "SF_CER, ER (PER, WER, EER, DER, CER, accuracies and F1 in percent; QbE as MTWV).")
     s.add_argument("file", type=Path)
     s.add_argument("--terms", dest="verbose_terms", action="store_true", help="also print each task's term")
-    s.set_defaults(func=cmd_score_superb)
 
-    p = sub.add_parser("report", help="tables, figures and analyses of the study")
-    rsub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    rsub = command_group(sub, "report", "tables, figures and analyses of the study")
 
-    c = rsub.add_parser("collect", help="result.json/info.json/cost files -> tidy results.parquet")
+    c = add_command(rsub, "collect", cmd_collect, help="result.json/info.json/cost files -> tidy results.parquet")
     c.add_argument("--results", nargs="+", required=True, type=Path, help="SUPERB result.json files")
     c.add_argument("--infos", nargs="*", type=Path, help="student info.json files")
     c.add_argument("--costs", nargs="*", type=Path, help="cost JSON files of `report cost`")
@@ -174,9 +181,8 @@ def register(sub):
     c.add_argument("--layer-weights", required=True, type=Path, help="output: long table of layer weights")
     c.add_argument("--items", type=Path, help="output: per-utterance test results of every head that kept them "
                                                "(the verdict's paired test-item noise)")
-    c.set_defaults(func=cmd_collect)
 
-    t = rsub.add_parser("tables", help="results.parquet -> tables (md, csv, tex)")
+    t = add_command(rsub, "tables", cmd_tables, help="results.parquet -> tables (md, csv, tex)")
     t.add_argument("--results", required=True, type=Path)
     t.add_argument("--options", help="JSON object: include_published, reference (normalised|leaderboard)")
     t.add_argument("--teacher-info", type=Path, nargs="*",
@@ -185,9 +191,8 @@ def register(sub):
     t.add_argument("--items", type=Path, help="per-item table of `report collect --items` (without it the test-item "
                                                "noise is taken unpaired from each result's test-set size)")
     t.add_argument("--out-dir", required=True, type=Path)
-    t.set_defaults(func=cmd_tables)
 
-    f = rsub.add_parser("figures", help="results.parquet -> figures (png, pdf)")
+    f = add_command(rsub, "figures", cmd_figures, help="results.parquet -> figures (png, pdf)")
     f.add_argument("--results", required=True, type=Path)
     f.add_argument("--layer-weights", type=Path)
     f.add_argument("--cka", nargs="*", type=Path, help="CKA tables of `report cka`")
@@ -195,17 +200,15 @@ def register(sub):
     f.add_argument("--kd-loss", nargs="*", type=Path, help="held-out KD-loss tables of `report kdloss`")
     f.add_argument("--items", type=Path, help="per-item table of `report collect --items`")
     f.add_argument("--out-dir", required=True, type=Path)
-    f.set_defaults(func=cmd_figures)
 
     def heldout(name: str, help: str, options: str, func, upstream: str):
         """A command that runs a model over the held-out manifest and writes one file."""
-        h = rsub.add_parser(name, help=help)
+        h = add_command(rsub, name, func, help=help)
         h.add_argument("--upstream", required=True, help=upstream)
         h.add_argument("--manifest", required=True, type=Path, help="held-out manifest (parquet with id, path)")
         h.add_argument("--options", help=f"JSON object: {options}")
         h.add_argument("--device", default="auto")
         h.add_argument("--out", required=True, type=Path)
-        h.set_defaults(func=func)
         return h
 
     student = "the student's upstream name (METHOD-SHAPE-seedN)"

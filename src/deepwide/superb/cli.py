@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from deepwide.errors import DeepwideError
+from deepwide.utils.cli import add_command, command_group
 
 log = logging.getLogger(__name__)
 
@@ -142,10 +143,9 @@ def _lexicon(args) -> int:
 def register(sub):
     from deepwide.corpus.text import TEXT_POLICIES
 
-    p = sub.add_parser("superb", help="SUPERB evaluation through s3prl's recipes")
-    cmds = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    cmds = command_group(sub, "superb", "SUPERB evaluation through s3prl's recipes")
 
-    r = cmds.add_parser("run", help="train/validate/test a task's heads (lr x seed; one upstream pass per batch) or one head through s3prl")
+    r = add_command(cmds, "run", _run, help="train/validate/test a task's heads (lr x seed; one upstream pass per batch) or one head through s3prl")
     r.add_argument("--task", required=True)
     r.add_argument("--upstream-name", required=True, help="name in results/superb/{name}/ (teacher, fbank, pred-4x192f768h4...)")
     r.add_argument("--upstream", required=True, help="'fbank', a deepwide checkpoint file, or an HF model directory")
@@ -166,9 +166,8 @@ def register(sub):
                    help="pr: a `superb lexicon` output folder to use (default: superb.pr.lexicon, else generated)")
     r.add_argument("--text-policy", choices=TEXT_POLICIES, default="normalise",
                    help="asr/pr: transcript text outside A-Z ' space (corpus.librispeech.text_policy)")
-    r.set_defaults(func=_run)
 
-    x = cmds.add_parser("lexicon", help="PR lexicon files for a LibriSpeech-layout root + lexicon.json (phone set)")
+    x = add_command(cmds, "lexicon", _lexicon, help="PR lexicon files for a LibriSpeech-layout root + lexicon.json (phone set)")
     x.add_argument("--root", required=True, help="LibriSpeech-layout root")
     x.add_argument("--splits", nargs="+", required=True, help="split folders whose words the lexicon must cover")
     x.add_argument("--lexicon", nargs=2, default=None, metavar=("F200K", "FALLOTHERS"),
@@ -176,12 +175,10 @@ def register(sub):
     x.add_argument("--text-policy", choices=TEXT_POLICIES, default="normalise",
                    help="as corpus.librispeech.text_policy (the words are those s3prl will read)")
     x.add_argument("--out-dir", required=True, help="folder for the two lexicon files and lexicon.json")
-    x.set_defaults(func=_lexicon)
 
-    s = cmds.add_parser("select", help="pick the lr with the best dev score")
+    s = add_command(cmds, "select", _select, help="pick the lr with the best dev score")
     s.add_argument("--inputs", nargs="+", required=True)
     s.add_argument("--out", required=True)
-    s.set_defaults(func=_select)
 
     from deepwide.superb.qbe.cli import register_qbe
 

@@ -27,7 +27,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from deepwide.errors import DeepwideError
-from deepwide.utils.io import atomic_write_text, publish_dir
+from deepwide.utils.io import atomic_write_text, publish_dir, read_json_object
 
 log = logging.getLogger(__name__)
 
@@ -119,19 +119,23 @@ def rejected_audio(items: list, path_of, what: str, jobs: int = 8) -> dict:
     return bad
 
 
-def _view(root: Path, bad, dest_parent: str | Path, build) -> Path:
-    """``dest_parent/view-<key>/`` (key: root and the rejected items), written by
-    ``build(tmp)`` into a pid-named sibling and renamed into place once; reused after."""
+def _view(root: Path, bad, dest_parent: str | Path, build) -> tuple[Path, int]:
+    """The root s3prl should read and how many items were left out of it: ``root`` itself
+    when none is ``bad``; else ``dest_parent/view-<key>/`` (key: root and the rejected
+    items), written by ``build(tmp)`` into a pid-named sibling and renamed into place
+    once; reused after."""
+    if not bad:
+        return root, 0
     key = hashlib.sha256("\n".join([str(root), *sorted(map(str, bad))]).encode()).hexdigest()[:16]
     dest = Path(dest_parent) / f"view-{key}"
     if dest.is_dir():
-        return dest
+        return dest, len(bad)
     tmp = Path(dest_parent) / f".{dest.name}.{os.getpid()}.partial"
     shutil.rmtree(tmp, ignore_errors=True)  # our own leftover (pid-named)
     tmp.mkdir(parents=True)
     build(tmp)
     publish_dir(tmp, dest)
-    return dest
+    return dest, len(bad)
 
 
 def _link_all_but(src: Path, dest: Path, skip) -> None:
@@ -182,8 +186,6 @@ def fsc_view(root: str | Path, dest_parent: str | Path, jobs: int = 8) -> tuple[
         tables[n] = [(lines[0], None)] + [(line, row[col]) for line, row in zip(lines[1:], csv.reader(lines[1:]))]
     paths = sorted({p for t in tables.values() for _, p in t if p})
     bad = rejected_audio(paths, lambda p: root / p, f"Fluent Speech Commands {root}", jobs)
-    if not bad:
-        return root, 0
 
     def build(tmp):
         _link_all_but(root, tmp, {"data"})
@@ -191,7 +193,7 @@ def fsc_view(root: str | Path, dest_parent: str | Path, jobs: int = 8) -> tuple[
         for n, t in tables.items():  # the rows as written, less the rejected ones
             (tmp / "data" / n).write_text("".join(line for line, p in t if p not in bad))
 
-    return _view(root, bad, dest_parent, build), len(bad)
+    return _view(root, bad, dest_parent, build)
 
 
 def speech_commands_view(root: str | Path, folders: list[str], dest_parent: str | Path, jobs: int = 8) -> tuple[Path, int]:
@@ -202,8 +204,6 @@ def speech_commands_view(root: str | Path, folders: list[str], dest_parent: str 
     root = Path(root).resolve()
     wavs = sorted(w for f in folders for w in (root / f).glob("*/*.wav"))
     bad = rejected_audio(wavs, lambda w: w, f"Speech Commands {root}", jobs)
-    if not bad:
-        return root, 0
 
     def build(tmp):
         for f in folders:
@@ -212,7 +212,7 @@ def speech_commands_view(root: str | Path, folders: list[str], dest_parent: str 
                 if d.is_dir():
                     _link_all_but(d, tmp / f / d.name, {w.name for w in bad if w.parent == d})
 
-    return _view(root, bad, dest_parent, build), len(bad)
+    return _view(root, bad, dest_parent, build)
 
 
 def kaldi_view(root: str | Path, splits: list[str], dest_parent: str | Path, jobs: int = 8) -> tuple[Path, int]:
@@ -228,8 +228,6 @@ def kaldi_view(root: str | Path, splits: list[str], dest_parent: str | Path, job
             if len(parts) == 2 and not parts[1].rstrip().endswith("|"):  # a command: not a file to check
                 recs[(split, parts[0])] = parts[1].strip()
     bad = rejected_audio(sorted(recs), recs.get, f"SD data dir {root}", jobs)
-    if not bad:
-        return root, 0
     reco_field = {"wav.scp": 0, "reco2dur": 0, "segments": 1, "rttm": 1}
 
     def build(tmp):
@@ -258,7 +256,7 @@ def kaldi_view(root: str | Path, splits: list[str], dest_parent: str | Path, job
                     continue
                 (out / f.name).write_text("".join(keep))
 
-    return _view(root, [f"{s}/{r}" for s, r in bad], dest_parent, build), len(bad)
+    return _view(root, [f"{s}/{r}" for s, r in bad], dest_parent, build)
 
 
 def snips_view(root: str | Path, dest_parent: str | Path, jobs: int = 8) -> tuple[Path, int]:
@@ -269,15 +267,13 @@ def snips_view(root: str | Path, dest_parent: str | Path, jobs: int = 8) -> tupl
     root = Path(root).resolve()
     wavs = sorted(w for split in ("train", "valid", "test") for w in (root / split).rglob("*.wav"))
     bad = {w.stem for w in rejected_audio(wavs, lambda w: w, f"SNIPS {root}", jobs)}
-    if not bad:
-        return root, 0
 
     def build(tmp):
         _link_all_but(root, tmp, {"all.iob.snips.txt"})
         lines = (root / "all.iob.snips.txt").read_text().splitlines(keepends=True)
         (tmp / "all.iob.snips.txt").write_text("".join(ln for ln in lines if ln.split(" ", 1)[0].strip() not in bad))
 
-    return _view(root, bad, dest_parent, build), len(bad)
+    return _view(root, bad, dest_parent, build)
 
 
 # ----------------------------------------------------------------------------- IEMOCAP
@@ -523,12 +519,7 @@ def install_lexicon_dir(lexicon_dir: str | Path, download_dir: str | Path, words
     G2P looks for in ``download_dir``; check they cover ``words``. Returns ``lexicon.json``."""
     lexicon_dir = Path(lexicon_dir)
     info_path = lexicon_dir / LEXICON_INFO
-    if not info_path.is_file():
-        raise DeepwideError(f"superb run --lexicon-dir: {info_path} not found (write the dir with `deepwide superb lexicon`)")
-    try:
-        info = json.loads(info_path.read_text())
-    except json.JSONDecodeError as err:
-        raise DeepwideError(f"superb run --lexicon-dir: {info_path} is not valid JSON: {err}") from None
+    info = read_json_object(info_path, "superb run --lexicon-dir: the info file of `deepwide superb lexicon`")
     srcs = [lexicon_dir / n for n in LEXICON_NAMES]
     for src in srcs:
         if not src.is_file():

@@ -113,25 +113,31 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
 
 
+def existing(path: str | os.PathLike, what: str, folder: bool = False) -> Path:
+    """``path`` when it is a file (``folder``: a folder); else a DeepwideError "WHAT not found: PATH"."""
+    from deepwide.errors import DeepwideError
+
+    path = Path(path)
+    if not (path.is_dir() if folder else path.is_file()):
+        raise DeepwideError(f"{what} not found: {path}")
+    return path
+
+
 def read_json_object(path: str | os.PathLike, what: str = "JSON file") -> dict[str, Any]:
     """A JSON object from ``path``; a missing file, bad JSON or a non-object is a DeepwideError."""
     from deepwide.errors import DeepwideError
 
     path = Path(path)
     try:
-        obj = json.loads(path.read_text())
+        text = path.read_text()
     except FileNotFoundError:
         raise DeepwideError(f"{what} not found: {path}") from None
-    except json.JSONDecodeError as err:
-        raise DeepwideError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(obj, dict):
-        raise DeepwideError(f"{path}: expected a JSON object, got {type(obj).__name__}")
-    return obj
+    return json_object_arg(text, str(path))
 
 
 def json_object_arg(text: str, what: str) -> dict[str, Any]:
-    """A command-line JSON object (``--config-json``, ``--exec-json``); bad JSON or a
-    non-object is a DeepwideError naming the flag."""
+    """A JSON object from ``text`` (a flag such as ``--config-json``, or a file's content);
+    bad JSON or a non-object is a DeepwideError naming ``what``."""
     from deepwide.errors import DeepwideError
 
     try:

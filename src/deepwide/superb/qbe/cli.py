@@ -14,6 +14,8 @@ from pathlib import Path
 
 from deepwide.errors import DeepwideError
 from deepwide.superb.qbe.twv import NIST_STD_BETA
+from deepwide.utils.cli import add_command
+from deepwide.utils.io import json_object_arg
 
 log = logging.getLogger(__name__)
 
@@ -63,18 +65,12 @@ def _execution(text: str | None) -> dict:
     ``qbe.feature_cache`` are read here; absent keys take their defaults."""
     if not text:
         return {}
-    try:
-        exe = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise DeepwideError(f"superb qbe --exec-json is not valid JSON: {err}") from err
-    if not isinstance(exe, dict):
-        raise DeepwideError(f"superb qbe --exec-json must be a JSON object, got {text!r}")
-    return exe
+    return json_object_arg(text, "superb qbe --exec-json")
 
 
 def register_qbe(subparsers) -> None:
     """Add the ``qbe`` command to a stage's subparsers (``python -m deepwide superb qbe``)."""
-    q = subparsers.add_parser("qbe", help="QbE on QUESST14 by DTW over one layer (no training) -> result.json")
+    q = add_command(subparsers, "qbe", _cmd_qbe, help="QbE on QUESST14 by DTW over one layer (no training) -> result.json")
     q.add_argument("--upstream", required=True, help="deepwide checkpoint file ('fbank' or an HF directory through the superb adapter)")
     q.add_argument("--upstream-name", default="upstream", help="name written to result.json (teacher, fbank, pred-4x192f768h4...)")
     q.add_argument("--root", required=True, help="quesst14Database folder (Audio/, dev_queries/, eval_queries/, scoring/)")
@@ -91,4 +87,3 @@ def register_qbe(subparsers) -> None:
                         '"threads": N (torch threads, also the audio checks; 0: defaults), "qbe": {"feature_cache": true}} '
                         '(feature_cache: features memory-mapped on disk, full-scale QUESST)')
     q.add_argument("--out", required=True, help=".../result.json (written last; stdlist.xml files beside it)")
-    q.set_defaults(func=_cmd_qbe)

@@ -149,9 +149,13 @@ def _published() -> dict:
 
 
 # ------------------------------------------------------------------ collecting a target dir
-def read_yaml(path: Path) -> dict:
+def read_yaml(path: Path, missing: str | None = None) -> dict:
+    """A YAML file s3prl wrote (empty: {}); ``missing`` is the DeepwideError's message when
+    there is no such file (without it, FileNotFoundError)."""
     import yaml
 
+    if missing is not None and not path.is_file():
+        raise DeepwideError(missing)
     with open(path) as f:
         return yaml.safe_load(f) or {}
 
@@ -170,10 +174,8 @@ def layer_weights(ckpt_dir: Path) -> list[float]:
 def collect_valid_best(task: Task, work: Path) -> dict:
     """The best-dev checkpoint's scores and its test result (s3prl's valid_best)."""
     valid_best = work / "train" / "valid_best"
-    stats_file = valid_best / "training_stats.yaml"
-    if not stats_file.is_file():
-        raise DeepwideError(f"s3prl left no best-dev checkpoint in {valid_best} (did validation run?)")
-    stats = read_yaml(stats_file)
+    stats = read_yaml(valid_best / "training_stats.yaml",
+                      f"s3prl left no best-dev checkpoint in {valid_best} (did validation run?)")
     dev = stats["valid_best_metrics"]
     tests = sorted((work / "evaluate" / "valid_best").glob("*/result.yaml"))
     if not tests:

@@ -47,9 +47,7 @@ class SDTask(Task):
     def collect(self, work):
         res = collect_valid_best(self, work)
         der_file = work / "evaluate" / "valid_best" / res["test_set"] / "der.yaml"
-        if not der_file.is_file():
-            raise DeepwideError(f"s3prl's SD scoring left no {der_file} (stage 3 did not run?)")
-        scored = read_yaml(der_file)
+        scored = read_yaml(der_file, f"s3prl's SD scoring left no {der_file} (stage 3 did not run?)")
         frame = res["test_metrics"]
         res["test_score"] = float(scored["der"])
         res["test_metrics"] = {

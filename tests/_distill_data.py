@@ -6,7 +6,6 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import soundfile as sf
 import torch
@@ -48,7 +47,12 @@ def make_corpus(root: Path, n: int = 16) -> Path:
         info = sf.info(str(out))
         rows.append({"id": out.stem, "path": str(out.resolve()), "num_samples": int(info.frames), "sample_rate": 16000,
                      "split": "train-clean-100", "speaker": out.stem.split("-")[0], "text": text.upper(), "phones": ""})
-    man = root / "manifests" / "librispeech" / "train-clean-100.parquet"
+    return write_manifest(root, "train-clean-100", rows)
+
+
+def write_manifest(root: Path, split: str, rows: list[dict]) -> Path:
+    """``rows`` as the LibriSpeech manifest of ``split`` under ``root``/manifests."""
+    man = root / "manifests" / "librispeech" / f"{split}.parquet"
     man.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_parquet(man, index=False)
     return man
@@ -66,3 +70,20 @@ def make_teacher(path: Path, seed: int = 0, scale: float | None = None, nan: boo
             model.encoder.transformer.layers[-1].final_layer_norm.weight[0] = float("nan")
     save_checkpoint(path, model, arch, {"source": "random test teacher"})
     return path
+
+
+def corpus_and_teacher_fixtures(n: int):
+    """Module-scoped ``corpus`` (``n`` utterances, one torch thread) and ``teacher`` fixtures;
+    a test module binds them with ``corpus, teacher = corpus_and_teacher_fixtures(n)``."""
+    import pytest
+
+    @pytest.fixture(scope="module")
+    def corpus(tmp_path_factory):
+        torch.set_num_threads(1)
+        return make_corpus(tmp_path_factory.mktemp("corpus"), n=n)
+
+    @pytest.fixture(scope="module")
+    def teacher(tmp_path_factory):
+        return make_teacher(tmp_path_factory.mktemp("teacher") / "teacher.pt")
+
+    return corpus, teacher

@@ -13,9 +13,9 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import soundfile as sf
 import torch
+from _distill_data import write_manifest as write_split_manifest
 
 from deepwide.models.arch import ArchConfig, build_model, conv_layers
 from deepwide.models.checkpoint import save_checkpoint
@@ -52,10 +52,7 @@ def write_manifest(root: Path, n: int = 4) -> Path:
         sf.write(path, wav.astype(np.float32), SR)
         rows.append({"id": f"utt{i}", "path": str(path.resolve()), "num_samples": samples, "sample_rate": SR,
                      "split": "test-clean", "speaker": f"s{i % 2}", "text": "a", "phones": "a"})
-    out = root / "manifests" / "librispeech" / "test-clean.parquet"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows).to_parquet(out, index=False)
-    return out
+    return write_split_manifest(root, "test-clean", rows)
 
 
 def write_checkpoints(root: Path) -> dict[str, Path]:

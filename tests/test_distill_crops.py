@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from _distill_data import STUDENT_DEFAULTS, make_corpus, make_teacher
+from _distill_data import STUDENT_DEFAULTS, corpus_and_teacher_fixtures
 from deepwide.audio import read_audio
 from deepwide.config import validate_config
 from deepwide.distill import data, targets
@@ -24,15 +24,7 @@ CROP_S = 1.0  # espeak utterances are 2-4 s: every one is cropped to 50 frames
 FIXED = data.crop_spec("fixed", CROP_S, seed=7)
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    torch.set_num_threads(1)
-    return make_corpus(tmp_path_factory.mktemp("corpus"), n=6)
-
-
-@pytest.fixture(scope="module")
-def teacher(tmp_path_factory):
-    return make_teacher(tmp_path_factory.mktemp("teacher") / "teacher.pt")
+corpus, teacher = corpus_and_teacher_fixtures(n=6)
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +33,12 @@ def caches(corpus, teacher, tmp_path_factory):
     fixed = targets.extract(teacher, [corpus], [1, 2, 3], root / "fixed", frontend=True, crop=FIXED)
     full = targets.extract(teacher, [corpus], [1, 2, 3], root / "full", frontend=True)
     return root / "fixed", root / "full", fixed, full
+
+
+def _fixed_windows(corpus, teacher):
+    """The teacher's conv layout and every utterance's FIXED crop window."""
+    conv = load_checkpoint(teacher)[1].conv
+    return conv, data.crop_utterances(_whole(corpus, conv), FIXED, conv)
 
 
 def _whole(corpus, conv):
@@ -80,9 +78,7 @@ def test_window_is_deterministic_inside_and_frame_aligned(corpus, teacher):
 
 def test_extraction_loader_and_online_windows_are_identical(corpus, teacher, caches):
     fixed_dir, _, info, _ = caches
-    _, arch, _ = load_checkpoint(teacher)
-    conv = arch.conv
-    win = data.crop_utterances(_whole(corpus, conv), FIXED, conv)
+    conv, win = _fixed_windows(corpus, teacher)
     # extraction: the cache's index holds exactly these windows, and says so in cache.json
     cache = targets.TargetCache(fixed_dir)
     assert cache.utterances() == win
@@ -125,9 +121,7 @@ def _bits(t: torch.Tensor) -> np.ndarray:
 
 def test_cached_and_online_targets_equal_on_the_same_crop(corpus, teacher, caches):
     fixed_dir, full_dir, _, _ = caches
-    _, arch, _ = load_checkpoint(teacher)
-    conv = arch.conv
-    win = data.crop_utterances(_whole(corpus, conv), FIXED, conv)
+    conv, win = _fixed_windows(corpus, teacher)
     online = _online_targets(teacher, win, conv, [1, 3])
     fixed, full = targets.TargetCache(fixed_dir), targets.TargetCache(full_dir)
     worst_full = 0.0

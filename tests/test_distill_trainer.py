@@ -3,7 +3,6 @@ learn, every mode runs, signals save state, kill + resume is bit-identical, bad 
 and non-finite losses give clear errors."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from _distill_data import STUDENT_DEFAULTS, make_corpus, make_teacher
+from _distill_data import STUDENT_DEFAULTS, corpus_and_teacher_fixtures, make_teacher
 from deepwide.distill import targets
 from deepwide.distill.trainer import train
 from deepwide.errors import DeepwideError
@@ -22,15 +21,7 @@ from deepwide.models.checkpoint import load_checkpoint
 from deepwide.models.solver import count_params
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    torch.set_num_threads(1)
-    return make_corpus(tmp_path_factory.mktemp("corpus"), n=16)
-
-
-@pytest.fixture(scope="module")
-def teacher(tmp_path_factory):
-    return make_teacher(tmp_path_factory.mktemp("teacher") / "teacher.pt")
+corpus, teacher = corpus_and_teacher_fixtures(n=16)
 
 
 @pytest.fixture(scope="module")

@@ -56,6 +56,17 @@ def ours_states(model, wavs, lengths):
     return states, frames
 
 
+def assert_same_states_as_hf(model, hf_model, depth):
+    """Our L+1 hidden states equal a transformers model's on one padded batch."""
+    wavs, lengths = audio()
+    ours, frames = ours_states(model, wavs, lengths)
+    mask = (torch.arange(wavs.shape[1])[None] < lengths[:, None]).long()
+    with torch.no_grad():
+        ref = hf_model(wavs, attention_mask=mask, output_hidden_states=True).hidden_states
+    assert len(ours) == len(ref) == depth + 1
+    assert_states_close(ours, ref, frames)
+
+
 def assert_states_close(ours, ref, frames):
     assert len(ours) == len(ref)
     for i, (a, b) in enumerate(zip(ours, ref)):
@@ -96,18 +107,12 @@ def test_import_hf_equals_transformers(tmp_path, kind):
     model, arch2, meta2 = load_checkpoint(out)
     assert arch2 == arch and meta2["source"]["format"] == "hf" and meta2["source"]["path"] == str(src.resolve())
     assert arch.layer_norm_first == (kind == "wav2vec2-large-layout")
-    wavs, lengths = audio()
-    ours, frames = ours_states(model, wavs, lengths)
-    mask = (torch.arange(wavs.shape[1])[None] < lengths[:, None]).long()
-    with torch.no_grad():
-        ref = ref_model.eval()(wavs, attention_mask=mask, output_hidden_states=True).hidden_states
-    assert len(ours) == arch.depth + 1
-    assert_states_close(ours, ref, frames)
+    assert_same_states_as_hf(model, ref_model.eval(), arch.depth)
 
 
 def test_import_hf_old_weight_norm_names(tmp_path):
     """Older transformers checkpoints (e.g. hubert-base-ls960) store weight_g/weight_v."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
     src, ref_model = hf_source(tmp_path, "hubert")
     state = load_file(src / "model.safetensors")
@@ -244,13 +249,7 @@ def test_export_hf_cli_loads_in_transformers(tmp_path, repo_root, layer_norm_fir
     hf = HubertModel.from_pretrained(out).eval()
     extractor = Wav2Vec2FeatureExtractor.from_pretrained(out)
     assert extractor.sampling_rate == 16000 and extractor.return_attention_mask and not extractor.do_normalize
-    wavs, lengths = audio()
-    ours, frames = ours_states(model, wavs, lengths)
-    mask = (torch.arange(wavs.shape[1])[None] < lengths[:, None]).long()
-    with torch.no_grad():
-        ref = hf(wavs, attention_mask=mask, output_hidden_states=True).hidden_states
-    assert len(ref) == arch.depth + 1
-    assert_states_close(ours, ref, frames)
+    assert_same_states_as_hf(model, hf, arch.depth)
     # round trip: the export imports back to the very same weights
     back, arch_back, _ = import_checkpoint("hf", out, tmp_path / "back.pt")
     assert arch_back == arch

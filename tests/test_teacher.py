@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import soundfile as sf
+from _distill_data import write_manifest
 
 WORDS = ["speech", "model", "teacher", "student", "layer", "depth", "width", "sound", "voice", "signal",
          "masked", "frame", "cluster", "label", "noise", "music", "river", "garden", "yellow", "seven"]
@@ -36,10 +37,7 @@ def synth_split(root: Path, split: str, n: int, seed: int) -> Path:
         raw.unlink()
         rows.append({"id": uid, "path": str(out.resolve()), "num_samples": sf.info(str(out)).frames,
                      "sample_rate": 16000, "split": split, "speaker": str(spk), "text": text.upper(), "phones": ""})
-    manifest = root / "manifests" / "librispeech" / f"{split}.parquet"
-    manifest.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows).to_parquet(manifest, index=False)
-    return manifest
+    return write_manifest(root, split, rows)
 
 
 # a micro teacher: every test run takes seconds
@@ -99,7 +97,11 @@ def merged(base: dict, **sections) -> dict:
 def test_mfcc_frames_match_conv_front_end(channels):
     """One MFCC frame (hop 320, 25 ms window) per output frame of the HuBERT-stride front end."""
     from deepwide.models.arch import ArchConfig, build_model, conv_layers
-    from deepwide.teacher.features import MFCCFeaturizer, conv_num_frames, receptive_field
+    from deepwide.teacher.features import (
+        MFCCFeaturizer,
+        conv_num_frames,
+        receptive_field,
+    )
 
     conv = conv_layers(channels)
     assert receptive_field(conv) == 400
@@ -157,7 +159,6 @@ def test_batch_plan_stream_resumes_mid_epoch():
 
 def test_pretrain_micro_teacher(corpus, tmp_path):
     """Real espeak-ng audio -> MFCC k-means -> masked prediction: loss falls, checkpoint loads."""
-    import pandas as pd
 
     from deepwide.models.arch import hidden_states
     from deepwide.models.checkpoint import load_checkpoint
@@ -201,7 +202,6 @@ def test_pretrain_micro_teacher(corpus, tmp_path):
 
 def test_interrupted_run_resumes_to_identical_weights(corpus, tmp_path):
     """Stop after k steps and rerun: the same weights as one uninterrupted run (CPU, same seed)."""
-    import pandas as pd
 
     from deepwide.models.checkpoint import load_checkpoint
 
@@ -342,7 +342,6 @@ def test_changed_config_discards_stale_resume_state(corpus, tmp_path):
 
 
 def test_second_iteration_clusters_teacher_layer(corpus, tmp_path):
-    import pandas as pd
 
     cfg = merged(MICRO, train={"steps": 10, "eval_every": 10}, iterations=2,
                  iteration2={"layer": 1, "clusters": 6, "steps": 8})
@@ -365,23 +364,19 @@ def test_pretrain_missing_manifest(tmp_path, capsys):
     assert not (tmp_path / "t.pt").exists()
 
 
-def test_pretrain_bad_config_names_key(tmp_path, capsys):
+@pytest.mark.parametrize("config_json, message", [
+    ('{"arch": {"dpth": 3}}', "teacher.pretrain.arch.dpth"),
+    ("{not json", "--config-json is not valid JSON"),
+    ('{"arch": {"width": 100, "heads": 3}}', "heads (3) must divide width (100)"),
+])
+def test_pretrain_bad_config_names_key(tmp_path, capsys, config_json, message):
     rc = cli_main(["teacher", "pretrain", "--manifest", "m.parquet", "--out", str(tmp_path / "t.pt"),
-                   "--workdir", str(tmp_path / "w"), "--config-json", '{"arch": {"dpth": 3}}'])
+                   "--workdir", str(tmp_path / "w"), "--config-json", config_json])
     assert rc == 2
-    assert "teacher.pretrain.arch.dpth" in capsys.readouterr().err
-    rc = cli_main(["teacher", "pretrain", "--manifest", "m.parquet", "--out", str(tmp_path / "t.pt"),
-                   "--workdir", str(tmp_path / "w"), "--config-json", "{not json"])
-    assert rc == 2
-    assert "--config-json is not valid JSON" in capsys.readouterr().err
-    rc = cli_main(["teacher", "pretrain", "--manifest", "m.parquet", "--out", str(tmp_path / "t.pt"),
-                   "--workdir", str(tmp_path / "w"), "--config-json", '{"arch": {"width": 100, "heads": 3}}'])
-    assert rc == 2
-    assert "heads (3) must divide width (100)" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
 
 
 def test_pretrain_manifest_problems(tmp_path, capsys):
-    import pandas as pd
 
     bad = tmp_path / "bad.parquet"
     pd.DataFrame({"id": ["a"], "num_samples": [16000]}).to_parquet(bad)

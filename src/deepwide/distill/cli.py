@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from deepwide.errors import DeepwideError
+from deepwide.utils.cli import add_command, command_group
 from deepwide.utils.device import resolve_device
 from deepwide.utils.io import json_object_arg
 
@@ -100,9 +101,8 @@ def _set_threads(args):
 
 def register(sub):
     # targets stage
-    p = sub.add_parser("targets", help="teacher targets cache for distillation")
-    s = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    e = s.add_parser("extract", help="run the frozen teacher once over manifests; write memory-mapped shards")
+    cmds = command_group(sub, "targets", "teacher targets cache for distillation")
+    e = add_command(cmds, "extract", cmd_extract, "run the frozen teacher once over manifests; write memory-mapped shards")
     e.add_argument("--teacher", required=True, help="teacher checkpoint (deepwide format)")
     e.add_argument("--manifest", required=True, nargs="+", action="extend", help="manifest Parquet files")
     e.add_argument("--layers", help="teacher layers, e.g. 4,8,12 (0 = input of the first layer)")
@@ -120,12 +120,10 @@ def register(sub):
     e.add_argument("--work", help="resume folder for finished shards (default: .OUT.partial beside OUT)")
     e.add_argument("--stop-after-shards", type=int, help=argparse.SUPPRESS)
     _device_arg(e)
-    e.set_defaults(func=cmd_extract)
 
     # distill stage
-    p = sub.add_parser("distill", help="distil students from the teacher")
-    s = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    t = s.add_parser("train", help="train one student with one KD method")
+    cmds = command_group(sub, "distill", "distil students from the teacher")
+    t = add_command(cmds, "train", cmd_train, "train one student with one KD method")
     t.add_argument("--job", required=True, help="job settings as JSON (or @file): see deepwide.plan.distill")
     t.add_argument("--teacher", required=True, help="teacher checkpoint")
     t.add_argument("--manifest", required=True, nargs="+", action="extend", help="manifest Parquet files")
@@ -135,5 +133,4 @@ def register(sub):
     t.add_argument("--hf", help="also export a transformers HubertModel folder here")
     t.add_argument("--resume-dir", required=True, help="resume state folder (outside declared outputs)")
     _device_arg(t)
-    t.set_defaults(func=cmd_train)
 

@@ -15,6 +15,7 @@ import logging
 from pathlib import Path
 
 from deepwide.errors import DeepwideError
+from deepwide.utils.cli import add_command, command_group
 
 log = logging.getLogger(__name__)
 
@@ -22,10 +23,9 @@ IMPORT_FORMATS = ("hf", "fairseq", "s3prl-hubert")
 
 
 def register(sub):
-    p = sub.add_parser("teacher", help="pretrain a tiny HuBERT teacher, import a real one or draw a random one")
-    cmds = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    cmds = command_group(sub, "teacher", "pretrain a tiny HuBERT teacher, import a real one or draw a random one")
 
-    pt = cmds.add_parser("pretrain", help="HuBERT masked-prediction pretraining on a manifest")
+    pt = add_command(cmds, "pretrain", cmd_pretrain, "HuBERT masked-prediction pretraining on a manifest")
     pt.add_argument("--manifest", required=True, help="training manifest (Parquet: id, path, num_samples, ...)")
     pt.add_argument("--valid-manifest", help="held-out manifest; without it a fraction of --manifest is held out")
     pt.add_argument("--config-json", default="{}", help="teacher.pretrain config slice as JSON (defaults filled)")
@@ -37,22 +37,22 @@ def register(sub):
     pt.add_argument("--threads", type=int, default=0, help="torch CPU threads when teacher.pretrain.threads is 0 (a pinned config count wins: it sets the weights' reduction order); 0: all usable CPUs")
     pt.add_argument("--stop-at-step", type=int, help="save resume state and stop at this global step (no outputs)")
     pt.add_argument("--no-progress", action="store_true", help="no progress bar")
-    pt.set_defaults(func=cmd_pretrain)
 
-    im = cmds.add_parser("import", help="convert a HuBERT checkpoint (hf, fairseq, s3prl-hubert)")
+    im = add_command(cmds, "import", cmd_import, "convert a HuBERT checkpoint (hf, fairseq, s3prl-hubert)")
     im.add_argument("src", help="checkpoint file or transformers model directory")
     im.add_argument("--format", required=True, choices=IMPORT_FORMATS, help="format of SRC")
-    im.add_argument("--out", required=True, help="deepwide checkpoint to write")
-    im.add_argument("--info", help="info.json to write (default: beside --out)")
-    im.set_defaults(func=cmd_import)
+    _checkpoint_outputs(im)
 
-    rd = cmds.add_parser("random", help="a randomly initialised teacher (HuBERT's pretraining init, no training)")
+    rd = add_command(cmds, "random", cmd_random, "a randomly initialised teacher (HuBERT's pretraining init, no training)")
     rd.add_argument("--arch-json", default="{}",
                     help="ArchConfig fields (and/or conv_channels) as JSON; omitted fields are HuBERT Base's")
     rd.add_argument("--seed", type=int, required=True, help="draws every weight: equal seed and arch, equal bytes")
-    rd.add_argument("--out", required=True, help="deepwide checkpoint to write")
-    rd.add_argument("--info", help="info.json to write (default: beside --out)")
-    rd.set_defaults(func=cmd_random)
+    _checkpoint_outputs(rd)
+
+
+def _checkpoint_outputs(p) -> None:
+    p.add_argument("--out", required=True, help="deepwide checkpoint to write")
+    p.add_argument("--info", help="info.json to write (default: beside --out)")
 
 
 def _parse_config_json(text: str) -> dict:
@@ -62,9 +62,8 @@ def _parse_config_json(text: str) -> dict:
 
 
 def cmd_pretrain(args) -> int:
-    from deepwide.teacher.pretrain import pretrain
-
     from deepwide.identity import with_execution
+    from deepwide.teacher.pretrain import pretrain
 
     cfg = with_execution(_parse_config_json(args.config_json), args.exec_json)
     if args.stop_at_step is not None and args.stop_at_step < 1:

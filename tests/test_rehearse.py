@@ -53,14 +53,14 @@ def test_paper_rehearsal_replaces_what_is_missing_and_keeps_what_exists():
     assert r["distill"]["train"]["steps"] == smoke["distill"]["train"]["steps"]
     assert r["rehearsal"]["cut"]["distill.train.steps"] == [200000, smoke["distill"]["train"]["steps"]]
     for task in paper["superb"]["tasks"]:
-        assert sup[task]["total_steps"] == smoke["superb"][task]["total_steps"]
+        assert sup[task]["total_steps"] == sup[task]["eval_step"] == smoke["superb"][task]["eval_step"]
         assert sup[task].get("downstream", {}) == paper["superb"][task].get("downstream", {})
     assert sup["num_workers"] == 0 and r["distill"]["train"]["num_workers"] == 0
     assert r["report"]["cost"] == smoke["report"]["cost"]
     assert r["distill"]["students"]["conv_channels"] == 512
-    # thinning: one shape per init kind, the grid's shallowest depth, one lr, one fold
+    # thinning: one shape per init kind, no grid (same code as the shapes), one lr, one fold
     assert [s["width"] for s in r["distill"]["students"]["shapes"]] == [768, 384]
-    assert r["distill"]["students"]["grid"]["depths"] == [2]
+    assert r["distill"]["students"]["grid"]["depths"] == []
     assert sup["sid"]["lr"] == [1.0e-4] and sup["er"]["folds"] == [0]
     assert r["distill"]["methods"] == ["pred", "l2l"]
     assert len(r["rehearsal"]["thinned"]) == 4
@@ -70,6 +70,13 @@ def test_paper_rehearsal_replaces_what_is_missing_and_keeps_what_exists():
     assert {"teacher_random", "distill", "superb_run", "superb_qbe", "synth_librimix"} <= set(study.rule_classes())
     assert "teacher_import" not in study.rule_classes()
     assert {j.method for j in study.student_jobs} == {"pred", "l2l"}
+
+
+def test_a_grid_only_study_keeps_its_shallowest_grid_depth():
+    paper = _yaml(PAPER)
+    paper["distill"]["students"]["shapes"] = []
+    r = rehearse(paper, "grid", _yaml(SMOKE), exists=lambda p: False)
+    assert r["distill"]["students"]["grid"]["depths"] == [2]
 
 
 def test_random_teacher_arch_defaults_to_hubert_base_and_names_the_key():
@@ -85,13 +92,13 @@ def test_random_teacher_arch_defaults_to_hubert_base_and_names_the_key():
 def test_paper_rehearsal_dry_run_runs_every_rule(tmp_path):
     out = tmp_path / "rehearsal.yaml"
     cli = subprocess.run([sys.executable, "-m", "deepwide", "plan", "rehearse", "--config", str(PAPER), "--out", str(out)],
-                         capture_output=True, text=True, env=_env(), timeout=120)
+                         check=False, capture_output=True, text=True, env=_env(), timeout=120)
     assert cli.returncode == 0, cli.stderr
     assert "teacher: import of /data/models/hubert_base_ls960.pt" in cli.stdout and out.read_text().startswith("# Rehearsal of")
     dry = subprocess.run([SNAKEMAKE, "-n", "--cores", "2", "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path),
-                          "--configfile", str(out)], capture_output=True, text=True, env=_env(), timeout=300)
+                          "--configfile", str(out)], check=False, capture_output=True, text=True, env=_env(), timeout=300)
     assert dry.returncode == 0, dry.stderr[-3000:] + dry.stdout[-3000:]
-    ran = set(re.findall(r"^(\w+)\s+\d+$", dry.stdout.split("Job stats:")[1], re.M)) - {"total"}
+    ran = set(re.findall(r"^(\w+)\s+\d+$", dry.stdout.split("Job stats:")[1], re.MULTILINE)) - {"total"}
     expected = set(Study.from_config(_yaml(out)).rule_classes()) | {"all"}
     assert ran == expected and "teacher_random" in ran
 
@@ -109,7 +116,7 @@ def test_rehearsal_of_a_study_without_its_teacher_runs(tmp_path):
     out, derived = write_rehearsal(study_cfg, tmp_path / "rehearsal.yaml")
     assert derived["teacher"]["source"] == "random"
     run = subprocess.run([SNAKEMAKE, "--cores", "2", "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path),
-                          "--configfile", str(out)], capture_output=True, text=True, env=_env(), timeout=600)
+                          "--configfile", str(out)], check=False, capture_output=True, text=True, env=_env(), timeout=600)
     assert run.returncode == 0, run.stderr[-4000:]
     results = tmp_path / derived["results"]
     info = json.loads((results / "teacher" / "info.json").read_text())

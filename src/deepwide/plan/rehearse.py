@@ -19,7 +19,8 @@ at toy cost, on a laptop or on the cluster before GPU-hours are spent:
 - repeated jobs of one code path are thinned: distillation and SUPERB seeds, SUPERB learning
   rates and ER folds to the first, explicit student shapes to one of the teacher's width
   (DistilHuBERT's layer copy) and one of another width (front end only), the solver grid to
-  its shallowest depth.
+  nothing (its students run the same code) or, in a study of grid shapes only, to its
+  shallowest depth. A SUPERB job trains to its first dev evaluation (smoke's eval_step).
 
 What was replaced, cut and thinned is listed in the derived config's ``rehearsal`` section
 (and its top comment): ``cut`` maps each dotted key to ``[study value, rehearsal value]``.
@@ -50,7 +51,6 @@ TEACHER_CUTS = ("max_valid_utterances", "kmeans.max_frames", "kmeans.batch_size"
                 "train.batch_seconds", "train.crop_seconds", "train.log_every", "train.eval_every",
                 "train.checkpoint_every")
 DISTILL_CUTS = ("steps", "batch_seconds", "checkpoint_every", "log_every", "num_workers", "cpu_threads")
-SUPERB_CUTS = ("total_steps", "eval_step", "batch_size", "gradient_accumulate")
 
 
 def _get(d: dict, dotted: str):
@@ -189,21 +189,27 @@ class _Rehearsal:
         other = [s for s in shapes if s["width"] != width][:1]
         self.thin("distill.students.shapes", [s for s in shapes if s in copy_init + other],
                   f"one of the teacher's width {width} (layer copy), one of another width (front end only)")
+        # grid shapes run the code of explicit ones: the grid is kept (at its shallowest
+        # depth) only in a study without explicit shapes
         depths = d["students"]["grid"]["depths"]
-        self.thin("distill.students.grid.depths", sorted(depths)[:1], "the solver grid at its shallowest depth")
+        self.thin("distill.students.grid.depths", [] if shapes else sorted(depths)[:1],
+                  "grid students run the explicit shapes' code" if shapes else "the solver grid at its shallowest depth")
 
     def superb(self) -> None:
         sup = self.full["superb"]
         self.thin("superb.seeds", sup["seeds"][:1], "one SUPERB head per (upstream, task, lr)")
         self.cut_to("superb.num_workers", 0)
+        self.cut_to("superb.threads", 1)  # two single-thread jobs on 2 cores beat one with two threads
         tasks = self.raw["superb"].get("tasks", sup["tasks"])
         for task in [t for t in tasks if TASKS[t].trainable]:
-            tcfg, smoke = sup[task], self.smoke["superb"][task]
-            for key in SUPERB_CUTS:
-                if key in tcfg:
-                    self.cut_to(f"superb.{task}.{key}", smoke[key])
-            if "save_step" in tcfg:
-                self.cut_to(f"superb.{task}.save_step", smoke["eval_step"])
+            smoke = self.smoke["superb"][task]
+            # one training stretch, one dev evaluation, one save: the official heads (ASR's
+            # 2 x 1024 BiLSTM) take seconds per step on a CPU
+            cuts = {"batch_size": smoke["batch_size"], "gradient_accumulate": smoke["gradient_accumulate"],
+                    "total_steps": smoke["eval_step"], "eval_step": smoke["eval_step"], "save_step": smoke["eval_step"]}
+            for key, value in cuts.items():
+                self.cut_to(f"superb.{task}.{key}", value)
+            tcfg = sup[task]
             if isinstance(tcfg["lr"], list):
                 self.thin(f"superb.{task}.lr", tcfg["lr"][:1], "the first learning rate")
             if "folds" in tcfg:

@@ -3,6 +3,7 @@
 #               (after a kill, the same command completes the study)
 #   make test   same set-up, then the test suite
 #   make gpu-check  every CUDA code path at smoke size and both benchmarks (one JSON)
+#   make rehearse CONFIG=F  the study F at toy size on this machine (every rule; see README)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -16,7 +17,7 @@ CONFIG ?= config.yaml
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.cache/numba
 export MPLBACKEND ?= Agg
 
-.PHONY: setup sysdeps run study test clean-results install-profile envs gpu-check
+.PHONY: setup sysdeps run study rehearse test clean-results install-profile envs gpu-check
 
 setup: sysdeps $(STAMP)
 
@@ -58,6 +59,14 @@ study:
 	$(PY) -m deepwide recover --directory $(WORKDIR)
 	$(VENV)/bin/snakemake --rerun-incomplete --cores $(CORES) --configfile $(CONFIG) \
 	  --snakefile $(CURDIR)/Snakefile --directory $(WORKDIR) $(SNAKEMAKE_ARGS)
+
+# A rehearsal of CONFIG (`deepwide plan rehearse`): every rule of the study at toy size, data
+# missing here synthesized, a missing teacher checkpoint drawn at random; its results go to
+# results/rehearsal/<config stem>, next to the config it runs (REHEARSAL).
+REHEARSAL ?= results/rehearsal/$(basename $(notdir $(CONFIG)))/config.yaml
+rehearse: setup
+	$(PY) -m deepwide plan rehearse --config $(CONFIG) --out $(REHEARSAL)
+	@$(MAKE) --no-print-directory study CONFIG=$(REHEARSAL)
 
 test: setup
 	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)

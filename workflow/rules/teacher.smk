@@ -1,5 +1,6 @@
-# teacher stage: pretrain a tiny HuBERT on the LibriSpeech-layout corpus (embedded default)
-# or import a real checkpoint (hf | fairseq | s3prl-hubert). Both write STUDY.teacher_ckpt.
+# teacher stage: pretrain a tiny HuBERT on the LibriSpeech-layout corpus (embedded default),
+# import a real checkpoint (hf | fairseq | s3prl-hubert) or draw an untrained one (random:
+# what a rehearsal uses for a missing checkpoint). All three write STUDY.teacher_ckpt.
 
 STUDY.check_teacher()
 
@@ -23,6 +24,27 @@ if STUDY.teacher_source == "import":
             STUDY.log("teacher_import", "teacher"),
         shell:
             "{PY} -m deepwide teacher import --format {params.fmt} {input.src:q} --out {output.ckpt:q} > {log:q} 2>&1"
+
+elif STUDY.teacher_source == "random":
+
+    # identity: teacher.random (arch fields given, HuBERT Base's for the rest, and seed)
+    rule teacher_random:
+        output:
+            ckpt=STUDY.teacher_ckpt,
+            info=STUDY.teacher_info,
+        params:
+            arch=STUDY.identity_json("teacher.random.arch"),
+            seed=config["teacher"]["random"]["seed"],
+            identity=STUDY.params("teacher", cfg=STUDY.identity("teacher.random")),
+        conda:
+            CONDA_ENV
+        resources:
+            **STUDY.cpu_job("teacher_random"),
+        log:
+            STUDY.log("teacher_random", "teacher"),
+        shell:
+            "{PY} -m deepwide teacher random --arch-json {params.arch:q} --seed {params.seed}"
+            " --out {output.ckpt:q} --info {output.info:q} > {log:q} 2>&1"
 
 else:
 

@@ -4,6 +4,7 @@
     deepwide plan resources --config F [--measured DIR] [--safety X]   SLURM requests vs measurements
     deepwide plan students --config F [--json]                         the students and their jobs
     deepwide plan check --config F                                     the SUPERB dataset roots
+    deepwide plan rehearse --config F [--out R.yaml]                   a rehearsal config of F (any machine)
 
 A plan is made before the data exists: what a Snakemake run would stop on (missing roots,
 teacher checkpoint) is printed as a warning, and the plan goes on.
@@ -87,6 +88,19 @@ def cmd_check(args) -> int:
     return 0
 
 
+def cmd_rehearse(args) -> int:
+    from deepwide.plan.rehearse import write_rehearsal
+
+    out, derived = write_rehearsal(args.config, args.out)
+    reh = derived["rehearsal"]
+    for title, lines in (("replaced", reh["replaced"]), ("thinned", reh["thinned"])):
+        print(f"{title}:" + "".join(f"\n  {line}" for line in lines or ["nothing"]))
+    print(f"cut to smoke sizes: {len(reh['cut'])} keys (rehearsal.cut in the config)")
+    print(f"rehearsal config: {out}; results: {derived['results']}")
+    print(f"run it: snakemake --cores all --configfile {out}")
+    return 0
+
+
 def register(sub) -> None:
     p = sub.add_parser("plan", help="plan a study: cost, resource requests, students, dataset roots")
     cmds = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -107,3 +121,5 @@ def register(sub) -> None:
     s = command("students", "the students a config describes (shape, depth, width, params) and their jobs", cmd_students)
     s.add_argument("--json", action="store_true", help="also the jobs and target layers, as JSON")
     command("check", "validate the superb section's dataset roots", cmd_check)
+    h = command("rehearse", "a rehearsal of the config: every rule at toy size, missing data synthesized", cmd_rehearse)
+    h.add_argument("--out", default=None, help="rehearsal config to write (default: <rehearsal results>/config.yaml)")

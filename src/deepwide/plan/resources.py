@@ -34,6 +34,7 @@ OVERSIZE = 4.0
 # CKA and KD-loss parquet files) and are listed as "no measurement"
 MEASURED_FILES = {
     "teacher_pretrain": ["teacher/info.json"],
+    "teacher_random": ["teacher/info.json"],
     "targets": ["targets/*/*/cache.json"],
     "distill": ["students/*/*/seed*/info.json"],
     "superb_run": ["superb/*/*/heads.json"],

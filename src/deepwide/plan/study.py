@@ -176,6 +176,8 @@ class Study(CorpusPlan, TeacherPlan, DistillPlan, SuperbPlan, ReportPlan):
             skip.add("teacher_import")
         if self.teacher_source != "pretrain":
             skip.add("teacher_pretrain")
+        if self.teacher_source != "random":
+            skip.add("teacher_random")
         if not any(self.method_cached(m) for m in self.methods):
             skip.add("targets")
         if "librimix" not in self.extra_synthesized:

@@ -1,5 +1,6 @@
-"""The teacher stage's job: pretrain one (its shape checked before any job runs) or import
-a checkpoint (its path checked, its depth read from its own config)."""
+"""The teacher stage's job: pretrain one (its shape checked before any job runs), import
+a checkpoint (its path checked, its depth read from its own config) or draw an untrained
+one (``random``: HuBERT Base unless teacher.random.arch says otherwise)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ from functools import cached_property
 from pathlib import Path
 
 from deepwide.errors import DeepwideError
+from deepwide.models.arch import ArchConfig, conv_layers, hubert_base
 from deepwide.teacher.spec import teacher_arch
 
 # teacher depth a plan assumes while the checkpoint to import is missing (Base-sized models)
-PLAN_TEACHER_DEPTH = 12
+PLAN_TEACHER_DEPTH = hubert_base().depth
 
 
 def import_source(config: dict) -> tuple[str, Path]:
@@ -32,12 +34,26 @@ def import_source(config: dict) -> tuple[str, Path]:
     return fmt, p.resolve()
 
 
+def random_arch(config: dict) -> ArchConfig:
+    """teacher.random.arch over HuBERT Base (the fields ``teacher random --arch-json`` fills);
+    errors name the config key."""
+    fields = dict(config["teacher"]["random"]["arch"])
+    if "conv_channels" in fields:
+        fields["conv"] = conv_layers(fields.pop("conv_channels"))
+    try:
+        return ArchConfig.from_dict({**hubert_base().to_dict(), **fields})
+    except DeepwideError as err:
+        raise DeepwideError(f"config key teacher.random.arch: {err}") from None
+
+
 class TeacherPlan:
     """The teacher part of :class:`deepwide.plan.Study`."""
 
     def check_teacher(self) -> None:
         """The pretrained teacher's shape, checked before any job (heads and pos_conv_groups
         dividing width, sizes >= 1): a bad one failed inside teacher_pretrain, after synthesis."""
+        if self.teacher_source == "random":
+            random_arch(self.config)
         if self.teacher_source != "pretrain":
             return
         try:
@@ -80,6 +96,8 @@ class TeacherPlan:
         imported checkpoint's own config)."""
         if self.teacher_source == "pretrain":
             return int(self.config["teacher"]["pretrain"]["arch"]["depth"])
+        if self.teacher_source == "random":
+            return random_arch(self.config).depth
         try:
             fmt, path = self.teacher_import()
         except DeepwideError as err:

@@ -7,20 +7,15 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-
 from _distill_data import STUDENT_DEFAULTS, make_corpus, make_teacher
+from repo_paths import REPO, SMOKE, SNAKEMAKE
 
-REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
-SMOKE = REPO / "workflow" / "configs" / "smoke.yaml"
-PAPER = REPO / "workflow" / "configs" / "paper.yaml"
 SHAPE = "2x32f64h2"
 
 

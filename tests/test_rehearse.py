@@ -10,16 +10,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from repo_paths import PAPER, REPO, SMOKE, SNAKEMAKE
 
 from deepwide.errors import DeepwideError
 from deepwide.plan import Study
 from deepwide.plan.rehearse import REHEARSAL_RESULTS, rehearse, write_rehearsal
 from deepwide.plan.teacher import PLAN_TEACHER_DEPTH, random_arch
-
-REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
-PAPER = REPO / "workflow" / "configs" / "paper.yaml"
-SMOKE = REPO / "workflow" / "configs" / "smoke.yaml"
 
 
 def _yaml(path: Path) -> dict:

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from deepwide.errors import DeepwideError
-from deepwide.runlock import LOCK_NAME, acquire_results_lock, release_results_lock
+from deepwide.runlock import LOCK_NAME, _alive, _proc_start, acquire_results_lock, release_results_lock
 
 REPO = Path(__file__).resolve().parents[1]
 VENV = Path(sys.executable).parent.parent
@@ -118,3 +118,23 @@ def test_second_clone_on_the_same_results_folder_is_refused(tmp_path):
     assert f"{results} is in use by another study" in snake.stdout + snake.stderr
     assert not list((second / ".snakemake").glob("locks/*.lock"))
     assert not (results / LOCK_NAME).exists()
+
+
+def test_a_killed_holder_not_yet_reaped_is_not_alive():
+    """A `kill -9`'d run is a zombie until its parent reaps it: its results lock is stale then
+    already (the rerun right after a kill must not be refused)."""
+    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        time.sleep(0.2)
+        start = _proc_start(p.pid)
+        assert _alive(p.pid, start)
+        os.kill(p.pid, signal.SIGKILL)
+        deadline = time.time() + 10
+        while Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            assert time.time() < deadline
+            time.sleep(0.05)
+        assert not _alive(p.pid, start)  # a zombie, not reaped yet
+    finally:
+        p.kill()
+        p.wait()
+    assert not _alive(p.pid, start)

@@ -29,13 +29,20 @@ log = logging.getLogger(__name__)
 LOCK_NAME = ".deepwide-study.lock"
 
 
-def _proc_start(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (None: no such process)."""
+def _proc_stat(pid: int) -> tuple[str, str] | None:
+    """The process's state letter and start time in clock ticks since boot (None: no such
+    process)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return stat.rsplit(")", 1)[1].split()[19]
+    fields = stat.rsplit(")", 1)[1].split()
+    return fields[0], fields[19]
+
+
+def _proc_start(pid: int) -> str | None:
+    stat = _proc_stat(pid)
+    return stat[1] if stat else None
 
 
 def _alive(pid: int, start: str | None) -> bool:
@@ -45,8 +52,10 @@ def _alive(pid: int, start: str | None) -> bool:
         return False
     except PermissionError:
         pass
-    now = _proc_start(pid)
-    return start is None or now is None or now == start  # a reused pid started at another time
+    stat = _proc_stat(pid)
+    if stat and stat[0] in ("Z", "X"):  # killed, not yet reaped: a `kill -9`'d run is gone
+        return False
+    return start is None or stat is None or stat[1] == start  # a reused pid started at another time
 
 
 def _describe(info: dict) -> str:

@@ -53,7 +53,6 @@ def study_config(base: dict, results: Path, device: str, mode: str, compile_: bo
     d["train"] = {**d["train"], "compile": bool(compile_)}
     s = cfg["superb"]
     s.update({"tasks": list(TASKS), "device": device, "cache_mb": 256})
-    s["qbe"] = {**s.get("qbe", {})}
     return cfg
 
 

@@ -6,7 +6,6 @@ from pathlib import Path
 
 from deepwide.plan.superb import qbe_args
 from deepwide.superb import tasks as superb_tasks
-from deepwide.utils.io import canonical_json
 
 # a real dataset root that is missing or malformed fails here, naming task and path
 STUDY.check_superb()
@@ -99,7 +98,7 @@ rule superb_select:
 # its result.json has the same keys as every task's and the report reads it with them.
 if STUDY.qbe_enabled:
     # execution settings (device, threads, qbe.feature_cache) reach the job through --exec-json only
-    QBE_EXEC = "--exec-json " + shlex.quote(canonical_json(STUDY.execution("superb")))
+    QBE_EXEC = "--exec-json " + shlex.quote(STUDY.exec["qbe"])
 
     rule superb_qbe:
         input:

@@ -141,12 +141,14 @@ class Study(CorpusPlan, TeacherPlan, DistillPlan, SuperbPlan, ReportPlan):
             sup = self.config["superb"]
             tasks = {t: self.execution(f"superb.{t}") for t in self.superb_tasks}
             return {**{k: sup[k] for k in EXECUTION_KEYS["superb"]}, "tasks": tasks}
+        if stage == "qbe":  # device, threads, cache size and qbe.feature_cache
+            return self.execution("superb")
         raise DeepwideError(f"no execution settings for stage {stage!r}")
 
     @property
     def exec(self) -> dict[str, str]:
         """``--exec-json`` value per stage, for the shell commands (``{STUDY.exec[distill]}``)."""
-        return {stage: self.execution_json(stage) for stage in ("teacher", "distill", "superb")}
+        return {stage: self.execution_json(stage) for stage in ("teacher", "distill", "superb", "qbe")}
 
     def gpu_job(self, rule: str) -> dict:
         """A GPU rule's cluster request (config ``resources``: one GPU, CPUs and memory per GPU)."""

@@ -37,6 +37,7 @@ import yaml
 
 from deepwide.config import validate_config
 from deepwide.corpus.sources import CORPORA, EXTRA_CORPORA, LIBRISPEECH_SPLITS
+from deepwide.identity import get_dotted
 from deepwide.models.arch import hubert_base
 from deepwide.plan.corpus import EXTRA_TASK_CORPUS
 from deepwide.plan.teacher import random_arch
@@ -51,12 +52,6 @@ TEACHER_CUTS = ("max_valid_utterances", "kmeans.max_frames", "kmeans.batch_size"
                 "train.batch_seconds", "train.crop_seconds", "train.log_every", "train.eval_every",
                 "train.checkpoint_every")
 DISTILL_CUTS = ("steps", "batch_seconds", "checkpoint_every", "log_every", "num_workers", "cpu_threads")
-
-
-def _get(d: dict, dotted: str):
-    for k in dotted.split("."):
-        d = d[k]
-    return d
 
 
 def _set(d: dict, dotted: str, value) -> None:
@@ -80,13 +75,13 @@ class _Rehearsal:
         self.cut: dict[str, list] = {}
 
     def cut_to(self, dotted: str, value) -> None:
-        old = _get(self.full, dotted)
+        old = get_dotted(self.full, dotted)
         if old != value:
             self.cut[dotted] = copy.deepcopy([old, value])
             _set(self.raw, dotted, copy.deepcopy(value))
 
     def thin(self, dotted: str, keep: list, why: str) -> None:
-        old = _get(self.full, dotted)
+        old = get_dotted(self.full, dotted)
         if list(old) != list(keep):
             self.thinned.append(f"{dotted}: {len(old)} -> {len(keep)} ({why})")
             _set(self.raw, dotted, keep)
@@ -127,7 +122,7 @@ class _Rehearsal:
         refs += [(f"teacher.pretrain.{k}", self.full["teacher"]["pretrain"]["corpus"]) for k in ("train_split", "valid_split")]
         refs.append(("report.heldout.split", self.full["report"]["heldout"]["corpus"]))
         for dotted, corpus in refs:
-            value = _get(self.full, dotted)
+            value = get_dotted(self.full, dotted)
             if corpus != "librispeech" or not value:
                 continue
             new = list(dict.fromkeys(same_kind(s) for s in value)) if isinstance(value, list) else same_kind(value)
@@ -165,7 +160,7 @@ class _Rehearsal:
             _set(self.raw, "teacher.random.seed", self.full["seed"])
         if t["source"] == "pretrain":
             for key in TEACHER_CUTS:
-                self.cut_to(f"teacher.pretrain.{key}", _get(self.smoke["teacher"]["pretrain"], key))
+                self.cut_to(f"teacher.pretrain.{key}", get_dotted(self.smoke["teacher"]["pretrain"], key))
 
     def teacher_width(self) -> int:
         source = self.raw.get("teacher", {}).get("source", self.full["teacher"]["source"])

@@ -218,3 +218,24 @@ def test_teacher_depth_of_an_import_comes_from_its_config(tmp_path):
         checkpoint_depth("hf", tmp_path / "bad")
     cfg = smoke(teacher={"source": "import", "import": {"format": "fairseq", "path": str(tmp_path / "fs.pt")}})
     assert Study.from_config(cfg).teacher_depth == 9
+
+
+def test_the_chain_to_the_students_goes_first(tmp_path):
+    """Jobs on the way to the students carry a Snakemake priority (the scheduler starts the
+    teacher before FBANK's SUPERB jobs); every other job keeps the default."""
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    r = subprocess.run([SNAKEMAKE, "-n", "--cores", "2", "--snakefile", str(REPO / "Snakefile"), "--directory",
+                        str(tmp_path), "--configfile", str(REPO / "config.yaml")], capture_output=True, text=True,
+                       env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:] + r.stdout[-3000:]
+    priorities: dict[str, set[int]] = {}
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", r.stdout):
+        if m := re.match(r"(?:local)?rule (\w+):", block):
+            p = re.search(r"^\s+priority: (\d+)$", block, re.M)
+            priorities.setdefault(m.group(1), set()).add(int(p.group(1)) if p else 0)
+    chain = {"synth_librispeech", "prepare_librispeech", "teacher_pretrain", "targets", "distill"}
+    assert chain <= set(priorities)
+    for rule, seen in priorities.items():
+        assert seen == ({10} if rule in chain else {0}), (rule, seen)
+    study = Study.from_config(smoke())
+    assert study.priority("superb_run") == 0 and study.priority("synth_voxceleb1") == 0

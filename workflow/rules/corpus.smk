@@ -22,6 +22,7 @@ for _name in STUDY.synthesized:
             identity=STUDY.params("corpus"),
         # snakemake scales threads down to --cores locally; on a cluster this is the request
         threads: config["corpus"]["threads"]
+        priority: STUDY.priority(f"synth_{_name}")
         conda:
             CONDA_ENV
         resources:
@@ -52,6 +53,7 @@ for _name in STUDY.corpora:
             out_dir=str(STUDY.manifest_dir(_name)),
             identity=STUDY.params("corpus"),
         threads: config["corpus"]["threads"]
+        priority: STUDY.priority(f"prepare_{_name}")
         conda:
             CONDA_ENV
         resources:
@@ -134,6 +136,7 @@ for _name in STUDY.extra_corpora:
             out_dir=str(STUDY.manifest_dir(_name)),
             identity=STUDY.params("corpus"),
         threads: config["corpus"]["threads"]
+        priority: STUDY.priority(f"prepare_{_name}")
         conda:
             CONDA_ENV
         resources:

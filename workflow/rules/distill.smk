@@ -27,6 +27,7 @@ rule targets:
     threads: config["distill"]["train"]["cpu_threads"]
     conda:
         CONDA_ENV
+    priority: STUDY.priority("targets")
     resources:
         **STUDY.gpu_job("targets"),
     shell:
@@ -57,6 +58,7 @@ rule distill:
     threads: config["distill"]["train"]["cpu_threads"]
     conda:
         CONDA_ENV
+    priority: STUDY.priority("distill")
     resources:
         **STUDY.gpu_job("distill"),
     shell:

@@ -18,6 +18,7 @@ if STUDY.teacher_source == "import":
             identity=STUDY.params("teacher", cfg=STUDY.identity("teacher.import")),
         conda:
             CONDA_ENV
+        priority: STUDY.priority("teacher_import")
         resources:
             **STUDY.cpu_job("teacher_import"),
         log:
@@ -38,6 +39,7 @@ elif STUDY.teacher_source == "random":
             identity=STUDY.params("teacher", cfg=STUDY.identity("teacher.random")),
         conda:
             CONDA_ENV
+        priority: STUDY.priority("teacher_random")
         resources:
             **STUDY.cpu_job("teacher_random"),
         log:
@@ -63,6 +65,7 @@ else:
             workdir=STUDY.teacher_file("work"),
         conda:
             CONDA_ENV
+        priority: STUDY.priority("teacher_pretrain")
         resources:
             **STUDY.gpu_job("teacher_pretrain"),
         # snakemake scales this down to --cores on a laptop

@@ -6,7 +6,8 @@ Reads the Snakemake log of the run (``RUN_DIR/.snakemake/log/*.snakemake.log``: 
 complete one unless ``--log`` names one) for each job's rule, start and finish time, threads,
 inputs and outputs; and each job's ``usage`` record (:mod:`deepwide.utils.usage`) from the
 JSON among its outputs (``info.json``, ``result.json``, ``heads.json``, ``cache.json``, or
-one of those inside an output folder) where the job wrote one. Per rule it prints:
+one of those inside an output folder), or from the metadata of its Parquet output (the
+report's CKA and KD-loss tables), where the job wrote one. Per rule it prints:
 
 - jobs, and their total wall time (finish - start in the Snakemake log, 1 s resolution);
 - total CPU time and the share of cores used, CPU time / (wall x the job's threads), from
@@ -28,6 +29,8 @@ import re
 import sys
 from datetime import datetime
 from pathlib import Path
+
+from deepwide.utils.usage import parquet_info
 
 _STAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]$")
 _START = re.compile(r"^(?:local)?(?:rule|checkpoint) (\S+):$")
@@ -133,9 +136,11 @@ def _producer(producer: dict, path: str):
 
 
 def job_usage(run_dir: Path, job: dict) -> dict | None:
-    """The ``usage`` record of the JSON the job wrote among its outputs, if any."""
+    """The ``usage`` record of the JSON (or Parquet table) the job wrote among its outputs, if any."""
     for out in job["outputs"]:
         p = run_dir / out
+        if p.suffix == ".parquet" and (info := parquet_info(p)) is not None:
+            return info["usage"]
         cands = [p] if p.suffix == ".json" else [p / n for n in USAGE_FILES] if p.is_dir() else []
         for c in cands:
             try:

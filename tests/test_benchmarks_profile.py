@@ -5,11 +5,15 @@ import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import pipeline_profile as pp
+
+from deepwide.utils.io import write_parquet
+from deepwide.utils.usage import PARQUET_INFO_KEY
 
 T0 = datetime(2026, 12, 7, 0, 31, 5)
 
@@ -89,6 +93,10 @@ def test_profile_per_rule(tmp_path):
     (run / "results/model/info.json").write_text(json.dumps(
         {"usage": {"peak_rss_mb": 100.0, "peak_rss_children_mb": 20.0, "wall_s": 59.0, "cpu_s": 90.0}}))
     (run / "results/side.json").write_text(json.dumps({"usage": {"peak_rss_mb": 50.0, "wall_s": 20.0}}))
+    # a Parquet output: the usage in its metadata
+    write_parquet(pd.DataFrame({"x": [1]}), run / "results/t.parquet",
+                  metadata={PARQUET_INFO_KEY: json.dumps({"usage": {"peak_rss_mb": 7.0, "wall_s": 2.0}})})
+    assert pp.job_usage(run, {"outputs": ["results/t.parquet"]}) == {"peak_rss_mb": 7.0, "wall_s": 2.0}
     log = tmp_path / "x.snakemake.log"
     log.write_text(make_log())
     p = pp.profile(run, log)

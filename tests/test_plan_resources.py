@@ -7,9 +7,12 @@ import json
 import subprocess
 import sys
 
+import pandas as pd
+
 from deepwide.cli import main
 from deepwide.plan import Study
-from deepwide.utils.usage import usage
+from deepwide.utils.io import write_parquet
+from deepwide.utils.usage import PARQUET_INFO_KEY, usage
 
 # the rules that run a model (teacher, student, upstream) and so may use a GPU; every other
 # rule (corpora, teacher import, lexicon, select, report collect/tables/figures) must not ask
@@ -57,6 +60,14 @@ def test_plan_resources_paper_against_a_measured_run(repo_root, tmp_path, capsys
     _write(run / "superb" / "teacher" / "ks" / "heads.json",
            {"usage": {"peak_rss_mb": 2000.0, "peak_rss_children_mb": 0.0, "cuda_max_allocated_mb": None, "wall_s": 50.0}})
     _write(run / "superb" / "teacher" / "ks" / "unrelated.json", {"usage": {"wall_s": 1}})  # not a rule's file
+    # CKA tables: the usage in the Parquet metadata; a table written before it was recorded has none
+    (run / "report" / "cka").mkdir(parents=True)
+    table = pd.DataFrame({"student_layer": [0], "teacher_layer": [0], "cka": [1.0]})
+    cka = {"usage": {"peak_rss_mb": 3000.0, "peak_rss_children_mb": 0.0, "cuda_max_allocated_mb": 900.0, "wall_s": 30.0},
+           "device": "cuda"}
+    write_parquet(table, run / "report" / "cka" / "pred-2x768-seed0.parquet", metadata={PARQUET_INFO_KEY: json.dumps(cka)})
+    write_parquet(table, run / "report" / "cka" / "l2l-2x768-seed0.parquet")
+    _write(run / "report" / "kd_loss" / "pred-2x768-seed0.parquet", {"usage": {}})  # not Parquet: not measured
     out_json = tmp_path / "rows.json"
     assert main(["plan", "resources", "--config", str(paper), "--measured", str(run), "--json", str(out_json)]) == 0
     cap = capsys.readouterr()
@@ -72,6 +83,9 @@ def test_plan_resources_paper_against_a_measured_run(repo_root, tmp_path, capsys
     assert s["wall_study_s"] is None and "not scaled (measured on an unknown device" in s["scaling"]
     assert any(f.startswith("mem >4x") for f in s["flags"]) and not any("runtime" in f for f in s["flags"])
     assert rows["report_tables"]["scaling"] == "no measurement" and rows["report_tables"]["request_gpu"] == 0
+    c = rows["report_cka"]
+    assert (c["jobs_measured"], c["peak_rss_mb"], c["cuda_max_allocated_mb"], c["wall_s"]) == (1, 3000.0, 900.0, 30.0)
+    assert rows["report_kdloss"]["jobs_measured"] == 0
     assert "distill" in cap.out and "mem LOW" in cap.out
     # a larger safety factor or no measurement at all
     assert main(["plan", "resources", "--config", str(paper)]) == 0

@@ -59,13 +59,31 @@ def test_paper_rehearsal_replaces_what_is_missing_and_keeps_what_exists():
     assert r["distill"]["students"]["grid"]["depths"] == []
     assert sup["sid"]["lr"] == [1.0e-4] and sup["er"]["folds"] == [0]
     assert r["distill"]["methods"] == ["pred", "l2l"]
-    assert len(r["rehearsal"]["thinned"]) == 4
+    # both methods are distilled (different code), only pred's students run SUPERB (the same code)
+    assert sup["students"] == ["pred"]
+    assert "superb.students: 2 -> 1 (the pred students only: pred and l2l students of one shape run the same " \
+           "SUPERB code path)" in r["rehearsal"]["thinned"]
+    assert len(r["rehearsal"]["thinned"]) == 5
 
     study = Study.from_config(r)
     assert study.teacher_depth == PLAN_TEACHER_DEPTH
     assert {"teacher_random", "distill", "superb_run", "superb_qbe", "synth_librimix"} <= set(study.rule_classes())
     assert "teacher_import" not in study.rule_classes()
     assert {j.method for j in study.student_jobs} == {"pred", "l2l"}
+    assert {u.split("-")[0] for u in study.student_upstreams} == {"pred"}
+    assert {u for u, _ in study.superb_sweeps} == {"teacher", "fbank", *study.student_upstreams}
+
+
+def test_students_of_one_method_or_an_explicit_list_are_not_thinned():
+    smoke = _yaml(SMOKE)
+    one = copy.deepcopy(smoke)
+    one["distill"]["methods"] = ["l2l"]
+    listed = copy.deepcopy(smoke)
+    listed["superb"]["students"] = ["l2l"]
+    for cfg in (one, listed):
+        r = rehearse(cfg, "s", smoke, exists=lambda p: False)
+        assert r["superb"].get("students") == cfg["superb"].get("students")
+        assert not any(line.startswith("superb.students") for line in r["rehearsal"]["thinned"])
 
 
 def test_a_grid_only_study_keeps_its_shallowest_grid_depth():

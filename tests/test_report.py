@@ -16,6 +16,7 @@ from deepwide.report import analysis
 from deepwide.models.cka import cka_matrix, linear_cka
 from deepwide.report.collect import collect, read_result
 from deepwide.report.score import FBANK, PUBLISHED, SCORE_KEYS, SOTA, superb_score
+from deepwide.utils.usage import parquet_info
 
 import report_fixtures as fx
 
@@ -310,6 +311,8 @@ def test_cka_and_cost_on_checkpoints(tmp_path):
                  "--upstream", "l2l-2x48f96h2", "--manifest", str(manifest), "--options", opts, "--out", str(out)]) == 0
     df = pd.read_parquet(out)
     assert len(df) == 3 * 5 and (df["model"] == "l2l-2x48f96h2").all() and df["frames"].iloc[0] == 100
+    info = parquet_info(out)  # the job's usage, in the table's metadata (plan resources)
+    assert info["device"] == "cpu" and info["usage"]["peak_rss_mb"] > 0 and info["usage"]["wall_s"] > 0
 
     cost = tmp_path / "cost.json"
     assert main(["report", "cost", "--checkpoint", str(ckpts["pred-1x64f128h2"]), "--upstream", "pred-1x64f128h2",

@@ -70,6 +70,33 @@ def test_replicate_tasks_limit_later_distill_seeds():
         Study.from_config(cfg).superb_sweeps
 
 
+def test_superb_students_a_list_of_methods_evaluates_those_students_only():
+    """superb.students: true (every student), false (none) or a list of KD methods; the
+    report then expects readouts of the evaluated students only."""
+    from deepwide.errors import DeepwideError
+
+    cfg = smoke()
+    cfg["superb"]["tasks"] = ["ks"]
+    every = Study.from_config(copy.deepcopy(cfg))
+    cfg["superb"]["students"] = ["l2l"]
+    study = Study.from_config(copy.deepcopy(cfg))
+    l2l = [j.upstream for j in every.student_jobs if j.method == "l2l"]
+    assert len(study.student_jobs) == len(every.student_jobs) == 2 * len(l2l)  # both methods distilled
+    assert study.student_upstreams == l2l
+    assert set(study.superb_sweeps) == {(u, "ks") for u in ["teacher", "fbank", *l2l]}
+    assert study.report_ckas == [study.report_cka(u) for u in l2l] and len(study.report_infos) == len(l2l)
+    assert set(study.report_result_files()) < set(every.report_result_files())
+    # identity: a job of an evaluated student is the same job
+    assert study.superb_sweep_identity(l2l[0], "ks") == every.superb_sweep_identity(l2l[0], "ks")
+    cfg["superb"]["students"] = False
+    assert Study.from_config(copy.deepcopy(cfg)).student_upstreams == []
+    cfg["superb"]["students"] = ["pred", "l2l"]
+    assert Study.from_config(copy.deepcopy(cfg)).student_upstreams == every.student_upstreams
+    cfg["superb"]["students"] = ["l2l", "mse"]
+    with pytest.raises(DeepwideError, match=r"superb.students: \['l2l', 'mse'\] names mse, not in distill.methods"):
+        assert Study.from_config(cfg).superb_sweeps
+
+
 def test_task_head_seeds_replace_superb_seeds_for_that_task_only():
     """superb.<task>.seeds: more heads for one task (one upstream pass); the other tasks keep
     superb.seeds, and the key never enters a job's task settings (only its heads list)."""

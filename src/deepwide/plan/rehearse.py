@@ -20,7 +20,9 @@ at toy cost, on a laptop or on the cluster before GPU-hours are spent:
   rates and ER folds to the first, explicit student shapes to one of the teacher's width
   (DistilHuBERT's layer copy) and one of another width (front end only), the solver grid to
   nothing (its students run the same code) or, in a study of grid shapes only, to its
-  shallowest depth. A SUPERB job trains to its first dev evaluation (smoke's eval_step).
+  shallowest depth; the students evaluated on SUPERB to those of the first KD method (every
+  method is still distilled: its code differs there, not in SUPERB). A SUPERB job trains to
+  its first dev evaluation (smoke's eval_step).
 
 What was replaced, cut and thinned is listed in the derived config's ``rehearsal`` section
 (and its top comment): ``cut`` maps each dotted key to ``[study value, rehearsal value]``.
@@ -80,8 +82,9 @@ class _Rehearsal:
             self.cut[dotted] = copy.deepcopy([old, value])
             _set(self.raw, dotted, copy.deepcopy(value))
 
-    def thin(self, dotted: str, keep: list, why: str) -> None:
-        old = get_dotted(self.full, dotted)
+    def thin(self, dotted: str, keep: list, why: str, old: list | None = None) -> None:
+        """Set ``dotted`` to ``keep``, a part of ``old`` (default: the study's list there)."""
+        old = get_dotted(self.full, dotted) if old is None else old
         if list(old) != list(keep):
             self.thinned.append(f"{dotted}: {len(old)} -> {len(keep)} ({why})")
             _set(self.raw, dotted, keep)
@@ -193,6 +196,11 @@ class _Rehearsal:
     def superb(self) -> None:
         sup = self.full["superb"]
         self.thin("superb.seeds", sup["seeds"][:1], "one SUPERB head per (upstream, task, lr)")
+        methods = self.full["distill"]["methods"]
+        if sup["students"] is True and len(methods) > 1:
+            # superb.students true: every method's students; keep the first method's
+            self.thin("superb.students", methods[:1], f"the {methods[0]} students only: "
+                      f"{' and '.join(methods)} students of one shape run the same SUPERB code path", old=methods)
         self.cut_to("superb.num_workers", 0)
         self.cut_to("superb.threads", 1)  # two single-thread jobs on 2 cores beat one with two threads
         tasks = self.raw["superb"].get("tasks", sup["tasks"])

@@ -2,7 +2,7 @@
 against the SLURM requests of the config's ``resources`` section.
 
 Measurements come from the ``usage`` key (:mod:`deepwide.utils.usage`) of the JSON files a
-finished run left in its results folder (``--measured RUN_DIR``, default: the config's own
+finished run left in its results folder, and of the metadata of its CKA and KD-loss tables (``--measured RUN_DIR``, default: the config's own
 ``results``). Per rule the largest job counts. Scaling to the study's sizes is done only where
 it can be justified:
 
@@ -26,12 +26,13 @@ import math
 from pathlib import Path
 
 from deepwide.resources import job_resources
+from deepwide.utils.usage import parquet_info
 
 OVERSIZE = 4.0
 
-# rule -> (glob of its JSON files under a results folder); the rules not named here write
-# no info/result JSON (corpus, teacher import, lexicon, select, report collect/tables/figures,
-# CKA and KD-loss parquet files) and are listed as "no measurement"
+# rule -> (glob of its JSON files, or Parquet tables with the usage in their metadata, under
+# a results folder); the rules not named here record no usage (corpus, teacher import,
+# lexicon, select, report collect/tables/figures) and are listed as "no measurement"
 MEASURED_FILES = {
     "teacher_pretrain": ["teacher/info.json"],
     "teacher_random": ["teacher/info.json"],
@@ -40,10 +41,14 @@ MEASURED_FILES = {
     "superb_run": ["superb/*/*/heads.json"],
     "superb_qbe": ["superb/*/qbe/*/result.json"],
     "report_cost": ["report/cost/*.json"],
+    "report_cka": ["report/cka/*.parquet"],
+    "report_kdloss": ["report/kd_loss/*.parquet"],
 }
 
 
 def _load(path: Path) -> dict | None:
+    if path.suffix == ".parquet":
+        return parquet_info(path)
     try:
         obj = json.loads(path.read_text())
     except (OSError, ValueError):

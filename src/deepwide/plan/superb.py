@@ -15,6 +15,7 @@ from pathlib import Path
 from deepwide.errors import DeepwideError
 from deepwide.identity import format_lr, split_execution
 from deepwide.plan.corpus import corpus_dir, sd_data_dir
+from deepwide.plan.distill import StudentJob
 from deepwide.superb.tasks import TASKS, check_root, get_task
 
 
@@ -146,9 +147,8 @@ class SuperbPlan:
             out["teacher"] = self.teacher_ckpt
         if sup["fbank"]:
             out["fbank"] = "fbank"
-        if sup["students"]:
-            for j in self.student_jobs:
-                out[j.upstream] = self.student_ckpt(j)
+        for j in self.superb_student_jobs:
+            out[j.upstream] = self.student_ckpt(j)
         for name, src in (sup.get("extra_upstreams") or {}).items():
             if name in out:
                 raise DeepwideError(f"superb.extra_upstreams.{name}: name already used by another upstream")
@@ -170,9 +170,22 @@ class SuperbPlan:
         src = self.upstreams.get(upstream)
         return src if src and src.endswith(".pt") else None
 
+    @cached_property
+    def superb_student_jobs(self) -> list[StudentJob]:
+        """The students evaluated (superb.students): true, all; false, none; a list of KD
+        methods, those methods' students (each method must be one of distill.methods)."""
+        value = self.scfg["students"]
+        if isinstance(value, bool):
+            return list(self.student_jobs) if value else []
+        unknown = [m for m in value if m not in self.methods]
+        if unknown:
+            raise DeepwideError(f"config key superb.students: {value} names {', '.join(unknown)}, not in "
+                                f"distill.methods ({', '.join(self.methods)})")
+        return [j for j in self.student_jobs if j.method in value]
+
     @property
     def student_upstreams(self) -> list[str]:
-        return [j.upstream for j in self.student_jobs] if self.scfg["students"] else []
+        return [j.upstream for j in self.superb_student_jobs]
 
     def student_info(self, upstream: str) -> str:
         return str(Path(self.upstream_source(upstream)).parent / "info.json")
@@ -223,7 +236,7 @@ class SuperbPlan:
     def _later_seed_students(self) -> set[str]:
         """Student upstreams of distillation seeds after the first."""
         first = self.distill_seeds[0]
-        return {j.upstream for j in self.student_jobs if j.seed != first} if self.scfg["students"] else set()
+        return {j.upstream for j in self.superb_student_jobs if j.seed != first}
 
     def evaluates(self, upstream: str, task: str) -> bool:
         """Whether the study runs ``task`` on ``upstream``: every pair, except that students of

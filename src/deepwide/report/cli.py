@@ -117,13 +117,17 @@ def cmd_kdloss(args):
 
 
 def _write_student_table(df, args) -> None:
-    """A per-student table (KD loss, CKA) with its upstream and model, to ``--out``."""
+    """A per-student table (KD loss, CKA) with its upstream and model, to ``--out``; the job's
+    usage and device go in the file's metadata (``plan resources``), not in another output."""
     from deepwide.report.collect import parse_upstream
+    from deepwide.utils.device import resolve_device
     from deepwide.utils.io import write_parquet
+    from deepwide.utils.usage import PARQUET_INFO_KEY, usage
 
     df.insert(0, "model", parse_upstream(args.upstream)["model"])
     df.insert(0, "upstream", args.upstream)
-    write_parquet(df, args.out)
+    info = {"usage": usage(), "device": resolve_device(args.device)}
+    write_parquet(df, args.out, metadata={PARQUET_INFO_KEY: json.dumps(info)})
 
 
 def cmd_figures(args):

@@ -12,6 +12,10 @@ Every job that writes an info or result JSON stores :func:`usage` under the key 
 - ``cpu_s``: user + system CPU seconds of this process and its waited-for children
   (``benchmarks/pipeline_profile.py`` reads it for a rule's share of the cores);
 - ``wall_s``: seconds since this process started (a requeued job: the last attempt only).
+
+A job whose only output is a Parquet table (the report's CKA and KD-loss tables) stores
+``{"usage": ..., "device": ...}`` as JSON under :data:`PARQUET_INFO_KEY` in the file's
+key-value metadata instead (no declared output added); :func:`parquet_info` reads it back.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ def _process_start() -> float:
 
 
 _IMPORTED = time.time()
+PARQUET_INFO_KEY = "deepwide.info"
 
 
 def cuda_peak_mb() -> float | None:
@@ -52,3 +57,18 @@ def usage() -> dict:
         "cuda_max_allocated_mb": cuda_peak_mb(),
         "wall_s": round(time.time() - _process_start(), 3),
     }
+
+
+def parquet_info(path) -> dict | None:
+    """The ``{"usage", "device"}`` record of a Parquet table (:data:`PARQUET_INFO_KEY`), or
+    None where the file has none (written before jobs recorded it) or is unreadable."""
+    import json
+
+    from deepwide.errors import DeepwideError
+    from deepwide.utils.io import parquet_metadata
+
+    try:
+        obj = json.loads(parquet_metadata(path)[PARQUET_INFO_KEY])
+    except (DeepwideError, KeyError, ValueError):
+        return None
+    return obj if isinstance(obj, dict) and isinstance(obj.get("usage"), dict) else None

@@ -135,3 +135,39 @@ def test_main_prints_table_and_writes_json(tmp_path, capsys):
     assert "| train | 1 | 60 |" in text and "critical path: synth(10 s) -> prepare(5 s) -> train(60 s)" in text
     assert json.loads(out.read_text())["jobs"] == 6
     assert pp.main([str(tmp_path / "empty")]) == 2
+
+
+def _job(rule, start, end, inputs=(), outputs=(), threads=1):
+    return {"rule": rule, "start": start, "end": end, "threads": threads, "inputs": list(inputs),
+            "outputs": list(outputs), "failed": False}
+
+
+def test_replay_reproduces_the_run_and_answers_what_if():
+    """synth -> teacher -> student, and two FBANK jobs that need only the corpus, run on one
+    core in the order synth, fbank, fbank, teacher, student (130 s)."""
+    jobs = {1: _job("synth", 0, 10, outputs=["c"]), 2: _job("fbank", 10, 30, ["c/x"], ["f2"]),
+            3: _job("fbank", 30, 50, ["c"], ["f3"]), 4: _job("teacher", 50, 110, ["c"], ["t.pt"]),
+            5: _job("student", 110, 130, ["t.pt"], ["s"])}
+    assert pp.replay(jobs, cores=1) == 130
+    # two cores, the run's order: both FBANK jobs first, the teacher waits for a core
+    assert pp.replay(jobs, cores=2) == 110
+    # two cores, the teacher's chain first: FBANK fills the other core beside it
+    assert pp.replay(jobs, cores=2, first={"teacher", "student"}) == 90
+    assert pp.replay(jobs, cores=2, scale={"teacher": 0.5}, first={"teacher"}) == 60
+    assert pp.replay(jobs, cores=2, scale={"*": 0.5, "teacher": 1.0}, first={"teacher"}) == 75
+    # a job claiming both cores runs alone
+    assert pp.replay(jobs, cores=2, threads={"teacher": 2}, first={"teacher"}) == 110
+
+
+def test_main_what_if_and_its_bad_input(tmp_path, capsys):
+    run = tmp_path / "run"
+    (run / ".snakemake/log").mkdir(parents=True)
+    (run / ".snakemake/log/2026-12-07T003102.252670.snakemake.log").write_text(make_log())
+    out = tmp_path / "p.json"
+    assert pp.main([str(run), "--out", str(out), "--scale", "*=0.5", "--first", "train"]) == 0
+    w = json.loads(out.read_text())["what_if"]
+    assert w["scale"] == {"*": 0.5} and w["first"] == ["train"] and w["cores"] == 2
+    assert w["elapsed_s"] < w["same_run_replayed_s"]
+    assert "what-if replay on 2 cores" in capsys.readouterr().out
+    assert pp.main([str(run), "--out", str(out), "--scale", "train"]) == 2
+    assert "--scale 'train': expected RULE=VALUE" in capsys.readouterr().err

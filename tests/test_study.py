@@ -218,3 +218,27 @@ def test_teacher_depth_of_an_import_comes_from_its_config(tmp_path):
         checkpoint_depth("hf", tmp_path / "bad")
     cfg = smoke(teacher={"source": "import", "import": {"format": "fairseq", "path": str(tmp_path / "fs.pt")}})
     assert Study.from_config(cfg).teacher_depth == 9
+
+
+def test_teacher_pretrain_on_a_list_of_splits_gets_one_manifest_input_each():
+    from deepwide.errors import DeepwideError
+
+    study = Study.from_config(smoke())
+    def man(split: str) -> str:
+        return str(study.results / "manifests" / "librispeech" / f"{split}.parquet")
+
+    assert study.teacher_pretrain_manifests() == {"train": man("train-clean-100"), "valid": man("dev-clean")}
+    cfg = smoke()
+    cfg["corpus"]["librispeech"]["synth"]["train_360_speakers"] = 2
+    cfg["corpus"]["librispeech"]["splits"] = ["train-clean-100", "train-clean-360", "dev-clean", "test-clean"]
+    cfg.setdefault("teacher", {}).setdefault("pretrain", {})["train_split"] = ["train-clean-100", "train-clean-360"]
+    study = Study.from_config(cfg)
+    assert study.teacher_pretrain_manifests() == {"train": [man("train-clean-100"), man("train-clean-360")],
+                                                  "valid": man("dev-clean")}
+    study.check_corpora()
+    study.check_teacher()
+    assert man("train-clean-360") in study.manifests("librispeech")
+    # a split no prepare job writes: a config error before any job, naming the keys
+    cfg["corpus"]["librispeech"]["splits"] = ["train-clean-100", "dev-clean", "test-clean"]
+    with pytest.raises(DeepwideError, match=r"teacher\.pretrain\.train_split: train-clean-360 .*corpus\.librispeech\.splits"):
+        Study.from_config(cfg).check_teacher()

@@ -558,6 +558,34 @@ def test_snakemake_teacher_pretrain_rule(repo_root, corpus, tmp_path):
 
 
 @pytest.mark.slow
+def test_snakemake_teacher_pretrain_rule_on_a_list_of_splits(repo_root, corpus, tmp_path):
+    """teacher.pretrain.train_split as a list: one input per manifest, all passed to --manifest."""
+    import shutil as sh
+
+    results = tmp_path / "results"
+    man = results / "manifests" / "librispeech"
+    man.mkdir(parents=True)
+    a, b = _halves(corpus, tmp_path)
+    sh.copy(a, man / "train-clean-100.parquet")
+    sh.copy(b, man / "train-clean-360.parquet")
+    sh.copy(corpus["valid"], man / "dev-clean.parquet")
+    cfg = {"results": str(results),
+           "corpus": {"librispeech": {"splits": ["train-clean-100", "train-clean-360", "dev-clean"],
+                                      "synth": {"train_360_speakers": 1}}},
+           "teacher": {"source": "pretrain",
+                       "pretrain": merged(MICRO, train={"steps": 4, "eval_every": 4}, threads=0,
+                                          train_split=["train-clean-100", "train-clean-360"])}}
+    target = str(results / "teacher" / "teacher.pt")
+    only = ("--allowed-rules", "teacher_pretrain")
+    r = snakemake(repo_root, tmp_path, cfg, target, extra=only)
+    assert r.returncode == 0, r.stderr[-3000:]
+    info = json.loads((results / "teacher" / "info.json").read_text())
+    assert info["train_utterances"] == 16
+    assert [Path(m).name for m in info["manifests"]] == ["train-clean-100.parquet", "train-clean-360.parquet",
+                                                         "dev-clean.parquet"]
+
+
+@pytest.mark.slow
 def test_snakemake_import_without_path_fails_at_config_time(repo_root, tmp_path):
     cfg = {"results": str(tmp_path / "results"), "teacher": {"source": "import", "import": {"format": "fairseq"}}}
     r = snakemake(repo_root, tmp_path, cfg, extra=("-n",))

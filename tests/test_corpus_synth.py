@@ -303,3 +303,67 @@ def test_same_audio_with_a_fresh_home(tmp_path, monkeypatch):
         digests.add(hashlib.sha256(Path(path).read_bytes()).hexdigest())
         assert not any(home.iterdir())  # nothing written to HOME either
     assert len(digests) == 1
+
+
+def _tiny_librispeech(**synth) -> dict:
+    sizes = {"train_speakers": 1, "dev_speakers": 1, "test_speakers": 1, "chapters_per_speaker": 1,
+             "utts_per_chapter": 2, "min_words": 3, "max_words": 5}
+    return {"synth": {**sizes, **synth}}
+
+
+def test_librispeech_train_360_leaves_the_other_splits_byte_identical(tmp_path):
+    """train-clean-360 comes from its own stream: the three splits are the same files with
+    or without it, its speaker ids are new, its words come from the same vocabulary."""
+    from deepwide.corpus.synth import _rng, plan
+    from deepwide.corpus.text import make_vocab
+
+    tts = {"flite_share": 0.3, "vocab_size": 200}
+    plain, extra = tmp_path / "plain", tmp_path / "extra"
+    synthesize("librispeech", _tiny_librispeech(), tts, 0, plain, jobs=2, progress=False)
+    synthesize("librispeech", _tiny_librispeech(train_360_speakers=2), tts, 0, extra, jobs=2, progress=False)
+    before, after = _tree_hashes(plain), _tree_hashes(extra)
+    same = {k for k in before if k not in ("SPEAKERS.TXT", "deepwide_synth.json")}
+    assert {k: before[k] for k in same} == {k: after[k] for k in same}
+    assert not [k for k in set(after) - set(before) if not k.startswith("train-clean-360/")]
+    assert len([k for k in after if k.startswith("train-clean-360/") and k.endswith(".flac")]) == 2 * 2
+
+    def rows(root: Path) -> list[str]:
+        return [r for r in (root / "SPEAKERS.TXT").read_text().splitlines() if not r.startswith(";")]
+
+    new_rows = [r for r in rows(extra) if r not in rows(plain)]
+    assert set(rows(plain)) <= set(rows(extra)) and len(new_rows) == 2
+    assert all("| train-clean-360  |" in r for r in new_rows)
+    def ids(split: str) -> set[str]:
+        return {p.name for p in (extra / split).iterdir()}
+
+    old_ids = ids("train-clean-100") | ids("dev-clean") | ids("test-clean")
+    assert len(ids("train-clean-360")) == 2 and not ids("train-clean-360") & old_ids
+    vocab = set(make_vocab(_rng(0, "librispeech"), tts["vocab_size"]))
+    words = {w.lower() for f in (extra / "train-clean-360").rglob("*.trans.txt")
+             for line in f.read_text().splitlines() for w in line.split()[1:]}
+    assert words and words <= vocab
+    # listed in corpus.librispeech.splits, it gets a manifest of its own
+    cfg = load_config(REPO / "workflow" / "configs" / "smoke.yaml")["corpus"]["librispeech"]
+    cfg["splits"] = ["train-clean-100", "train-clean-360"]
+    splits = manifest_splits("librispeech", cfg)
+    write_manifests("librispeech", prepare("librispeech", extra, cfg, None, jobs=2), tmp_path / "m", splits, 0.0)
+    m360 = pd.read_parquet(tmp_path / "m" / "train-clean-360.parquet")
+    assert len(m360) == 4 and set(m360["split"]) == {"train-clean-360"} and m360["speaker"].nunique() == 2
+
+    # 0 plans what no key plans (the tree of a study made before the key existed)
+    assert plan("librispeech", _tiny_librispeech(train_360_speakers=0), tts, 0)[1] == \
+        plan("librispeech", _tiny_librispeech(), tts, 0)[1]
+
+
+def test_librispeech_split_the_synthesized_corpus_lacks_is_a_config_error():
+    from deepwide.corpus.sources import check_sources
+    from deepwide.errors import DeepwideError
+
+    cfg = load_config(REPO / "workflow" / "configs" / "smoke.yaml")["corpus"]
+    cfg["librispeech"]["splits"] = ["train-clean-100", "train-clean-360", "dev-clean", "test-clean"]
+    with pytest.raises(DeepwideError, match=r"corpus\.librispeech\.splits: train-clean-360 .*"
+                                            r"corpus\.librispeech\.synth\.train_360_speakers"):
+        check_sources(cfg)
+    cfg["librispeech"]["synth"]["train_360_speakers"] = 1
+    check_sources(cfg)
+    assert manifest_splits("librispeech", cfg["librispeech"])[1] == "train-clean-360"

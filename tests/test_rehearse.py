@@ -86,6 +86,25 @@ def test_students_of_one_method_or_an_explicit_list_are_not_thinned():
         assert not any(line.startswith("superb.students") for line in r["rehearsal"]["thinned"])
 
 
+def test_embedded_train_clean_360_is_kept_at_smoke_size_and_a_teachers_list_follows_the_splits():
+    smoke = _yaml(SMOKE)
+    study = _yaml(REPO / "config.yaml")
+    study["corpus"]["librispeech"]["synth"]["train_360_speakers"] = 40
+    study["corpus"]["librispeech"]["splits"] = ["train-clean-100", "train-clean-360", "dev-clean", "test-clean"]
+    study["teacher"]["pretrain"]["train_split"] = ["train-clean-100", "train-clean-360"]
+    r = rehearse(study, "config", smoke, exists=lambda p: False)
+    libri = r["corpus"]["librispeech"]
+    assert libri["synth"]["train_360_speakers"] == smoke["corpus"]["librispeech"]["synth"]["train_speakers"]
+    assert "train-clean-360" in libri["splits"]
+    assert r["teacher"]["pretrain"]["train_split"] == ["train-clean-100", "train-clean-360"]
+    # a real LibriSpeech missing here: the embedded one has no train-clean-360 (nor train-other-500)
+    paper = _yaml(PAPER)
+    paper["teacher"].setdefault("pretrain", {})["train_split"] = ["train-clean-100", "train-clean-360", "train-other-500"]
+    r = rehearse(paper, "paper", smoke, exists=lambda p: False)
+    assert r["teacher"]["pretrain"]["train_split"] == ["train-clean-100"]
+    Study.from_config(r).check_teacher()
+
+
 def test_a_grid_only_study_keeps_its_shallowest_grid_depth():
     paper = _yaml(PAPER)
     paper["distill"]["students"]["shapes"] = []

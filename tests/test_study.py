@@ -266,3 +266,27 @@ def test_the_chain_to_the_students_goes_first(tmp_path):
         assert seen == ({10} if rule in chain else {0}), (rule, seen)
     study = Study.from_config(smoke())
     assert study.priority("superb_run") == 0 and study.priority("synth_voxceleb1") == 0
+
+
+def test_teacher_pretrain_on_a_list_of_splits_gets_one_manifest_input_each():
+    from deepwide.errors import DeepwideError
+
+    study = Study.from_config(smoke())
+    def man(split: str) -> str:
+        return str(study.results / "manifests" / "librispeech" / f"{split}.parquet")
+
+    assert study.teacher_pretrain_manifests() == {"train": man("train-clean-100"), "valid": man("dev-clean")}
+    cfg = smoke()
+    cfg["corpus"]["librispeech"]["synth"]["train_360_speakers"] = 2
+    cfg["corpus"]["librispeech"]["splits"] = ["train-clean-100", "train-clean-360", "dev-clean", "test-clean"]
+    cfg.setdefault("teacher", {}).setdefault("pretrain", {})["train_split"] = ["train-clean-100", "train-clean-360"]
+    study = Study.from_config(cfg)
+    assert study.teacher_pretrain_manifests() == {"train": [man("train-clean-100"), man("train-clean-360")],
+                                                  "valid": man("dev-clean")}
+    study.check_corpora()
+    study.check_teacher()
+    assert man("train-clean-360") in study.manifests("librispeech")
+    # a split no prepare job writes: a config error before any job, naming the keys
+    cfg["corpus"]["librispeech"]["splits"] = ["train-clean-100", "dev-clean", "test-clean"]
+    with pytest.raises(DeepwideError, match=r"teacher\.pretrain\.train_split: train-clean-360 .*corpus\.librispeech\.splits"):
+        Study.from_config(cfg).check_teacher()

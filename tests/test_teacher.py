@@ -353,6 +353,60 @@ def test_second_iteration_clusters_teacher_layer(corpus, tmp_path):
     assert set(curve.iteration) == {1, 2} and curve.global_step.max() == 18
 
 
+# ---------------------------------------------------------------- several training manifests
+
+
+def _halves(corpus, tmp_path: Path) -> tuple[Path, Path]:
+    """The training manifest split in two by id (10 + 6 utterances)."""
+    df = pd.read_parquet(corpus["train"]).sort_values("id")
+    a, b = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    df.iloc[:10].to_parquet(a, index=False)
+    df.iloc[10:].to_parquet(b, index=False)
+    return a, b
+
+
+def test_read_splits_concatenates_training_manifests(corpus, tmp_path):
+    from deepwide.teacher.pretrain import pretrain_config, read_splits
+
+    cfg = pretrain_config(MICRO)
+    a, b = _halves(corpus, tmp_path)
+    one = read_splits(corpus["train"], corpus["valid"], cfg)
+    two = read_splits([a, b], corpus["valid"], cfg)
+    assert two["train"].ids == one["train"].ids and two["train"].paths == one["train"].paths
+    assert (two["train"].num_samples == one["train"].num_samples).all()
+    assert two["manifests"] == [a, b, Path(corpus["valid"])]
+    assert [s["manifest"] for s in two["skipped"]] == [str(a), str(b), str(corpus["valid"])]
+    held = read_splits([a, b], None, cfg)
+    assert len(held["train"]) + len(held["valid"]) == 16 and f"of {a}, {b} held out" in held["valid_source"]
+
+
+def test_duplicate_utterance_id_across_manifests_names_both(corpus, tmp_path, capsys):
+    a, _ = _halves(corpus, tmp_path)
+    first = min(pd.read_parquet(a)["id"])
+    rc = cli_main(["teacher", "pretrain", "--manifest", str(corpus["train"]), "--manifest", str(a),
+                   "--out", str(tmp_path / "t.pt"), "--workdir", str(tmp_path / "w"), "--config-json", json.dumps(MICRO)])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert f"utterance id {first} is in two training manifests: {corpus['train']} and {a}" in err
+    assert not (tmp_path / "t.pt").exists()
+
+
+def test_pretrain_on_two_manifests_is_the_teacher_of_their_union(corpus, tmp_path):
+    """``--manifest A B``: the same utterances in the same order as the one manifest they
+    were cut from, so the same weights; info.json lists every manifest read."""
+    cfg = merged(MICRO, train={"steps": 4, "eval_every": 4})
+    assert run_pretrain(corpus, tmp_path / "one", cfg) == 0
+    a, b = _halves(corpus, tmp_path)
+    argv = ["teacher", "pretrain", "--manifest", str(a), str(b), "--valid-manifest", str(corpus["valid"]),
+            "--config-json", json.dumps(cfg), "--out", str(tmp_path / "two" / "teacher.pt"),
+            "--workdir", str(tmp_path / "two" / "work"), "--no-progress"]
+    assert cli_main(argv) == 0
+    one, two = (json.loads((tmp_path / d / "info.json").read_text()) for d in ("one", "two"))
+    assert two["weights_sha256"] == one["weights_sha256"] and two["train_utterances"] == 16
+    assert two["manifests"] == [str(a), str(b), str(corpus["valid"])]
+    assert one["manifests"] == [str(corpus["train"]), str(corpus["valid"])]
+
+
 # ---------------------------------------------------------------- CLI errors
 
 
@@ -501,6 +555,34 @@ def test_snakemake_teacher_pretrain_rule(repo_root, corpus, tmp_path):
     cfg["teacher"]["pretrain"]["train"]["lr"] = 0.001
     r = snakemake(repo_root, tmp_path, cfg, target, extra=(*only, "-n"))
     assert r.returncode == 0 and "rule teacher_pretrain" in r.stdout and "Params have changed" in r.stdout, r.stdout
+
+
+@pytest.mark.slow
+def test_snakemake_teacher_pretrain_rule_on_a_list_of_splits(repo_root, corpus, tmp_path):
+    """teacher.pretrain.train_split as a list: one input per manifest, all passed to --manifest."""
+    import shutil as sh
+
+    results = tmp_path / "results"
+    man = results / "manifests" / "librispeech"
+    man.mkdir(parents=True)
+    a, b = _halves(corpus, tmp_path)
+    sh.copy(a, man / "train-clean-100.parquet")
+    sh.copy(b, man / "train-clean-360.parquet")
+    sh.copy(corpus["valid"], man / "dev-clean.parquet")
+    cfg = {"results": str(results),
+           "corpus": {"librispeech": {"splits": ["train-clean-100", "train-clean-360", "dev-clean"],
+                                      "synth": {"train_360_speakers": 1}}},
+           "teacher": {"source": "pretrain",
+                       "pretrain": merged(MICRO, train={"steps": 4, "eval_every": 4}, threads=0,
+                                          train_split=["train-clean-100", "train-clean-360"])}}
+    target = str(results / "teacher" / "teacher.pt")
+    only = ("--allowed-rules", "teacher_pretrain")
+    r = snakemake(repo_root, tmp_path, cfg, target, extra=only)
+    assert r.returncode == 0, r.stderr[-3000:]
+    info = json.loads((results / "teacher" / "info.json").read_text())
+    assert info["train_utterances"] == 16
+    assert [Path(m).name for m in info["manifests"]] == ["train-clean-100.parquet", "train-clean-360.parquet",
+                                                         "dev-clean.parquet"]
 
 
 @pytest.mark.slow

@@ -25,6 +25,7 @@ PROGRAMS = ("espeak-ng", "flite", "sox")
 DEBIAN_PACKAGES = "espeak-ng flite sox libsox-fmt-all wamerican"
 
 LIBRISPEECH_SPLITS = ["train-clean-100", "dev-clean", "test-clean"]
+LIBRISPEECH_EXTRA_TRAIN = "train-clean-360"  # synthesized when synth.train_360_speakers > 0
 IEMOCAP_SESSIONS = [f"Session{i}" for i in range(1, 6)]
 KS_COMMANDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 KS_TRAIN_DIR = "speech_commands_v0.01"
@@ -38,6 +39,26 @@ def enabled(corpus_cfg: dict) -> list[str]:
 def synthesized(corpus_cfg: dict) -> list[str]:
     """Enabled corpora without a real root: the pipeline synthesizes them."""
     return [c for c in enabled(corpus_cfg) if not corpus_cfg[c].get("root")]
+
+
+def librispeech_synth_splits(cfg: dict) -> list[str]:
+    """The split folders the synthesized LibriSpeech has (``cfg``: corpus.librispeech)."""
+    extra = [LIBRISPEECH_EXTRA_TRAIN] if (cfg.get("synth") or {}).get("train_360_speakers") else []
+    return LIBRISPEECH_SPLITS + extra
+
+
+def librispeech_split_problems(cfg: dict) -> list[str]:
+    """corpus.librispeech.splits naming a split the synthesized corpus does not write."""
+    have = librispeech_synth_splits(cfg)
+    lacking = [s for s in cfg.get("splits", LIBRISPEECH_SPLITS) if s not in have]
+    if not lacking:
+        return []
+    hint = (f"; set corpus.librispeech.synth.train_360_speakers above 0 for {LIBRISPEECH_EXTRA_TRAIN}"
+            if LIBRISPEECH_EXTRA_TRAIN in lacking else "")
+    n_360 = (cfg.get("synth") or {}).get("train_360_speakers", 0)
+    return [(f"corpus.librispeech.splits: {', '.join(lacking)} not in the synthesized LibriSpeech "
+             f"(corpus.librispeech.root is null, corpus.librispeech.synth.train_360_speakers is {n_360}: "
+             f"it writes {', '.join(have)}){hint}")]
 
 
 def require_programs(programs=PROGRAMS) -> None:
@@ -69,6 +90,8 @@ def check_sources(corpus_cfg: dict) -> None:
             elif key == "root":
                 problems += layout_problems(c, cfg)
     synth = synthesized(corpus_cfg)
+    if "librispeech" in synth:
+        problems += librispeech_split_problems(corpus_cfg["librispeech"])
     if synth:
         try:
             require_programs(PROGRAMS)

@@ -38,7 +38,12 @@ from pathlib import Path
 import numpy as np
 
 from deepwide.audio import SAMPLE_RATE
-from deepwide.corpus.sources import KS_TEST_DIR, KS_TRAIN_DIR, require_programs
+from deepwide.corpus.sources import (
+    KS_TEST_DIR,
+    KS_TRAIN_DIR,
+    LIBRISPEECH_EXTRA_TRAIN,
+    require_programs,
+)
 from deepwide.corpus.text import make_vocab, sentence
 from deepwide.corpus.tts import EMOTION_PROSODY, Utterance, render, sample_speaker
 from deepwide.errors import DeepwideError
@@ -112,6 +117,9 @@ def _alnum(rng: random.Random, n: int, extra: str = "") -> str:
 
 # ------------------------------------------------------------------ LibriSpeech
 def plan_librispeech(cfg: dict, tts: dict, seed: int):
+    """train-clean-100, dev-clean and test-clean from the corpus's stream; the optional
+    train-clean-360 (synth.train_360_speakers) from a stream of its own, so the other three
+    are the same bytes with or without it. One vocabulary, speaker ids unique across splits."""
     s = cfg["synth"]
     rng, vocab = _rng_and_vocab(seed, "librispeech", tts)
     splits = (("train-clean-100", s["train_speakers"]), ("dev-clean", s["dev_speakers"]), ("test-clean", s["test_speakers"]))
@@ -122,21 +130,17 @@ def plan_librispeech(cfg: dict, tts: dict, seed: int):
     k = 0
     for split, n_spk in splits:
         for _ in range(n_spk):
-            spk_id = spk_ids[k]
+            speakers_txt.append(_librispeech_speaker(rng, vocab, s, tts, split, spk_ids[k], utts, files))
             k += 1
-            spk = sample_speaker(rng, tts["flite_share"])
-            minutes = 0.0
-            chapters = sorted(rng.sample(range(1000, 99999), s["chapters_per_speaker"]))
-            for chapter in chapters:
-                lines = []
-                for i in range(s["utts_per_chapter"]):
-                    uid = f"{spk_id}-{chapter}-{i:04d}"
-                    text = sentence(rng, vocab, s["min_words"], s["max_words"]).upper()
-                    lines.append(f"{uid} {text}")
-                    utts.append(Utterance(f"{split}/{spk_id}/{chapter}/{uid}.flac", text.lower(), spk))
-                    minutes += len(text.split()) / 160
-                files[f"{split}/{spk_id}/{chapter}/{spk_id}-{chapter}.trans.txt"] = "\n".join(lines) + "\n"
-            speakers_txt.append((spk_id, spk["gender"], split, minutes))
+    n_360 = s.get("train_360_speakers", 0)
+    if n_360:
+        rng_360 = _rng(seed, "librispeech", LIBRISPEECH_EXTRA_TRAIN)
+        free = sorted(set(range(19, 9999)) - set(spk_ids))
+        if n_360 > len(free):
+            raise DeepwideError(f"corpus.librispeech.synth: {n_total} + {n_360} speakers exceed the {n_total + len(free)} "
+                                "speaker ids of the synthesized LibriSpeech")
+        for spk_id in rng_360.sample(free, n_360):
+            speakers_txt.append(_librispeech_speaker(rng_360, vocab, s, tts, LIBRISPEECH_EXTRA_TRAIN, spk_id, utts, files))
     header = (
         "; Synthetic speakers in the LibriSpeech layout (deepwide embedded corpus)\n"
         ";ID  |SEX| SUBSET           |MINUTES| NAME\n"
@@ -147,6 +151,24 @@ def plan_librispeech(cfg: dict, tts: dict, seed: int):
     )
     files["SPEAKERS.TXT"] = header + body
     return utts, files
+
+
+def _librispeech_speaker(rng: random.Random, vocab: list[str], s: dict, tts: dict, split: str, spk_id: int,
+                         utts: list, files: dict) -> tuple:
+    """Plan one speaker's chapters into ``utts`` and ``files``; its SPEAKERS.TXT row."""
+    spk = sample_speaker(rng, tts["flite_share"])
+    minutes = 0.0
+    chapters = sorted(rng.sample(range(1000, 99999), s["chapters_per_speaker"]))
+    for chapter in chapters:
+        lines = []
+        for i in range(s["utts_per_chapter"]):
+            uid = f"{spk_id}-{chapter}-{i:04d}"
+            text = sentence(rng, vocab, s["min_words"], s["max_words"]).upper()
+            lines.append(f"{uid} {text}")
+            utts.append(Utterance(f"{split}/{spk_id}/{chapter}/{uid}.flac", text.lower(), spk))
+            minutes += len(text.split()) / 160
+        files[f"{split}/{spk_id}/{chapter}/{spk_id}-{chapter}.trans.txt"] = "\n".join(lines) + "\n"
+    return spk_id, spk["gender"], split, minutes
 
 
 # ------------------------------------------------------------------ VoxCeleb1

@@ -11,8 +11,9 @@ at toy cost, on a laptop or on the cluster before GPU-hours are spent:
   embedded LibriMix, SNIPS and QUESST14 (QbE, enabled by its root, joins ``superb.tasks``).
   Only the splits the embedded corpus has are kept. A root that exists is kept;
 - every synthesized corpus gets the sizes of ``workflow/configs/smoke.yaml`` (the one place
-  those sizes live), and so do the step counts, batches and evaluation sets of every stage
-  (teacher pretraining, distillation, each SUPERB task, the report's cost and CKA sets);
+  those sizes live; an embedded train-clean-360 gets the size of smoke's train-clean-100),
+  and so do the step counts, batches and evaluation sets of every stage (teacher pretraining,
+  distillation, each SUPERB task, the report's cost and CKA sets);
 - a missing teacher checkpoint to import becomes ``teacher.source: random`` of shape
   ``teacher.random.arch`` ({}: HuBERT Base, the size a plan assumes for a missing import);
 - model shapes and SUPERB heads stay the study's (no downstream override is added);
@@ -38,7 +39,12 @@ from pathlib import Path
 import yaml
 
 from deepwide.config import validate_config
-from deepwide.corpus.sources import CORPORA, EXTRA_CORPORA, LIBRISPEECH_SPLITS
+from deepwide.corpus.sources import (
+    CORPORA,
+    EXTRA_CORPORA,
+    LIBRISPEECH_SPLITS,
+    librispeech_synth_splits,
+)
 from deepwide.identity import get_dotted
 from deepwide.models.arch import hubert_base
 from deepwide.plan.corpus import EXTRA_TASK_CORPUS
@@ -108,8 +114,12 @@ class _Rehearsal:
         for key, value in self.smoke["corpus"]["tts"].items():
             self.cut_to(f"corpus.tts.{key}", value)
         if not (self.raw["corpus"].get("librispeech") or {}).get("root"):
-            splits = self.full["corpus"]["librispeech"]["splits"]
-            kept = [s for s in splits if s in LIBRISPEECH_SPLITS] or list(LIBRISPEECH_SPLITS)
+            libri = self.full["corpus"]["librispeech"]
+            if libri["synth"].get("train_360_speakers"):  # kept, as small as the rehearsal's train-clean-100
+                self.cut_to("corpus.librispeech.synth.train_360_speakers",
+                            self.smoke["corpus"]["librispeech"]["synth"]["train_speakers"])
+            splits = libri["splits"]
+            kept = [s for s in splits if s in librispeech_synth_splits(libri)] or list(LIBRISPEECH_SPLITS)
             if kept != splits:
                 self.replaced.append(f"corpus.librispeech.splits: {splits} -> {kept} (the embedded corpus's)")
                 _set(self.raw, "corpus.librispeech.splits", kept)
@@ -119,6 +129,8 @@ class _Rehearsal:
         """Splits named elsewhere that the embedded LibriSpeech lacks: the kept one of the
         same kind (train, dev, test)."""
         def same_kind(split: str) -> str:
+            if split in kept:
+                return split
             return next((s for s in kept if s.split("-")[0] == split.split("-")[0]), kept[0])
 
         refs = [("distill.splits", self.full["distill"]["corpus"])]

@@ -60,6 +60,16 @@ class TeacherPlan:
             teacher_arch(self.config["teacher"]["pretrain"]["arch"])
         except DeepwideError as err:
             raise DeepwideError(f"config key teacher.pretrain.arch: {err}") from None
+        pt = self.config["teacher"]["pretrain"]
+        if pt["corpus"] in self.corpora:  # a split its prepare job does not write: no rule makes it
+            made = self.manifests(pt["corpus"])
+            splits = pt["train_split"] if isinstance(pt["train_split"], list) else [pt["train_split"]]
+            lacking = [s for s in splits if self.manifest(pt["corpus"], s) not in made]
+            if lacking:
+                raise DeepwideError(f"config key teacher.pretrain.train_split: {', '.join(lacking)} is not a manifest of "
+                                    f"corpus.{pt['corpus']} (its prepare job writes "
+                                    f"{', '.join(Path(m).stem for m in made if m.endswith('.parquet'))}"
+                                    f"{'; add it to corpus.librispeech.splits' if pt['corpus'] == 'librispeech' else ''})")
 
     @property
     def teacher_dir(self) -> Path:
@@ -83,9 +93,15 @@ class TeacherPlan:
     def teacher_import(self) -> tuple[str, Path]:
         return import_source(self.config)
 
-    def teacher_pretrain_manifests(self) -> dict[str, str]:
+    def teacher_pretrain_manifests(self) -> dict[str, str | list[str]]:
+        """The pretrain rule's inputs: ``train`` (one manifest for a split named by a string,
+        one per split for a list: ``teacher pretrain --manifest`` takes several) and ``valid``."""
         pt = self.config["teacher"]["pretrain"]
-        out = {"train": self.manifest(pt["corpus"], pt["train_split"])}
+        split = pt["train_split"]
+        if isinstance(split, list):
+            out = {"train": [self.manifest(pt["corpus"], s) for s in split]}
+        else:
+            out = {"train": self.manifest(pt["corpus"], split)}
         if pt["valid_split"]:
             out["valid"] = self.manifest(pt["corpus"], pt["valid_split"])
         return out

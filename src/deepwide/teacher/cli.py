@@ -26,7 +26,9 @@ def register(sub):
     cmds = command_group(sub, "teacher", "pretrain a tiny HuBERT teacher, import a real one or draw a random one")
 
     pt = add_command(cmds, "pretrain", cmd_pretrain, "HuBERT masked-prediction pretraining on a manifest")
-    pt.add_argument("--manifest", required=True, help="training manifest (Parquet: id, path, num_samples, ...)")
+    pt.add_argument("--manifest", required=True, nargs="+", action="extend",
+                    help="training manifest (Parquet: id, path, num_samples, ...); several (repeated or after one "
+                         "flag) are trained on together")
     pt.add_argument("--valid-manifest", help="held-out manifest; without it a fraction of --manifest is held out")
     pt.add_argument("--config-json", default="{}", help="teacher.pretrain config slice as JSON (defaults filled)")
     pt.add_argument("--exec-json", help="execution settings merged into the config (threads, train.log_every, train.eval_every, train.checkpoint_every)")
@@ -69,7 +71,7 @@ def cmd_pretrain(args) -> int:
     if args.stop_at_step is not None and args.stop_at_step < 1:
         raise DeepwideError(f"--stop-at-step must be >= 1, got {args.stop_at_step}")
     info = pretrain(
-        manifest=args.manifest,
+        manifests=args.manifest,
         cfg=cfg,
         out=args.out,
         workdir=args.workdir,

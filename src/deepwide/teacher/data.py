@@ -76,6 +76,25 @@ def read_manifest(path: str | Path, min_seconds: float = 0.0, skipped: list | No
     )
 
 
+def concat_utterances(parts: list[tuple[Path, Utterances]]) -> Utterances:
+    """The utterances of several manifests (``(manifest, utterances)`` pairs) in the order
+    given; an id in two of them is an error naming it and both manifests."""
+    if len(parts) == 1:
+        return parts[0][1]
+    first: dict[str, Path] = {}
+    for manifest, utts in parts:
+        for uid in utts.ids:
+            if uid in first:
+                raise DeepwideError(f"utterance id {uid} is in two training manifests: {first[uid]} and {manifest} "
+                                    "(teacher.pretrain.train_split lists overlapping splits?)")
+            first[uid] = manifest
+    return Utterances(
+        ids=[i for _, u in parts for i in u.ids],
+        paths=[p for _, u in parts for p in u.paths],
+        num_samples=np.concatenate([u.num_samples for _, u in parts]),
+    )
+
+
 # ---------------------------------------------------------------- labels on disk
 
 

@@ -34,7 +34,7 @@ from deepwide.models.arch import ArchConfig, encoder_kwargs
 from deepwide.models.checkpoint import save_checkpoint
 from deepwide.models.cka import first_last_cka
 from deepwide.models.solver import count_params, model_params
-from deepwide.teacher.data import BatchPlan, Labels, Utterances, crop_batch, read_manifest
+from deepwide.teacher.data import BatchPlan, Labels, Utterances, concat_utterances, crop_batch, read_manifest
 from deepwide.teacher.features import MFCCFeaturizer, layer_features
 from deepwide.teacher.labels import fit_kmeans_labels
 from deepwide.teacher.spec import teacher_arch
@@ -349,7 +349,7 @@ def split_valid(train: Utterances, fraction: float, seed: int) -> tuple[Utteranc
 
 
 def pretrain(
-    manifest: str | Path,
+    manifests: str | Path | list,
     cfg: dict,
     out: str | Path,
     workdir: str | Path,
@@ -360,7 +360,8 @@ def pretrain(
     stop_at_step: int | None = None,
     progress: bool = True,
 ) -> dict | None:
-    """Pretrain a tiny HuBERT teacher; returns the info dict (None if stopped early)."""
+    """Pretrain a tiny HuBERT teacher on one or several training manifests; returns the
+    info dict (None if stopped early)."""
     cfg = pretrain_config(cfg)
     out, workdir = Path(out), Path(workdir)
     info_path = Path(info_path) if info_path else out.with_name("info.json")
@@ -376,7 +377,7 @@ def pretrain(
     torch.set_num_threads(n_threads)
     device = torch.device(resolve_device("auto"))
     arch = teacher_arch(cfg["arch"])
-    data = read_splits(manifest, valid_manifest, cfg)
+    data = read_splits(manifests, valid_manifest, cfg)
     train, valid = data["train"], data["valid"]
     log.info("teacher %s (%d params): %d train utterances (%.1f min), %d held-out (%.1f min); device %s, %d threads",
              arch.name, count_params(arch), len(train), train.seconds / 60, len(valid), valid.seconds / 60, device,
@@ -418,20 +419,22 @@ def pretrain(
         return info
 
 
-def read_splits(manifest, valid_manifest, cfg: dict) -> dict:
-    """The training and held-out utterances (the held-out manifest, or a fraction of the
-    training one held out), the manifests read, where the held-out set comes from and the
-    utterances left out for length."""
+def read_splits(manifests, valid_manifest, cfg: dict) -> dict:
+    """The training utterances (of one manifest or several, concatenated in the order given),
+    the held-out ones (the held-out manifest, or a fraction of the training ones held out),
+    the manifests read, where the held-out set comes from and the utterances left out for
+    length (one record per manifest)."""
+    manifests = [Path(m) for m in ([manifests] if isinstance(manifests, (str, Path)) else manifests)]
     skipped: list[dict] = []  # utterances left out for length, per manifest (info.json)
-    train = read_manifest(manifest, cfg["min_seconds"], skipped)
-    manifests = [Path(manifest)]
+    train = concat_utterances([(m, read_manifest(m, cfg["min_seconds"], skipped)) for m in manifests])
+    train_names = ", ".join(str(m) for m in manifests)
     if valid_manifest:
         valid = read_manifest(valid_manifest, cfg["min_seconds"], skipped)
-        manifests.append(Path(valid_manifest))
         valid_source = str(valid_manifest)
+        manifests = [*manifests, Path(valid_manifest)]
     else:
         train, valid = split_valid(train, cfg["valid_fraction"], cfg["seed"])
-        valid_source = f"{cfg['valid_fraction']:.0%} of {manifest} held out"
+        valid_source = f"{cfg['valid_fraction']:.0%} of {train_names} held out"
     if len(valid) > cfg["max_valid_utterances"]:
         valid = valid.subset(range(cfg["max_valid_utterances"]))
     return {"train": train, "valid": valid, "manifests": manifests, "valid_source": valid_source, "skipped": skipped}
@@ -486,6 +489,7 @@ def run_info(cfg: dict, arch: ArchConfig, w2v, iterations: list[dict], data: dic
         "valid_utterances": len(valid),
         "valid_seconds": valid.seconds,
         "valid_source": data["valid_source"],
+        "manifests": [str(m) for m in data["manifests"]],  # training ones first, then the held-out one
         "skipped": data["skipped"],
         "config": cfg,
     }

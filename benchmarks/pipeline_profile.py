@@ -143,8 +143,15 @@ def _producer(producer: dict, path: str):
     return None
 
 
+# rules whose JSON output copies another job's record, ``usage`` included: superb_select's
+# selected.json is the chosen head's result.json, written by superb_run
+COPIES_USAGE = {"superb_select"}
+
+
 def job_usage(run_dir: Path, job: dict) -> dict | None:
     """The ``usage`` record of the JSON (or Parquet table) the job wrote among its outputs, if any."""
+    if job.get("rule") in COPIES_USAGE:
+        return None
     for out in job["outputs"]:
         p = run_dir / out
         if p.suffix == ".parquet" and (info := parquet_info(p)) is not None:

@@ -171,3 +171,12 @@ def test_main_what_if_and_its_bad_input(tmp_path, capsys):
     assert "what-if replay on 2 cores" in capsys.readouterr().out
     assert pp.main([str(run), "--out", str(out), "--scale", "train"]) == 2
     assert "--scale 'train': expected RULE=VALUE" in capsys.readouterr().err
+
+
+def test_a_select_job_is_not_credited_with_the_usage_its_json_copies(tmp_path):
+    out = tmp_path / "results/superb/t/pr/selected.json"
+    out.parent.mkdir(parents=True)
+    out.write_text(json.dumps({"usage": {"cpu_s": 99.0, "wall_s": 100.0}}))
+    job = _job("superb_select", 0, 1, outputs=["results/superb/t/pr/selected.json"])
+    assert pp.job_usage(tmp_path, job) is None
+    assert pp.job_usage(tmp_path, {**job, "rule": "superb_run"}) == {"cpu_s": 99.0, "wall_s": 100.0}

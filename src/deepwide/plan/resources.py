@@ -2,8 +2,8 @@
 against the SLURM requests of the config's ``resources`` section.
 
 Measurements come from the ``usage`` key (:mod:`deepwide.utils.usage`) of the JSON files a
-finished run left in its results folder, and of the metadata of its CKA and KD-loss tables (``--measured RUN_DIR``, default: the config's own
-``results``). Per rule the largest job counts. Scaling to the study's sizes is done only where
+finished run left in its results folder, and of the metadata of its CKA and KD-loss tables
+(``--measured RUN_DIR``, default: the config's own ``results``). Per rule the largest job counts. Scaling to the study's sizes is done only where
 it can be justified:
 
 - wall time of ``distill``: the measured job's training seconds x (study steps x batch

@@ -313,6 +313,10 @@ def test_cka_and_cost_on_checkpoints(tmp_path):
     assert len(df) == 3 * 5 and (df["model"] == "l2l-2x48f96h2").all() and df["frames"].iloc[0] == 100
     info = parquet_info(out)  # the job's usage, in the table's metadata (plan resources)
     assert info["device"] == "cpu" and info["usage"]["peak_rss_mb"] > 0 and info["usage"]["wall_s"] > 0
+    plain = tmp_path / "plain.parquet"  # a table without the record, and a file that is not Parquet: None
+    df.to_parquet(plain, index=False)
+    (tmp_path / "junk.parquet").write_bytes(b"PAR1 not a table")
+    assert parquet_info(plain) is None and parquet_info(tmp_path / "junk.parquet") is None
 
     cost = tmp_path / "cost.json"
     assert main(["report", "cost", "--checkpoint", str(ckpts["pred-1x64f128h2"]), "--upstream", "pred-1x64f128h2",

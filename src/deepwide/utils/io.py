@@ -172,7 +172,7 @@ def hash_files(paths: Iterable[str | os.PathLike]) -> str:
 
 def write_parquet(df, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:
     """Write a pandas DataFrame to Parquet atomically; ``metadata``: more key-value pairs of
-    the file's footer (beside pandas'), read back with :func:`parquet_metadata`."""
+    the file's footer (beside pandas'), read back with ``pyarrow.parquet.read_schema(path).metadata``."""
     with atomic_path(path) as tmp:
         if not metadata:
             df.to_parquet(tmp, index=False)
@@ -184,113 +184,6 @@ def write_parquet(df, path: str | os.PathLike, metadata: dict[str, str] | None =
         kv = {**(table.schema.metadata or {}), **{k.encode(): v.encode() for k, v in metadata.items()}}
         pq.write_table(table.replace_schema_metadata(kv), tmp)
 
-
-
-class _ThriftCompact:
-    """Reader of Thrift's compact protocol, the encoding of a Parquet file's footer."""
-
-    def __init__(self, buf: bytes):
-        self.buf, self.pos = buf, 0
-
-    def byte(self) -> int:
-        self.pos += 1
-        return self.buf[self.pos - 1]
-
-    def varint(self) -> int:
-        out = shift = 0
-        while True:
-            b = self.byte()
-            out |= (b & 0x7F) << shift
-            shift += 7
-            if not b & 0x80:
-                return out
-
-    def binary(self) -> bytes:
-        n = self.varint()
-        self.pos += n
-        if self.pos > len(self.buf):
-            raise IndexError("string past the end")
-        return self.buf[self.pos - n:self.pos]
-
-    def fields(self) -> Iterator[tuple[int, int]]:
-        """(field id, type) of each field of a struct, up to its stop byte."""
-        fid = 0
-        while (head := self.byte()) != 0:
-            delta, ftype = head >> 4, head & 0x0F
-            if delta:
-                fid += delta
-            else:  # a zigzag i16 follows
-                z = self.varint()
-                fid = (z >> 1) ^ -(z & 1)
-            yield fid, ftype
-
-    def list_header(self) -> tuple[int, int]:
-        head = self.byte()
-        size = head >> 4
-        return (self.varint() if size == 15 else size), head & 0x0F
-
-    def skip(self, ftype: int) -> None:
-        if ftype in (1, 2):  # a bool field: the value is its type
-            return
-        if ftype in (3, 7):  # byte, double
-            self.pos += 1 if ftype == 3 else 8
-        elif ftype in (4, 5, 6):  # zigzag varints
-            self.varint()
-        elif ftype == 8:
-            self.binary()
-        elif ftype in (9, 10):  # list, set
-            size, etype = self.list_header()
-            for _ in range(size):
-                self.skip_element(etype)
-        elif ftype == 11:  # map
-            size = self.varint()
-            kinds = self.byte() if size else 0
-            for _ in range(size):
-                self.skip_element(kinds >> 4)
-                self.skip_element(kinds & 0x0F)
-        elif ftype == 12:
-            for _, t in self.fields():
-                self.skip(t)
-        else:
-            raise ValueError(f"unknown Thrift type {ftype}")
-
-    def skip_element(self, etype: int) -> None:
-        if etype in (1, 2):  # a bool element is one byte
-            self.pos += 1
-        else:
-            self.skip(etype)
-
-
-def parquet_metadata(path: str | os.PathLike) -> dict[str, str]:
-    """The key-value metadata of a Parquet file's footer (FileMetaData field 5), read without
-    pyarrow (the planner imports no numpy)."""
-    from deepwide.errors import DeepwideError
-
-    try:
-        with open(path, "rb") as f:
-            f.seek(-8, os.SEEK_END)
-            tail = f.read(8)
-            if tail[4:] != b"PAR1":
-                raise DeepwideError(f"{path}: not a Parquet file (no PAR1 at its end)")
-            f.seek(-8 - int.from_bytes(tail[:4], "little"), os.SEEK_END)
-            reader = _ThriftCompact(f.read(int.from_bytes(tail[:4], "little")))
-        out: dict[str, str] = {}
-        for fid, ftype in reader.fields():
-            if fid != 5 or ftype != 9:
-                reader.skip(ftype)
-                continue
-            size, _ = reader.list_header()
-            for _ in range(size):
-                kv = {}
-                for kid, ktype in reader.fields():
-                    if kid in (1, 2) and ktype == 8:
-                        kv[kid] = reader.binary().decode()
-                    else:
-                        reader.skip(ktype)
-                out[kv.get(1, "")] = kv.get(2, "")
-        return out
-    except (OSError, IndexError, ValueError) as err:
-        raise DeepwideError(f"{path}: unreadable Parquet footer ({err})") from err
 
 
 # ----------------------------------------------------------------------------- verified artifacts

@@ -61,14 +61,14 @@ def usage() -> dict:
 
 def parquet_info(path) -> dict | None:
     """The ``{"usage", "device"}`` record of a Parquet table (:data:`PARQUET_INFO_KEY`), or
-    None where the file has none (written before jobs recorded it) or is unreadable."""
+    None where the file has none (written before jobs recorded it) or is unreadable. pyarrow
+    is imported here, not at module level: the planner imports no numpy until it reads a run."""
     import json
 
-    from deepwide.errors import DeepwideError
-    from deepwide.utils.io import parquet_metadata
+    import pyarrow.parquet as pq
 
-    try:
-        obj = json.loads(parquet_metadata(path)[PARQUET_INFO_KEY])
-    except (DeepwideError, KeyError, ValueError):
+    try:  # reads the footer only; pyarrow's ArrowInvalid (not Parquet) is a ValueError
+        obj = json.loads((pq.read_schema(path).metadata or {})[PARQUET_INFO_KEY.encode()])
+    except (OSError, KeyError, ValueError):
         return None
     return obj if isinstance(obj, dict) and isinstance(obj.get("usage"), dict) else None

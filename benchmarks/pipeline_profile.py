@@ -146,6 +146,9 @@ def _producer(producer: dict, path: str):
 # rules whose JSON output copies another job's record, ``usage`` included: superb_select's
 # selected.json is the chosen head's result.json, written by superb_run
 COPIES_USAGE = {"superb_select"}
+# rules whose usage is in a file beside their declared outputs: prepare_<corpus> writes its
+# manifests, then manifests/<corpus>/info.json (not declared) with the job's usage
+SIDECAR_USAGE = {"prepare_": "info.json"}
 
 
 def job_usage(run_dir: Path, job: dict) -> dict | None:
@@ -157,6 +160,7 @@ def job_usage(run_dir: Path, job: dict) -> dict | None:
         if p.suffix == ".parquet" and (info := parquet_info(p)) is not None:
             return info["usage"]
         cands = [p] if p.suffix == ".json" else [p / n for n in USAGE_FILES] if p.is_dir() else []
+        cands += [p.parent / name for prefix, name in SIDECAR_USAGE.items() if str(job.get("rule", "")).startswith(prefix)]
         for c in cands:
             try:
                 obj = json.loads(c.read_text())

@@ -180,3 +180,13 @@ def test_a_select_job_is_not_credited_with_the_usage_its_json_copies(tmp_path):
     job = _job("superb_select", 0, 1, outputs=["results/superb/t/pr/selected.json"])
     assert pp.job_usage(tmp_path, job) is None
     assert pp.job_usage(tmp_path, {**job, "rule": "superb_run"}) == {"cpu_s": 99.0, "wall_s": 100.0}
+
+
+def test_a_prepare_job_is_measured_by_the_info_json_beside_its_manifests(tmp_path):
+    man = tmp_path / "results/manifests/librispeech"
+    man.mkdir(parents=True)
+    (man / "dev-clean.parquet").write_bytes(b"")
+    (man / "info.json").write_text(json.dumps({"counts": {}, "usage": {"cpu_s": 3.0, "wall_s": 4.0}}))
+    job = _job("prepare_librispeech", 0, 1, outputs=["results/manifests/librispeech/dev-clean.parquet"])
+    assert pp.job_usage(tmp_path, job) == {"cpu_s": 3.0, "wall_s": 4.0}
+    assert pp.job_usage(tmp_path, {**job, "rule": "report_collect"}) is None  # only prepare rules read it

@@ -90,3 +90,44 @@ def test_plan_resources_paper_against_a_measured_run(repo_root, tmp_path, capsys
     # a larger safety factor or no measurement at all
     assert main(["plan", "resources", "--config", str(paper)]) == 0
     assert "nothing measured" in capsys.readouterr().out
+
+
+def test_measurements_name_the_rule_that_wrote_each_record(repo_root, tmp_path, capsys):
+    """teacher/info.json counts for the rule its ``source`` names; a rehearsal's random teacher
+    stands in for a missing import; manifests/<corpus>/info.json measures prepare_<corpus>; an
+    older heads.json without a device takes its first head's."""
+    from deepwide.plan.resources import measurements
+
+    run = tmp_path / "run"
+    _write(run / "teacher" / "info.json", {"source": "random", "device": "cpu",
+                                           "usage": {"peak_rss_mb": 1700.0, "peak_rss_children_mb": 0.0, "wall_s": 6.0}})
+    _write(run / "manifests" / "librispeech" / "info.json", {"counts": {"dev-clean": 3},
+                                                              "usage": {"peak_rss_mb": 2500.0, "wall_s": 2.0}})
+    head = run / "superb" / "fbank" / "pr" / "lr0.01" / "seed0" / "result.json"
+    _write(head, {"device": "cpu", "usage": {"peak_rss_mb": 1.0, "wall_s": 1.0}})
+    _write(run / "superb" / "fbank" / "pr" / "heads.json", {"heads": [{"result": str(head)}],
+                                                            "usage": {"peak_rss_mb": 1200.0, "wall_s": 5.0}})
+    meas = measurements(run)
+    assert [m["path"].name for m in meas["teacher_random"]] == ["info.json"]
+    assert "teacher_import" not in meas and "teacher_pretrain" not in meas
+    assert meas["prepare_librispeech"][0]["usage"]["peak_rss_mb"] == 2500.0
+    assert meas["superb_run"][0]["info"]["device"] == "cpu"
+
+    out_json = tmp_path / "rows.json"
+    paper = repo_root / "workflow" / "configs" / "paper.yaml"
+    assert main(["plan", "resources", "--config", str(paper), "--measured", str(run), "--json", str(out_json)]) == 0
+    capsys.readouterr()
+    rows = {r["rule"]: r for r in json.loads(out_json.read_text())}
+    imp = rows["teacher_import"]  # paper.yaml imports its teacher; the rehearsal drew a random one
+    assert imp["jobs_measured"] == 1 and imp["peak_rss_mb"] == 1700.0
+    assert imp["scaling"].startswith("measured as teacher_random (the rehearsal's stand-in)")
+    assert rows["prepare_librispeech"]["peak_rss_mb"] == 2500.0 and rows["prepare_librispeech"]["flags"] == []
+    assert "measured on cpu" in rows["superb_run"]["scaling"]
+
+
+def test_prepare_records_its_usage(tmp_path):
+    from deepwide.corpus.prepare import _write_info
+
+    _write_info(tmp_path, {"counts": {"train": 1}})
+    info = json.loads((tmp_path / "info.json").read_text())
+    assert info["counts"] == {"train": 1} and info["usage"]["peak_rss_mb"] > 0 and info["usage"]["wall_s"] > 0

@@ -197,7 +197,9 @@ def test_an_added_lr_trains_only_the_new_head(finished):
     old = json.loads(Path(study.superb_result("fbank", "ks", "0.001", 0)).read_text())
     r = snakemake(work, new, "--cores", "1", study.superb_selected("fbank", "ks"))
     assert r.returncode == 0, r.stderr[-3000:]
-    heads = json.loads(Path(study.superb_heads_file("fbank", "ks")).read_text())["heads"]
+    heads_json = json.loads(Path(study.superb_heads_file("fbank", "ks")).read_text())
+    assert heads_json["device"] == "cpu" and heads_json["usage"]["wall_s"] > 0  # plan resources reads both
+    heads = heads_json["heads"]
     assert [(h["lr"], h["seed"], h["restored"]) for h in heads] == [("0.001", 0, True), ("0.01", 0, False)]
     again = json.loads(Path(study.superb_result("fbank", "ks", "0.001", 0)).read_text())
     assert {k: again[k] for k in ("dev_score", "test_score", "best_step", "layer_weights")} == \

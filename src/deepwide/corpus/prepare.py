@@ -15,7 +15,8 @@ cannot be used (malformed, duplicate, text outside the character set under
 ``text_policy``) are rejects too, their reason naming ``file:line``
 (:mod:`deepwide.corpus.librispeech`). ``info.json`` beside the manifests (not a declared
 output, like ``rejects.tsv``) holds the counts, the phone set and, for LibriSpeech, the
-text policy and the speakers found in more than one split.
+text policy and the speakers found in more than one split, and the job's ``usage`` (peak
+memory, wall time: ``plan resources``).
 """
 
 from __future__ import annotations
@@ -383,4 +384,7 @@ def write_manifests(corpus: str, prepared: Prepared, out_dir: str | Path, splits
 
 
 def _write_info(out_dir: Path, info: dict) -> None:
-    atomic_write_text(out_dir / "info.json", json.dumps(info, indent=1, sort_keys=True) + "\n")
+    from deepwide.utils.usage import usage
+
+    # the job's peak memory and wall time so far: the manifests are written (plan resources)
+    atomic_write_text(out_dir / "info.json", json.dumps({**info, "usage": usage()}, indent=1, sort_keys=True) + "\n")

@@ -9,8 +9,12 @@ it can be justified:
 - wall time of ``distill``: the measured job's training seconds x (study steps x batch
   seconds) / (audio seconds it trained on), plus its measured overhead (set-up, export), when
   it ran on CUDA (what the study's job gets) with a shape the study trains: a KD step's time
-  is proportional to the audio in its batch for a fixed shape. Otherwise, and for every other
-  rule, wall time is "not scaled".
+  is proportional to the audio in its batch for a fixed shape once the batch fills the card.
+  A rehearsal's small batch underfills it (its seconds per audio second are higher), so the
+  scaled time errs long: a ``LOW`` runtime flag may be a false alarm on the safe side, a
+  ``>4x`` one holds. Otherwise, and for every other rule, wall time is "not scaled": a SUPERB
+  job's time is set-up, training and dev/test passes whose shares differ between the
+  embedded sets and the study's, and a CPU measurement says nothing of a GPU job's time.
 - memory is never scaled: peak RSS depends on the model, the batch, the dataset index and the
   loader workers together, with no single factor to scale by. A CPU run's RSS holds what a GPU
   job keeps on the card, so it overstates a GPU job's host memory (a safe side for "low").
@@ -31,9 +35,11 @@ from deepwide.utils.usage import parquet_info
 OVERSIZE = 4.0
 
 # rule -> (glob of its JSON files, or Parquet tables with the usage in their metadata, under
-# a results folder); the rules not named here record no usage (corpus, teacher import,
-# lexicon, select, report collect/tables/figures) and are listed as "no measurement"
+# a results folder); ``prepare_<corpus>`` reads ``manifests/<corpus>/info.json``. The rules
+# not named here record no usage (corpus synthesis, lexicon, select, report collect/tables/
+# figures: seconds each) and are listed as "no measurement"
 MEASURED_FILES = {
+    "teacher_import": ["teacher/info.json"],
     "teacher_pretrain": ["teacher/info.json"],
     "teacher_random": ["teacher/info.json"],
     "targets": ["targets/*/*/cache.json"],
@@ -44,27 +50,45 @@ MEASURED_FILES = {
     "report_cka": ["report/cka/*.parquet"],
     "report_kdloss": ["report/kd_loss/*.parquet"],
 }
+# the teacher's three rules write one teacher/info.json; its "source" names the rule
+TEACHER_SOURCE = {"teacher_import": "import", "teacher_random": "random", "teacher_pretrain": "pretrain"}
+# a rehearsal replaces a checkpoint missing on its machine by a random teacher of the same
+# architecture: that job (build the model, write the checkpoint) stands in for the import
+STAND_IN = {"teacher_import": "teacher_random"}
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return obj if isinstance(obj, dict) else None
 
 
 def _load(path: Path) -> dict | None:
     if path.suffix == ".parquet":
         return parquet_info(path)
-    try:
-        obj = json.loads(path.read_text())
-    except (OSError, ValueError):
+    obj = _read_json(path)
+    if obj is None or not isinstance(obj.get("usage"), dict):
         return None
-    return obj if isinstance(obj, dict) and isinstance(obj.get("usage"), dict) else None
+    if path.name == "heads.json" and not obj.get("device"):
+        # written before heads.json named its device: its first head's result.json does
+        first = (obj.get("heads") or [{}])[0].get("result")
+        obj["device"] = (_read_json(Path(first)) or {}).get("device") if first else None
+    return obj
 
 
 def measurements(run_dir: Path) -> dict[str, list[dict]]:
     """rule -> [{path, usage, info}] for every measured job under ``run_dir``."""
+    found = [(rule, path) for rule, patterns in MEASURED_FILES.items() for pattern in patterns
+             for path in sorted(run_dir.glob(pattern))]
+    found += [(f"prepare_{p.parent.name}", p) for p in sorted(run_dir.glob("manifests/*/info.json"))]
     out: dict[str, list[dict]] = {}
-    for rule, patterns in MEASURED_FILES.items():
-        for pattern in patterns:
-            for path in sorted(run_dir.glob(pattern)):
-                info = _load(path)
-                if info is not None:
-                    out.setdefault(rule, []).append({"path": path, "usage": info["usage"], "info": info})
+    for rule, path in found:
+        info = _load(path)
+        if info is None or (rule in TEACHER_SOURCE and info.get("source") != TEACHER_SOURCE[rule]):
+            continue
+        out.setdefault(rule, []).append({"path": path, "usage": info["usage"], "info": info})
     return out
 
 
@@ -106,7 +130,9 @@ def compare(study, run_dir: Path, safety: float) -> list[dict]:
                "request_runtime_min": req["runtime"], "request_gpu": req.get("gpu", 0), "jobs_measured": 0,
                "peak_rss_mb": None, "cuda_max_allocated_mb": None, "wall_s": None, "wall_study_s": None,
                "scaling": "no measurement", "flags": []}
-        ms = meas.get(rule, [])
+        ms, stand_in = meas.get(rule, []), ""
+        if not ms and meas.get(STAND_IN.get(rule, "")):
+            ms, stand_in = meas[STAND_IN[rule]], f"measured as {STAND_IN[rule]} (the rehearsal's stand-in); "
         if ms:
             top_mem = max(ms, key=lambda m: _rss(m["usage"]))
             top_wall = max(ms, key=lambda m: float(m["usage"]["wall_s"]))
@@ -114,7 +140,8 @@ def compare(study, run_dir: Path, safety: float) -> list[dict]:
             scaled, how = _scaled_wall(rule, top_wall, study)
             row.update(jobs_measured=len(ms), peak_rss_mb=round(_rss(top_mem["usage"]), 1),
                        cuda_max_allocated_mb=max(cudas) if cudas else None, wall_s=round(float(top_wall["usage"]["wall_s"]), 1),
-                       wall_study_s=None if scaled is None else round(scaled, 1), scaling="memory not scaled; wall " + how)
+                       wall_study_s=None if scaled is None else round(scaled, 1),
+                       scaling=stand_in + "memory not scaled; wall " + how)
             mem = row["peak_rss_mb"]
             if mem and req["mem_mb"] < mem * safety:
                 row["flags"].append(f"mem LOW ({req['mem_mb']} MB < {mem:.0f} x {safety})")

@@ -109,7 +109,8 @@ def _write_heads(out: Path, heads: list[tuple[str, int]], results: list[dict], w
     first = results[0]
     atomic_write_text(out, json.dumps({"upstream": first["upstream"], "task": first["task"], "metric": first["metric"],
                                        "shared_pass": bool((first.get("sweep") or {}).get("shared_pass")),
-                                       "wall_s": round(wall_s, 3), "heads": rows, "usage": usage()}, indent=1) + "\n")
+                                       "wall_s": round(wall_s, 3), "heads": rows, "device": first.get("device"),
+                                       "usage": usage()}, indent=1) + "\n")
 
 
 def _select(args) -> int:

@@ -90,6 +90,13 @@ def test_all_ten_tasks_run_offline_through_the_rules(tmp_path):
         if task != "qbe":
             sel = json.loads(Path(study.superb_selected("fbank", task)).read_text())
             assert sel["test_score"] == res["test_score"], task
+            # a tested head keeps only the checkpoint its result comes from, without optimizer state
+            trains = [*Path(res["work_dir"]).glob("train"), *Path(res["work_dir"]).glob("fold*/train")]
+            assert trains, task
+            for train in trains:
+                kept = sorted(p.name for p in train.iterdir() if p.name.startswith("step_") or p.name == "valid_best")
+                assert kept == ([f"step_{res['best_step']}"] if task == "asv" else ["valid_best"]), (task, kept)
+                assert not list(train.rglob("optimizer.pt")), task
     # SD: the best DER over s3prl's grid, and pyannote.metrics agrees on its RTTMs
     sd = json.loads(Path(study.superb_result("fbank", "sd", study.superb_lrs("sd")[0], 0)).read_text())
     tm = sd["folds"][0]["test_metrics"]

@@ -59,7 +59,7 @@ def test_shared_pass_sweep_equals_separate_runs(tmp_path):
         assert (tmp_path / "sw" / f"lr{lr:g}" / f"seed{seed}" / "result.json").is_file()
 
 
-def test_added_lr_restores_finished_heads_and_resumes(tmp_path):
+def test_added_lr_restores_finished_heads_and_resumes(tmp_path, monkeypatch):
     """Rerun rule: a job for [old lrs + a new lr] retrains only the new head; a head whose
     training was interrupted resumes from its own checkpoint."""
     common = _tiny_ks_job(tmp_path)
@@ -70,7 +70,16 @@ def test_added_lr_restores_finished_heads_and_resumes(tmp_path):
 
     from deepwide.superb import sweep
 
-    third = run_sweep(heads=[(lr, 0, out(lr)) for lr in (1e-3, 1e-2, 1e-1)], **common)
+    from deepwide.superb import runner
+
+    # a tested head keeps valid_best's model and task only: its resume state is gone
+    assert [p.name for p in (Path(work[1e-3]) / "train").iterdir() if p.is_dir()] == ["valid_best"]
+    assert not (Path(work[1e-3]) / "train" / "valid_best" / "optimizer.pt").exists()
+    # the third head is killed after s3prl finished and before it was marked tested: its
+    # resume checkpoints are still there (they are removed after the mark)
+    with monkeypatch.context() as m:
+        m.setattr(runner, "prune_resume_checkpoints", lambda train_dir, keep: None)
+        third = run_sweep(heads=[(lr, 0, out(lr)) for lr in (1e-3, 1e-2, 1e-1)], **common)
     assert sweep.STATS == {}  # one head left to train: s3prl's own loop, no sweep
     assert [r["sweep"]["restored_folds"] for r in third] == [[None], [None], []]
     for a, b in zip(first, third[:2]):
@@ -80,9 +89,36 @@ def test_added_lr_restores_finished_heads_and_resumes(tmp_path):
     # own final checkpoint (no training left) and is tested again, with the same result
     w = Path(third[2]["work_dir"])
     (w / "deepwide_tested.json").unlink()
+    assert any(p.name.startswith("step_") for p in (w / "train").iterdir())
     again = run_sweep(heads=[(lr, 0, out(lr)) for lr in (1e-3, 1e-2, 1e-1)], **common)
     assert again[2]["test_score"] == third[2]["test_score"] and again[2]["best_step"] == third[2]["best_step"]
     assert json.loads((out(1e-1) / "result.json").read_text())["lr"] == 1e-1
+    assert not any(p.name.startswith("step_") for p in (w / "train").iterdir())  # tested now: removed
+
+
+def test_checkpoints_hold_the_head_not_the_frozen_upstream(tmp_path):
+    """s3prl's checkpoints would copy the frozen upstream into every step_N and valid_best;
+    ours hold the featurizer and head plus the upstream's digest, and loading rebuilds the
+    upstream from its source, refusing one that differs."""
+    from pathlib import Path
+
+    from deepwide.errors import DeepwideError
+    from deepwide.superb.problems import FROZEN_UPSTREAM, problem_class
+    from deepwide.utils.precision import state_sha256
+
+    result = run_job(lr=1e-2, seed=0, out_dir=tmp_path / "out", **_tiny_ks_job(tmp_path))
+    best = Path(result["work_dir"]) / "train" / "valid_best" / "model"
+    saved = torch.load(best / "state_dict.pt", weights_only=True)
+    assert saved and not any(k.startswith("upstream.") for k in saved) and "featurizer.weights" in saved
+    model = problem_class("ks")().load_model(best)
+    full = model.state_dict()
+    assert any(k.startswith("upstream.") for k in full)
+    for k, v in saved.items():
+        torch.testing.assert_close(full[k], v, rtol=0, atol=0)
+    assert json.loads((best / FROZEN_UPSTREAM).read_text())["upstream_state_sha256"] == state_sha256(model.upstream.state_dict())
+    (best / FROZEN_UPSTREAM).write_text(json.dumps({"upstream_state_sha256": "0" * 64}))
+    with pytest.raises(DeepwideError, match="upstream rebuilt from its source differs"):
+        problem_class("ks")().load_model(best)
 
 
 def test_feature_cache_equals_uncached(tmp_path):

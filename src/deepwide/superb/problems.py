@@ -25,12 +25,70 @@ from deepwide.superb.sweep import SweepTrainMixin  # noqa: E402
 from deepwide.superb.upstream import build_upstream as _build_upstream  # noqa: E402
 
 
+# beside a checkpoint's state_dict.pt saved without its frozen upstream: the upstream's
+# state digest (deepwide.utils.precision.state_sha256), checked when the model is rebuilt
+FROZEN_UPSTREAM = "deepwide_frozen_upstream.json"
+UPSTREAM_PREFIX = "upstream."
+
+
+class _HeadOnly:
+    """What s3prl's ``save_model`` reads of a model (its ``state_dict``), less the upstream."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def state_dict(self):
+        return {k: v for k, v in self.model.state_dict().items() if not k.startswith(UPSTREAM_PREFIX)}
+
+
 class DeepwideUpstreamMixin:
-    """``build_upstream`` from ``{name, kind, path, ...}``; predictions dumped at test."""
+    """``build_upstream`` from ``{name, kind, path, ...}``; predictions dumped at test;
+    checkpoints without the frozen upstream.
+
+    s3prl saves the whole model at every checkpoint (``step_N``, ``valid_best``), the frozen
+    upstream included: 361 MB of HuBERT Base weights per checkpoint for a PR head of 1 MB.
+    The upstream is rebuilt from its own checkpoint whenever s3prl loads the model (test,
+    resume), so ours saves the featurizer and head only, with the upstream's state digest
+    beside them; loading rebuilds the model, checks the digest (a different upstream is an
+    error naming the checkpoint) and loads the rest. A trainable upstream is saved whole."""
 
     def build_upstream(self, build_upstream: dict):
         spec = {k: v for k, v in dict(build_upstream).items() if k != "name"}
         return _build_upstream(**spec)
+
+    def save_model(self, save_model, model_ckpt_dir, build_model_all_args, model):
+        if getattr(model, "upstream_trainable", True) or not hasattr(model, "upstream"):
+            return super().save_model(save_model, model_ckpt_dir, build_model_all_args, model)
+        import json
+
+        from deepwide.utils.precision import state_sha256
+
+        digest = state_sha256(model.upstream.state_dict())
+        super().save_model(save_model, model_ckpt_dir, build_model_all_args, _HeadOnly(model))
+        (Path(model_ckpt_dir) / FROZEN_UPSTREAM).write_text(json.dumps({"upstream_state_sha256": digest}) + "\n")
+
+    def load_model(self, model_ckpt_dir):
+        ckpt = Path(model_ckpt_dir)
+        if not (ckpt / FROZEN_UPSTREAM).is_file():  # a whole-model checkpoint (s3prl's own layout)
+            return super().load_model(model_ckpt_dir)
+        import json
+
+        import torch
+        import yaml
+
+        from deepwide.utils.precision import state_sha256
+
+        model = self.build_model(**yaml.safe_load((ckpt / "arguments.yaml").read_text()))
+        want = json.loads((ckpt / FROZEN_UPSTREAM).read_text())["upstream_state_sha256"]
+        if state_sha256(model.upstream.state_dict()) != want:
+            raise DeepwideError(f"{ckpt}: the upstream rebuilt from its source differs from the one this checkpoint "
+                                f"was trained on (state digest {want[:12]}...); its head cannot be used with it")
+        missing, unexpected = model.load_state_dict(torch.load(ckpt / "state_dict.pt", map_location="cpu"), strict=False)
+        wrong = [k for k in missing if not k.startswith(UPSTREAM_PREFIX)] + list(unexpected)
+        if wrong:
+            raise DeepwideError(f"{ckpt / 'state_dict.pt'}: does not fit the model rebuilt from arguments.yaml "
+                                f"(missing or unexpected: {wrong[:5]})")
+        return model
 
     def evaluate(self, evaluate, mode, task, dataset, batch_sampler, collate_fn, eval_batch, dump_dir, device, num_workers):
         if mode != "test":

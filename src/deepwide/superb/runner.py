@@ -16,7 +16,9 @@ result.json names its phone set and source.
 s3prl's target directory is the resume state: ``out_dir/work-<hash>/`` where the hash
 covers the effective s3prl config and the upstream's identity, so a requeued job resumes
 and a changed config or retrained upstream starts fresh. It is not a declared output, so
-Snakemake leaves it in place when a job fails.
+Snakemake leaves it in place when a job fails. Its checkpoints hold the featurizer and head,
+not the frozen upstream (:class:`deepwide.superb.problems.DeepwideUpstreamMixin`), and once
+a head is tested its resume state (``step_N``, the optimizer state in ``valid_best``) is removed.
 """
 
 from __future__ import annotations
@@ -265,6 +267,26 @@ def _s3prl_logs(jobs: list[_Head]):
             handler.close()
 
 
+def prune_resume_checkpoints(train_dir: Path, keep: Path) -> None:
+    """Remove what only a resume of a head's training reads, once the head is tested (a
+    tested head is never resumed): every checkpoint but ``keep`` (the one its result comes
+    from: ``valid_best``, or ASV's best-EER ``step_N``), and the optimizer state in ``keep``
+    and ``valid_best``. ``keep``'s model and task stay (the result's layer weights, s3prl's
+    ``load_model_and_task``). The optimizer state is twice the head: 320 MB per ASR head,
+    per checkpoint; s3prl keeps ``keep_num_ckpts`` step checkpoints (ASV: all)."""
+    train_dir, keep = Path(train_dir), Path(keep)
+    if not (keep / "model" / "state_dict.pt").is_file():
+        raise DeepwideError(f"superb: the result's checkpoint {keep} has no model: not removing the others")
+    doomed = [p for p in train_dir.glob("step_*") if p.is_dir() and p != keep]
+    doomed += [p for p in {keep / "optimizer.pt", train_dir / "valid_best" / "optimizer.pt"} if p.is_file()]
+    freed = 0
+    for path in sorted(doomed):
+        freed += path.stat().st_size if path.is_file() else sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    if freed:
+        log.info("superb: removed the resume checkpoints of a tested head in %s (%.1f MB)", train_dir, freed / 2**20)
+
+
 def _run_fold(run: _Run, jobs: list[_Head], fold: int | None, view: View, shared: bool) -> list[tuple]:
     """Train and test (or restore) every head on one fold, collect each into ``per_fold``
     and its test predictions into ``out_dir/predictions/``; returns the restored heads."""
@@ -295,6 +317,7 @@ def _run_fold(run: _Run, jobs: list[_Head], fold: int | None, view: View, shared
             (job.work / TESTED).write_text(json.dumps({"lr": job.lr, "seed": job.seed}) + "\n")
     for job in jobs:
         res = collect(run.spec, job.work)
+        prune_resume_checkpoints(job.work / "train", keep=run.spec.result_checkpoint(job.work, res))
         res["fold"] = fold
         job.per_fold.append(res)
         pred_dir = job.out_dir / "predictions" / ("" if fold is None else f"fold{fold}")

@@ -59,6 +59,9 @@ class ASVTask(VoxCelebTask):
     def predictions_dir(self, work, test_set):
         return work / "evaluate" / test_set
 
+    def result_checkpoint(self, work, result):
+        return work / "train" / f"step_{result['best_step']}"  # the best-EER one
+
 
 TASK = register(ASVTask(
     name="asv", problem="SuperbASV", corpus="voxceleb1", metric="EER", higher_is_better=False,

@@ -104,6 +104,11 @@ class Task:
     def predictions_dir(self, work: Path, test_set: str) -> Path:
         return work / "evaluate" / "valid_best" / test_set
 
+    def result_checkpoint(self, work: Path, result: dict) -> Path:
+        """The checkpoint ``collect`` reads the result's layer weights from (kept when a
+        tested head's resume state is removed)."""
+        return work / "train" / "valid_best"
+
     def need(self, root: Path, rel: str | Path, what: str) -> None:
         if not (root / rel).exists():
             raise DeepwideError(f"superb.{self.name}: dataset root {root} is malformed: missing {root / rel} ({what})")

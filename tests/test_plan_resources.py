@@ -131,3 +131,24 @@ def test_prepare_records_its_usage(tmp_path):
     _write_info(tmp_path, {"counts": {"train": 1}})
     info = json.loads((tmp_path / "info.json").read_text())
     assert info["counts"] == {"train": 1} and info["usage"]["peak_rss_mb"] > 0 and info["usage"]["wall_s"] > 0
+
+
+def test_the_cost_model_sets_a_floor_under_gpu_runtimes(repo_root, tmp_path):
+    """distill and superb_run carry the cost model's training seconds of their costliest job
+    (plan cost's figures); a runtime request below it x safety is LOW, even with nothing measured."""
+    from deepwide.plan.cost import DEFAULT_FIGURES, cost
+    from deepwide.plan.resources import compare
+
+    paper = repo_root / "workflow" / "configs" / "paper.yaml"
+    study = Study.from_file(paper, plan=True)
+    rows = {r["rule"]: r for r in compare(study, tmp_path / "nothing", 1.5)}
+    stages = {s["stage"]: s for s in cost(study, DEFAULT_FIGURES)["stages"]}
+    d = stages["distill"]
+    assert rows["distill"]["model_s"] == round(d["ours"] * 3600 / d["jobs"], 1)
+    worst = max((s for k, s in stages.items() if k.startswith("superb ")), key=lambda s: s["ours"] / s["jobs"])
+    assert rows["superb_run"]["model_s"] == round(worst["ours"] * 3600 / worst["jobs"], 1)
+    assert rows["superb_run"]["model_job"] == worst["stage"] and rows["superb_select"]["model_s"] is None
+    assert not any("cost model" in f for r in rows.values() for f in r["flags"])  # paper.yaml's requests clear it
+    short = Study.from_file(paper, overrides={"resources": {"rules": {"superb_run": {"runtime": 30}}}}, plan=True)
+    flags = {r["rule"]: r["flags"] for r in compare(short, tmp_path / "nothing", 1.5)}
+    assert [f for f in flags["superb_run"] if f.startswith("runtime LOW vs cost model (30 min")]

@@ -1,7 +1,8 @@
 """``python -m deepwide plan ...``: what a config would run, before anything runs.
 
     deepwide plan cost --config F [--figures JSON] [--json OUT]        GPU-hours per stage
-    deepwide plan resources --config F [--measured DIR] [--safety X]   SLURM requests vs measurements
+    deepwide plan resources --config F [--measured DIR] [--safety X] [--figures JSON]
+                                                                       SLURM requests vs measurements and the cost model
     deepwide plan students --config F [--json]                         the students and their jobs
     deepwide plan check --config F                                     the SUPERB dataset roots
     deepwide plan rehearse --config F [--out R.yaml]                   a rehearsal config of F (any machine)
@@ -43,6 +44,7 @@ def cmd_cost(args) -> int:
 
 
 def cmd_resources(args) -> int:
+    from deepwide.plan.cost import load_figures
     from deepwide.plan.resources import compare, format_rows
 
     study = _study(args)
@@ -53,8 +55,9 @@ def cmd_resources(args) -> int:
         print(f"warning: {run_dir} does not exist yet: requests only, nothing measured", flush=True)
     if args.safety < 1:
         raise DeepwideError("plan resources --safety: must be at least 1")
-    rows = compare(study, run_dir, args.safety)
-    print(format_rows(rows, run_dir, args.safety))
+    figures = load_figures(args.figures)
+    rows = compare(study, run_dir, args.safety, figures)
+    print(format_rows(rows, run_dir, args.safety, figures))
     _write_json(args.json, rows)
     return 0
 
@@ -117,6 +120,7 @@ def register(sub) -> None:
     r = command("resources", "SLURM requests vs measured peak memory and wall time per rule", cmd_resources)
     r.add_argument("--measured", default=None, help="results folder of a finished run (default: the config's results)")
     r.add_argument("--safety", type=float, default=1.5, help="a request below measured x this is LOW (default 1.5)")
+    r.add_argument("--figures", default=None, help="throughput JSON for the cost model's column, as for plan cost")
     r.add_argument("--json", default=None, help="also write the rows as JSON here")
     s = command("students", "the students a config describes (shape, depth, width, params) and their jobs", cmd_students)
     s.add_argument("--json", action="store_true", help="also the jobs and target layers, as JSON")

@@ -21,6 +21,12 @@ it can be justified:
 
 Flags: a request below measured x ``--safety`` is ``LOW`` (the job may be killed); one more
 than 4x the measurement is ``>4x`` (it wastes the node), each named with its quantity.
+
+Beside the measurements, the study's own cost model (:mod:`deepwide.plan.cost`, GPU
+throughputs measured on the machine its figures name) gives each ``distill`` and
+``superb_run`` job's training time at the study's sizes (SUPERB: its costliest task). It
+leaves out set-up and evaluation, so it is a lower bound: a runtime request below it x
+``--safety`` is ``LOW``; it raises no ``>4x``.
 """
 
 from __future__ import annotations
@@ -120,16 +126,40 @@ def _scaled_wall(rule: str, m: dict, study) -> tuple[float | None, str]:
     return overhead + float(train_s) * ratio, f"scaled x{ratio:.3g} (steps x batch seconds)"
 
 
-def compare(study, run_dir: Path, safety: float) -> list[dict]:
-    """One row per rule of the study: request, measurement, flags."""
+def model_seconds(study, figures: dict) -> dict[str, tuple[float, str]]:
+    """rule -> (training seconds of its costliest job by the cost model, which job), for the
+    GPU rules the model covers (distill, superb_run)."""
+    from deepwide.plan.cost import cost
+
+    out: dict[str, tuple[float, str]] = {}
+    for stage in cost(study, figures)["stages"]:
+        if not stage["jobs"]:
+            continue
+        per_job = stage["ours"] * 3600 / stage["jobs"]
+        rule, what = ("superb_run", stage["stage"]) if stage["stage"].startswith("superb ") else (stage["stage"], stage["stage"])
+        if rule in ("distill", "superb_run") and per_job > out.get(rule, (-1.0, ""))[0]:
+            out[rule] = (per_job, what)
+    return out
+
+
+def compare(study, run_dir: Path, safety: float, figures: dict | None = None) -> list[dict]:
+    """One row per rule of the study: request, measurement, cost model, flags."""
+    from deepwide.plan.cost import DEFAULT_FIGURES
+
     meas = measurements(run_dir)
+    model = model_seconds(study, figures or DEFAULT_FIGURES)
     rows = []
     for rule, gpu in study.rule_classes().items():
         req = job_resources(study.config["resources"], rule, gpu=gpu)
         row = {"rule": rule, "class": "gpu" if gpu else "cpu", "request_mem_mb": req["mem_mb"],
                "request_runtime_min": req["runtime"], "request_gpu": req.get("gpu", 0), "jobs_measured": 0,
                "peak_rss_mb": None, "cuda_max_allocated_mb": None, "wall_s": None, "wall_study_s": None,
-               "scaling": "no measurement", "flags": []}
+               "scaling": "no measurement", "flags": [], "model_s": None, "model_job": None}
+        if rule in model:
+            row["model_s"], row["model_job"] = round(model[rule][0], 1), model[rule][1]
+            if req["runtime"] * 60 < model[rule][0] * safety:
+                row["flags"].append(f"runtime LOW vs cost model ({req['runtime']} min < {model[rule][0] / 60:.1f} x {safety}, "
+                                    f"{model[rule][1]} training alone)")
         ms, stand_in = meas.get(rule, []), ""
         if not ms and meas.get(STAND_IN.get(rule, "")):
             ms, stand_in = meas[STAND_IN[rule]], f"measured as {STAND_IN[rule]} (the rehearsal's stand-in); "
@@ -163,13 +193,17 @@ def _fmt(v, spec: str = ".0f") -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
 
 
-def format_rows(rows: list[dict], run_dir: Path, safety: float) -> str:
+def format_rows(rows: list[dict], run_dir: Path, safety: float, figures: dict | None = None) -> str:
+    from deepwide.plan.cost import DEFAULT_FIGURES
+
     lines = [f"requests (config `resources`) vs measured (usage in {run_dir}), safety x{safety}, oversize >{OVERSIZE:g}x",
+             f"model s: training seconds of the rule's costliest job by the cost model ({(figures or DEFAULT_FIGURES)['machine']})",
              f"{'rule':30s} {'cls':3s} {'gpu':>3s} {'mem MB':>7s} {'min':>5s} {'jobs':>4s} {'RSS MB':>7s} {'CUDA MB':>7s}"
-             f" {'wall s':>8s} {'study s':>8s}  flags / scaling"]
+             f" {'wall s':>8s} {'study s':>8s} {'model s':>8s}  flags / scaling"]
     for r in rows:
         tail = "; ".join(r["flags"]) if r["flags"] else "ok" if r["jobs_measured"] else ""
         lines.append(f"{r['rule']:30s} {r['class']:3s} {r['request_gpu']:>3d} {r['request_mem_mb']:>7d} {r['request_runtime_min']:>5d}"
                      f" {r['jobs_measured']:>4d} {_fmt(r['peak_rss_mb']):>7s} {_fmt(r['cuda_max_allocated_mb']):>7s}"
-                     f" {_fmt(r['wall_s']):>8s} {_fmt(r['wall_study_s']):>8s}  {tail + ' | ' if tail else ''}{r['scaling']}")
+                     f" {_fmt(r['wall_s']):>8s} {_fmt(r['wall_study_s']):>8s} {_fmt(r['model_s']):>8s}"
+                     f"  {tail + ' | ' if tail else ''}{r['scaling']}")
     return "\n".join(lines)

@@ -87,6 +87,14 @@ def test_plan_resources_paper_against_a_measured_run(repo_root, tmp_path, capsys
     assert (c["jobs_measured"], c["peak_rss_mb"], c["cuda_max_allocated_mb"], c["wall_s"]) == (1, 3000.0, 900.0, 30.0)
     assert rows["report_kdloss"]["jobs_measured"] == 0
     assert "distill" in cap.out and "mem LOW" in cap.out
+    # the same jobs measured in a rehearsal (cut sizes): memory is a floor, LOW only
+    (run / "config.yaml").write_text("rehearsal: {of: paper}\n")
+    assert main(["plan", "resources", "--config", str(paper), "--measured", str(run), "--json", str(out_json)]) == 0
+    capsys.readouterr()
+    floor = {r["rule"]: r for r in json.loads(out_json.read_text())}
+    assert not any(f.startswith("mem >4x") for f in floor["superb_run"]["flags"])
+    assert "memory at the rehearsal's sizes: a floor, LOW only" in floor["superb_run"]["scaling"]
+    assert any(f.startswith("mem LOW") for f in floor["distill"]["flags"])
     # a larger safety factor or no measurement at all
     assert main(["plan", "resources", "--config", str(paper)]) == 0
     assert "nothing measured" in capsys.readouterr().out

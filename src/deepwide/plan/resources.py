@@ -18,6 +18,8 @@ it can be justified:
 - memory is never scaled: peak RSS depends on the model, the batch, the dataset index and the
   loader workers together, with no single factor to scale by. A CPU run's RSS holds what a GPU
   job keeps on the card, so it overstates a GPU job's host memory (a safe side for "low").
+  A rehearsal's jobs (``RUN_DIR/config.yaml`` has a ``rehearsal`` section) ran with cut
+  batches and data: their memory is a floor for the study's, so it flags ``LOW`` only.
 
 Flags: a request below measured x ``--safety`` is ``LOW`` (the job may be killed); one more
 than 4x the measurement is ``>4x`` (it wastes the node), each named with its quantity.
@@ -107,9 +109,23 @@ def _device_kind(info: dict) -> str | None:
     return "cuda" if dev.startswith("cuda") else ("cpu" if dev else None)
 
 
-def _scaled_wall(rule: str, m: dict, study) -> tuple[float | None, str]:
+def is_rehearsal(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a rehearsal (``plan rehearse`` writes its config there, with
+    a ``rehearsal`` section)."""
+    import yaml
+
+    try:
+        cfg = yaml.safe_load((Path(run_dir) / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(cfg, dict) and isinstance(cfg.get("rehearsal"), dict)
+
+
+def _scaled_wall(rule: str, m: dict, study, gpu: bool) -> tuple[float | None, str]:
     """(study-sized wall seconds, how) or (None, why not)."""
     info, wall = m["info"], float(m["usage"]["wall_s"])
+    if not gpu:
+        return None, "not scaled (a CPU job: its time depends on the data, not on a size the config names)"
     if _device_kind(info) != "cuda":
         return None, f"not scaled (measured on {info.get('device') or 'an unknown device'}, the study's job gets CUDA)"
     if rule != "distill":
@@ -147,6 +163,7 @@ def compare(study, run_dir: Path, safety: float, figures: dict | None = None) ->
     from deepwide.plan.cost import DEFAULT_FIGURES
 
     meas = measurements(run_dir)
+    rehearsal = is_rehearsal(run_dir)  # its jobs ran at cut sizes: their memory is a floor
     model = model_seconds(study, figures or DEFAULT_FIGURES)
     rows = []
     for rule, gpu in study.rule_classes().items():
@@ -167,15 +184,16 @@ def compare(study, run_dir: Path, safety: float, figures: dict | None = None) ->
             top_mem = max(ms, key=lambda m: _rss(m["usage"]))
             top_wall = max(ms, key=lambda m: float(m["usage"]["wall_s"]))
             cudas = [m["usage"].get("cuda_max_allocated_mb") for m in ms if m["usage"].get("cuda_max_allocated_mb") is not None]
-            scaled, how = _scaled_wall(rule, top_wall, study)
+            scaled, how = _scaled_wall(rule, top_wall, study, gpu)
             row.update(jobs_measured=len(ms), peak_rss_mb=round(_rss(top_mem["usage"]), 1),
                        cuda_max_allocated_mb=max(cudas) if cudas else None, wall_s=round(float(top_wall["usage"]["wall_s"]), 1),
                        wall_study_s=None if scaled is None else round(scaled, 1),
-                       scaling=stand_in + "memory not scaled; wall " + how)
+                       scaling=stand_in + ("memory at the rehearsal's sizes: a floor, LOW only" if rehearsal
+                                            else "memory not scaled") + "; wall " + how)
             mem = row["peak_rss_mb"]
             if mem and req["mem_mb"] < mem * safety:
                 row["flags"].append(f"mem LOW ({req['mem_mb']} MB < {mem:.0f} x {safety})")
-            elif mem and req["mem_mb"] > OVERSIZE * mem:
+            elif mem and req["mem_mb"] > OVERSIZE * mem and not rehearsal:
                 row["flags"].append(f"mem >4x ({req['mem_mb']} MB > 4 x {mem:.0f})")
             wall = row["wall_study_s"]
             if wall is not None:

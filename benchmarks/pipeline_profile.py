@@ -146,9 +146,11 @@ def _producer(producer: dict, path: str):
 # rules whose JSON output copies another job's record, ``usage`` included: superb_select's
 # selected.json is the chosen head's result.json, written by superb_run
 COPIES_USAGE = {"superb_select"}
-# rules whose usage is in a file beside their declared outputs: prepare_<corpus> writes its
-# manifests, then manifests/<corpus>/info.json (not declared) with the job's usage
-SIDECAR_USAGE = {"prepare_": "info.json"}
+# rules (by name prefix) whose usage is in a file beside their declared outputs, relative to
+# an output's folder: prepare_<corpus> writes manifests/<corpus>/info.json after its
+# manifests; the report's collect, tables and figures write usage.json
+SIDECAR_USAGE = {"prepare_": "info.json", "report_collect": "collect/usage.json", "report_tables": "usage.json",
+                 "report_figures": "usage.json"}
 
 
 def job_usage(run_dir: Path, job: dict) -> dict | None:

@@ -190,3 +190,11 @@ def test_a_prepare_job_is_measured_by_the_info_json_beside_its_manifests(tmp_pat
     job = _job("prepare_librispeech", 0, 1, outputs=["results/manifests/librispeech/dev-clean.parquet"])
     assert pp.job_usage(tmp_path, job) == {"cpu_s": 3.0, "wall_s": 4.0}
     assert pp.job_usage(tmp_path, {**job, "rule": "report_collect"}) is None  # only prepare rules read it
+    tables = tmp_path / "results/report/tables"
+    tables.mkdir(parents=True)
+    (tables / "usage.json").write_text(json.dumps({"usage": {"cpu_s": 1.0, "wall_s": 2.0}}))
+    collect = tmp_path / "results/report/collect"
+    collect.mkdir(parents=True)
+    (collect / "usage.json").write_text(json.dumps({"usage": {"cpu_s": 5.0, "wall_s": 6.0}}))
+    assert pp.job_usage(tmp_path, _job("report_tables", 0, 1, outputs=["results/report/tables/grid.md"]))["wall_s"] == 2.0
+    assert pp.job_usage(tmp_path, _job("report_collect", 0, 1, outputs=["results/report/results.parquet"]))["wall_s"] == 6.0

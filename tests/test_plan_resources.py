@@ -115,7 +115,11 @@ def test_measurements_name_the_rule_that_wrote_each_record(repo_root, tmp_path, 
     _write(head, {"device": "cpu", "usage": {"peak_rss_mb": 1.0, "wall_s": 1.0}})
     _write(run / "superb" / "fbank" / "pr" / "heads.json", {"heads": [{"result": str(head)}],
                                                             "usage": {"peak_rss_mb": 1200.0, "wall_s": 5.0}})
+    for sidecar in ("report/collect", "report/tables", "report/figures"):
+        _write(run / sidecar / "usage.json", {"usage": {"peak_rss_mb": 500.0, "wall_s": 1.0}})
     meas = measurements(run)
+    for rule in ("report_collect", "report_tables", "report_figures"):
+        assert meas[rule][0]["usage"]["peak_rss_mb"] == 500.0, rule
     assert [m["path"].name for m in meas["teacher_random"]] == ["info.json"]
     assert "teacher_import" not in meas and "teacher_pretrain" not in meas
     assert meas["prepare_librispeech"][0]["usage"]["peak_rss_mb"] == 2500.0

@@ -257,6 +257,8 @@ def test_tables_and_figures_cli(tmp_path):
     # verdict's levels with 95 % intervals and the verdict's own answer, no ranking of its own
     level = {d: float(trend.loc[("pred", "content"), f"L={d}"].split(" [")[0]) for d in (1, 2, 4)}
     assert level[1] < level[2] < level[4]
+    for usage_json in (out / "collect" / "usage.json", out / "t" / "usage.json"):  # each job's usage (plan resources)
+        assert json.loads(usage_json.read_text())["usage"]["peak_rss_mb"] > 0
     assert trend.loc[("pred", "content"), "verdict"] == "deeper better"
     assert trend.loc[("l2l", "speaker"), "verdict"] == "wider better"
     assert trend.loc[("pred", "all"), "verdict"] == "see the primary test"
@@ -280,6 +282,7 @@ def test_tables_and_figures_cli(tmp_path):
         img = mpimg.imread(png)
         assert img.shape[0] > 100 and img.shape[1] > 100
         assert img[..., :3].std() > 0.01  # not blank
+    assert json.loads((out / "f" / "usage.json").read_text())["usage"]["wall_s"] > 0
     # a bad option value is a user error
     with pytest.raises(DeepwideError, match="cmap"):
         main_raise(["report", "figures", "--results", str(out / "results.parquet"), "--options",

@@ -44,9 +44,13 @@ OVERSIZE = 4.0
 
 # rule -> (glob of its JSON files, or Parquet tables with the usage in their metadata, under
 # a results folder); ``prepare_<corpus>`` reads ``manifests/<corpus>/info.json``. The rules
-# not named here record no usage (corpus synthesis, lexicon, select, report collect/tables/
-# figures: seconds each) and are listed as "no measurement"
+# not named here record no usage (corpus synthesis, only for the embedded corpora; select,
+# which copies a head's result; the PR lexicon, whose folder s3prl reads) and are listed
+# as "no measurement"
 MEASURED_FILES = {
+    "report_collect": ["report/collect/usage.json"],
+    "report_tables": ["report/tables/usage.json"],
+    "report_figures": ["report/figures/usage.json"],
     "teacher_import": ["teacher/info.json"],
     "teacher_pretrain": ["teacher/info.json"],
     "teacher_random": ["teacher/info.json"],

@@ -16,6 +16,9 @@ Every job that writes an info or result JSON stores :func:`usage` under the key 
 A job whose only output is a Parquet table (the report's CKA and KD-loss tables) stores
 ``{"usage": ..., "device": ...}`` as JSON under :data:`PARQUET_INFO_KEY` in the file's
 key-value metadata instead (no declared output added); :func:`parquet_info` reads it back.
+A job whose outputs are tables and figures (the report's collect, tables and figures)
+writes ``{"usage": ...}`` to :data:`USAGE_SIDECAR` in a folder of its outputs
+(:func:`write_usage_sidecar`; not a declared output).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ def _process_start() -> float:
 
 _IMPORTED = time.time()
 PARQUET_INFO_KEY = "deepwide.info"
+USAGE_SIDECAR = "usage.json"
 
 
 def cuda_peak_mb() -> float | None:
@@ -72,3 +76,13 @@ def parquet_info(path) -> dict | None:
     except (OSError, KeyError, ValueError):
         return None
     return obj if isinstance(obj, dict) and isinstance(obj.get("usage"), dict) else None
+
+
+def write_usage_sidecar(folder) -> None:
+    """``folder/usage.json``: this job's :func:`usage` so far (call it last)."""
+    import json
+    from pathlib import Path
+
+    from deepwide.utils.io import atomic_write_text
+
+    atomic_write_text(Path(folder) / USAGE_SIDECAR, json.dumps({"usage": usage()}, indent=1) + "\n")

@@ -323,7 +323,7 @@ def _normalized(path: Path, root: Path):
     """What must match between a local and a SLURM run, or None when the file is not compared.
 
     Corpora and manifests: their content, with this run's absolute path replaced (manifests
-    hold absolute paths). Model checkpoints (teacher, students): their weights. The rest
+    hold absolute paths) and the manifests' info.json without the job's ``usage``. Model checkpoints (teacher, students): their weights. The rest
     (training curves, info.json, work files) holds wall times and is only checked to exist.
     """
     parts = path.relative_to(root).parts
@@ -341,6 +341,8 @@ def _normalized(path: Path, root: Path):
                 df[col] = df[col].map(lambda v: v.replace(str(root), "<RUN>") if isinstance(v, str) else v)
         return df
     data = path.read_bytes()
+    if path.suffix == ".json" and "manifests" in parts:  # the prepare job's usage (its wall time, memory) is not compared
+        data = json.dumps({k: v for k, v in json.loads(data).items() if k != "usage"}, sort_keys=True).encode()
     return hashlib.sha256(data.replace(str(root).encode(), b"<RUN>")).hexdigest()
 
 

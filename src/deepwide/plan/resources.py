@@ -26,7 +26,8 @@ than 4x the measurement is ``>4x`` (it wastes the node), each named with its qua
 
 Beside the measurements, the study's own cost model (:mod:`deepwide.plan.cost`, GPU
 throughputs measured on the machine its figures name) gives each ``distill`` and
-``superb_run`` job's training time at the study's sizes (SUPERB: its costliest task). It
+``superb_run`` job's training time at the study's sizes (distill: the mean over its jobs,
+which differ only by cached or online targets; SUPERB: its costliest task). It
 leaves out set-up and evaluation, so it is a lower bound: a runtime request below it x
 ``--safety`` is ``LOW``; it raises no ``>4x``.
 """
@@ -147,8 +148,8 @@ def _scaled_wall(rule: str, m: dict, study, gpu: bool) -> tuple[float | None, st
 
 
 def model_seconds(study, figures: dict) -> dict[str, tuple[float, str]]:
-    """rule -> (training seconds of its costliest job by the cost model, which job), for the
-    GPU rules the model covers (distill, superb_run)."""
+    """rule -> (training seconds per job by the cost model, which stage), for the GPU rules
+    the model covers: distill (the stage's mean job) and superb_run (its costliest task)."""
     from deepwide.plan.cost import cost
 
     out: dict[str, tuple[float, str]] = {}
@@ -219,7 +220,7 @@ def format_rows(rows: list[dict], run_dir: Path, safety: float, figures: dict | 
     from deepwide.plan.cost import DEFAULT_FIGURES
 
     lines = [f"requests (config `resources`) vs measured (usage in {run_dir}), safety x{safety}, oversize >{OVERSIZE:g}x",
-             f"model s: training seconds of the rule's costliest job by the cost model ({(figures or DEFAULT_FIGURES)['machine']})",
+             f"model s: training seconds per job by the cost model (distill: mean job; SUPERB: costliest task) ({(figures or DEFAULT_FIGURES)['machine']})",
              f"{'rule':30s} {'cls':3s} {'gpu':>3s} {'mem MB':>7s} {'min':>5s} {'jobs':>4s} {'RSS MB':>7s} {'CUDA MB':>7s}"
              f" {'wall s':>8s} {'study s':>8s} {'model s':>8s}  flags / scaling"]
     for r in rows:

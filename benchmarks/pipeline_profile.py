@@ -38,7 +38,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from deepwide.utils.usage import parquet_info
+from deepwide.utils.usage import USAGE_SIDECAR, parquet_info
 
 _STAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]$")
 _START = re.compile(r"^(?:local)?(?:rule|checkpoint) (\S+):$")
@@ -149,8 +149,8 @@ COPIES_USAGE = {"superb_select"}
 # rules (by name prefix) whose usage is in a file beside their declared outputs, relative to
 # an output's folder: prepare_<corpus> writes manifests/<corpus>/info.json after its
 # manifests; the report's collect, tables and figures write usage.json
-SIDECAR_USAGE = {"prepare_": "info.json", "report_collect": "collect/usage.json", "report_tables": "usage.json",
-                 "report_figures": "usage.json"}
+SIDECAR_USAGE = {"prepare_": "info.json", "report_collect": f"collect/{USAGE_SIDECAR}", "report_tables": USAGE_SIDECAR,
+                 "report_figures": USAGE_SIDECAR}
 
 
 def job_usage(run_dir: Path, job: dict) -> dict | None:

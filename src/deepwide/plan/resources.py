@@ -39,7 +39,7 @@ import math
 from pathlib import Path
 
 from deepwide.resources import job_resources
-from deepwide.utils.usage import parquet_info
+from deepwide.utils.usage import USAGE_SIDECAR, parquet_info
 
 OVERSIZE = 4.0
 
@@ -49,9 +49,9 @@ OVERSIZE = 4.0
 # which copies a head's result; the PR lexicon, whose folder s3prl reads) and are listed
 # as "no measurement"
 MEASURED_FILES = {
-    "report_collect": ["report/collect/usage.json"],
-    "report_tables": ["report/tables/usage.json"],
-    "report_figures": ["report/figures/usage.json"],
+    "report_collect": [f"report/collect/{USAGE_SIDECAR}"],
+    "report_tables": [f"report/tables/{USAGE_SIDECAR}"],
+    "report_figures": [f"report/figures/{USAGE_SIDECAR}"],
     "teacher_import": ["teacher/info.json"],
     "teacher_pretrain": ["teacher/info.json"],
     "teacher_random": ["teacher/info.json"],

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from deepwide.errors import DeepwideError
 from deepwide.utils.cli import add_command, command_group
+from deepwide.utils.usage import write_usage_sidecar
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +69,6 @@ def cmd_collect(args):
                  items.groupby(["upstream", "key", "lr", "seed"]).ngroups if len(items) else 0, args.items)
     write_parquet(df, args.out)
     log.info("%d result rows (%d published), %d layer-weight rows -> %s", len(df), int(df["published"].sum()), len(lw), args.out)
-    from deepwide.utils.usage import write_usage_sidecar
-
     write_usage_sidecar(Path(args.out).parent / "collect")  # report/collect/usage.json (plan resources)
 
 
@@ -103,8 +102,6 @@ def cmd_tables(args):
     written = write_tables(df, args.out_dir, include_published=opts.get("include_published", True), reference=reference,
                            teacher_info=teacher_info, kd_loss=kd, items=items)
     log.info("wrote %d table files to %s", len(written), args.out_dir)
-    from deepwide.utils.usage import write_usage_sidecar
-
     write_usage_sidecar(args.out_dir)  # plan resources
 
 
@@ -150,8 +147,6 @@ def cmd_figures(args):
     written = write_figures(df, lw, cka, args.out_dir, _options(args.options), kd_loss=_kd_losses(args.kd_loss),
                             items=items)
     log.info("wrote %d figure files to %s", len(written), args.out_dir)
-    from deepwide.utils.usage import write_usage_sidecar
-
     write_usage_sidecar(args.out_dir)  # plan resources
 
 

@@ -73,7 +73,7 @@ test: setup
 
 # Every CUDA path at smoke size plus both benchmarks, in one script of at most 8 minutes;
 # one JSON naming the card (results/gpu_check/gpu_check.json). GPU_DEVICE=cpu runs the
-# same checks on the CPU, where they take about 9 minutes on 2 idle cores: 25 minutes allowed.
+# same checks on the CPU, where they take 9 (Xeon) to 18 (AMD EPYC) minutes on 2 idle cores: 25 allowed.
 GPU_DEVICE ?= cuda
 GPU_BUDGET_S ?= $(if $(filter cpu,$(GPU_DEVICE)),1500,480)
 gpu-check: setup

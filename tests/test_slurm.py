@@ -323,8 +323,9 @@ def _normalized(path: Path, root: Path):
     """What must match between a local and a SLURM run, or None when the file is not compared.
 
     Corpora and manifests: their content, with this run's absolute path replaced (manifests
-    hold absolute paths) and the manifests' info.json without the job's ``usage``. Model checkpoints (teacher, students): their weights. The rest
-    (training curves, info.json, work files) holds wall times and is only checked to exist.
+    hold absolute paths) and the manifests' info.json without the job's ``usage``. Model
+    checkpoints (teacher, students): their weights. The rest (training curves, info.json,
+    work files) holds wall times and is only checked to exist.
     """
     parts = path.relative_to(root).parts
     if path.suffix == ".pt":
